@@ -1,0 +1,536 @@
+"""Reading and writing micrographs and particle coordinates.
+
+Frames and conventions used everywhere in deeppick:
+
+* A micrograph is a 2-D float32 array indexed ``image[y, x]``; row 0 is the first row stored in the file
+  (no flip for MRC, as RELION does).
+* A pick is a particle **centre** in micrograph pixels: ``x`` = column, ``y`` = row, origin at the centre
+  of pixel (0, 0). Corner-based formats (EMAN ``.box``, crYOLO ``.cbox``) are converted at the boundary.
+* One picks table is shared by the whole package: a :class:`pandas.DataFrame` with the columns
+  ``micrograph`` (name stem), ``x``, ``y`` (float, centre, micrograph px) and ``score`` (float, NaN where
+  the source has none). :func:`make_picks` builds one, :func:`read_picks` / :func:`write_picks` convert.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .errors import CoordinateError, MicrographError
+
+MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".map", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+PICK_COLUMNS = ["micrograph", "x", "y", "score"]
+PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")
+FORMAT_SUFFIX = {"star": ".star", "box": ".box", "coord": ".txt", "csv": ".csv", "cbox": ".cbox"}
+# Suffixes that pickers append to a micrograph's stem when naming its coordinate file.
+_PICKER_SUFFIXES = ("_autopick", "_manualpick", "_picks", "_pick", "_coords", "_coordinates", "_cryolo")
+# MRC modes we read: 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16.
+_MRC_MODES = (0, 1, 2, 6, 12)
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic output
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    An interrupted run therefore never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# micrographs
+
+
+def read_micrograph(path: str | os.PathLike) -> np.ndarray:
+    """Read a micrograph as a 2-D float32 array ``image[y, x]``.
+
+    Reads MRC (modes 0, 1, 2, 6, 12; a one-section 3-D file is taken as 2-D), TIFF, PNG and JPEG
+    (8- or 16-bit; grey stored as RGB is collapsed to one channel, colour is averaged).
+
+    Raises
+    ------
+    MicrographError
+        If the file is missing, truncated or corrupt, of an unsupported mode, a stack or volume,
+        has non-finite pixels or is constant.
+
+    Example
+    -------
+    >>> image = read_micrograph("micrographs/mic001.mrc")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MicrographError(f"{path}: no such micrograph file; check the path")
+    suffix = path.suffix.lower()
+    if suffix in (".mrc", ".mrcs", ".map", ".st"):
+        image = _read_mrc(path)
+    elif suffix in (".tif", ".tiff"):
+        image = _read_tiff(path)
+    elif suffix in (".png", ".jpg", ".jpeg"):
+        image = _read_pillow(path)
+    else:
+        raise MicrographError(
+            f"{path}: unsupported micrograph format {suffix or '(no suffix)'}; "
+            f"use one of {', '.join(MICROGRAPH_SUFFIXES)}"
+        )
+    return check_micrograph(image, path)
+
+
+def micrograph_pixel_size(path: str | os.PathLike) -> float | None:
+    """Pixel size in Å stored in an MRC header, or None (image formats, or a header with 0)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".mrc", ".mrcs", ".map"):
+        return None
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            size = float(mrc.voxel_size.x)
+    except Exception as exc:  # mrcfile raises ValueError/OSError for corrupt headers
+        raise MicrographError(f"{path}: cannot read MRC header ({exc}); the file may be corrupt") from None
+    return size if size > 0 else None
+
+
+def check_micrograph(image: np.ndarray, path: str | os.PathLike = "<array>", box_px: int | None = None) -> np.ndarray:
+    """Check a micrograph is usable and return it as float32; name ``path`` in any error."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise MicrographError(f"{path}: expected a 2-D image, got shape {image.shape}")
+    image = image.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(image)):
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        raise MicrographError(f"{path}: {bad} pixels are NaN or infinite; re-export the micrograph")
+    if image.size == 0 or float(image.max()) == float(image.min()):
+        raise MicrographError(f"{path}: the image is constant (no contrast); it cannot hold particles")
+    if box_px is not None and min(image.shape) < box_px:
+        raise MicrographError(
+            f"{path}: image {image.shape[1]}x{image.shape[0]} px is smaller than the box of {box_px} px; "
+            "check --box-px or the micrograph"
+        )
+    return image
+
+
+def _read_mrc(path: Path) -> np.ndarray:
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, permissive=False) as mrc:
+            mode = int(mrc.header.mode)
+            if mode not in _MRC_MODES:
+                raise MicrographError(
+                    f"{path}: MRC mode {mode} is not supported; convert to mode 2 (float32)"
+                )
+            data = np.array(mrc.data)
+    except MicrographError:
+        raise
+    except Exception as exc:  # truncated or corrupt files raise ValueError / OSError inside mrcfile
+        raise MicrographError(f"{path}: cannot read MRC file ({exc}); the file is truncated or corrupt") from None
+    if data.ndim == 3:
+        if data.shape[0] != 1:
+            raise MicrographError(
+                f"{path}: MRC holds {data.shape[0]} sections (a stack or volume); "
+                "deeppick picks single 2-D micrographs: motion-correct/sum the stack first"
+            )
+        data = data[0]
+    return data
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        data = tifffile.imread(path)
+    except Exception as exc:
+        raise MicrographError(f"{path}: cannot read TIFF file ({exc}); the file is truncated or corrupt") from None
+    data = np.squeeze(data)
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        data = _collapse_channels(data[..., :3])
+    elif data.ndim == 3:
+        raise MicrographError(
+            f"{path}: TIFF holds {data.shape[0]} frames; sum the movie into one micrograph first"
+        )
+    return data
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                data = np.asarray(im.convert("RGB"))
+            else:
+                data = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise MicrographError(f"{path}: cannot read image ({exc}); the file is truncated or corrupt") from None
+    if data.ndim == 3:
+        data = _collapse_channels(data)
+    return data
+
+
+def _collapse_channels(rgb: np.ndarray) -> np.ndarray:
+    """Grey stored as RGB has equal channels: keep one. True colour is averaged."""
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0]
+    return rgb.astype(np.float32).mean(axis=-1)
+
+
+def write_micrograph(path: str | os.PathLike, image: np.ndarray, pixel_size_a: float | None = None) -> None:
+    """Write ``image`` as an MRC file (mode 2, float32) atomically, with the pixel size if given."""
+    import mrcfile
+
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(image)
+            if pixel_size_a is not None:
+                mrc.voxel_size = float(pixel_size_a)
+
+
+def list_micrographs(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Micrograph files named by ``source``: a folder (its supported files, sorted), a file or a list."""
+    if isinstance(source, (str, os.PathLike)):
+        source = [source]
+    paths: list[Path] = []
+    for item in source:
+        item = Path(item)
+        if item.is_dir():
+            paths.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in MICROGRAPH_SUFFIXES))
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise MicrographError(f"{item}: no such micrograph file or folder; check the path")
+    if not paths:
+        raise MicrographError(f"no micrographs ({', '.join(MICROGRAPH_SUFFIXES)}) found in {', '.join(map(str, source))}")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# the picks table
+
+
+def make_picks(micrograph, x, y, score=None) -> pd.DataFrame:
+    """Build a picks table; ``micrograph`` may be one name for all rows. ``score`` defaults to NaN."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if score is None:
+        score = np.full(len(x), np.nan)
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    if isinstance(micrograph, (str, os.PathLike)):
+        micrograph = [str(micrograph)] * len(x)
+    micrograph = [str(m) for m in micrograph]
+    if not (len(micrograph) == len(x) == len(y) == len(score)):
+        raise ValueError("micrograph, x, y and score must have the same length")
+    return pd.DataFrame({"micrograph": pd.Series(micrograph, dtype=object), "x": x, "y": y, "score": score})
+
+
+def empty_picks() -> pd.DataFrame:
+    return make_picks([], [], [])
+
+
+def concat_picks(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return empty_picks()
+    return pd.concat(tables, ignore_index=True)[PICK_COLUMNS]
+
+
+def picks_of(picks: pd.DataFrame, micrograph: str) -> pd.DataFrame:
+    """Rows of ``picks`` that belong to the micrograph named ``micrograph`` (a stem)."""
+    return picks[picks["micrograph"] == micrograph].reset_index(drop=True)
+
+
+def coordinate_stem(path: str | os.PathLike) -> str:
+    """The micrograph stem a coordinate file names: ``mic_autopick.star`` → ``mic``."""
+    stem = Path(path).stem
+    for suffix in _PICKER_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def micrograph_stem(name: str | os.PathLike) -> str:
+    """Stem of a micrograph name as written in coordinate files (folders and suffix dropped)."""
+    return Path(str(name)).stem
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Coordinate format from a file's suffix."""
+    suffix = Path(path).suffix.lower()
+    for fmt, fmt_suffix in FORMAT_SUFFIX.items():
+        if suffix == fmt_suffix:
+            return fmt
+    if suffix in (".coord", ".tsv"):
+        return "coord"
+    raise CoordinateError(
+        f"{path}: cannot tell the coordinate format from suffix '{suffix}'; "
+        f"name it .star, .box, .cbox, .csv or .txt (Topaz table), or pass the format"
+    )
+
+
+def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | None = None) -> pd.DataFrame:
+    """Read a coordinate file, or every coordinate file in a folder, into one picks table.
+
+    Parameters
+    ----------
+    path
+        A file, or a folder whose files with a known coordinate suffix are all read.
+    fmt
+        ``star``, ``box``, ``coord`` (Topaz table), ``csv`` or ``cbox``; guessed from the suffix if None.
+    box_px
+        Unused by the readers (corner formats store their own box size); accepted for symmetry.
+
+    Returns
+    -------
+    DataFrame with columns ``micrograph, x, y, score`` (centres, micrograph pixels).
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
+                       {*FORMAT_SUFFIX.values(), ".coord", ".tsv"})
+        if not files:
+            raise CoordinateError(f"{path}: no coordinate files (.star, .box, .cbox, .csv, .txt) in this folder")
+        return concat_picks(read_picks(f, fmt) for f in files)
+    if not path.is_file():
+        raise CoordinateError(f"{path}: no such coordinate file; check the path")
+    fmt = fmt or detect_format(path)
+    reader = {"star": _read_star, "box": _read_box, "coord": _read_coord, "csv": _read_csv,
+              "cbox": _read_cbox}.get(fmt)
+    if reader is None:
+        raise CoordinateError(f"unknown coordinate format '{fmt}'; use one of {', '.join(PICK_FORMATS)}")
+    try:
+        picks = reader(path)
+    except CoordinateError:
+        raise
+    except Exception as exc:
+        raise CoordinateError(f"{path}: cannot read as {fmt} coordinates ({exc}); check the file") from None
+    if not np.all(np.isfinite(picks[["x", "y"]].to_numpy())):
+        raise CoordinateError(f"{path}: some coordinates are not numbers; check the file")
+    return picks
+
+
+def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None,
+                box_px: float | None = None) -> None:
+    """Write a picks table to one file, atomically.
+
+    ``star`` and ``coord`` may hold several micrographs (STAR then gets ``rlnMicrographName``);
+    ``box``, ``cbox`` and ``csv`` hold one micrograph. ``box`` and ``cbox`` need ``box_px``.
+    Use :func:`write_picks_per_micrograph` for one file per micrograph.
+    """
+    fmt = fmt or detect_format(path)
+    if fmt not in PICK_FORMATS:
+        raise CoordinateError(f"unknown coordinate format '{fmt}'; use one of {', '.join(PICK_FORMATS)}")
+    if fmt in ("box", "cbox") and not box_px:
+        raise CoordinateError(f"{path}: the {fmt} format stores box corners: give the box size (--box-px)")
+    if fmt in ("box", "cbox", "csv") and picks["micrograph"].nunique() > 1:
+        raise CoordinateError(f"{path}: the {fmt} format holds one micrograph; write one file per micrograph")
+    text = {"star": _star_text, "box": _box_text, "coord": _coord_text, "csv": _csv_text,
+            "cbox": _cbox_text}[fmt](picks.reset_index(drop=True), box_px)
+    atomic_write_text(path, text)
+
+
+def write_picks_per_micrograph(picks: pd.DataFrame, folder: str | os.PathLike, fmt: str = "star",
+                               box_px: float | None = None, micrographs: Iterable[str] = ()) -> list[Path]:
+    """Write one file per micrograph, ``folder/<stem><suffix>``; ``micrographs`` adds empty files."""
+    folder = Path(folder)
+    names = list(dict.fromkeys([*micrographs, *picks["micrograph"]]))
+    written = []
+    for name in names:
+        out = folder / f"{name}{FORMAT_SUFFIX[fmt]}"
+        write_picks(picks_of(picks, name), out, fmt, box_px)
+        written.append(out)
+    return written
+
+
+# --- STAR (RELION 3.0 and 3.1) -----------------------------------------------------------------------
+
+
+def _read_star(path: Path) -> pd.DataFrame:
+    import starfile
+
+    blocks = starfile.read(path, always_dict=True)
+    table = next((b for b in blocks.values() if isinstance(b, pd.DataFrame) and "rlnCoordinateX" in b), None)
+    if table is None:
+        raise CoordinateError(f"{path}: no data block with rlnCoordinateX/rlnCoordinateY in this STAR file")
+    if "rlnMicrographName" in table:
+        names = [micrograph_stem(n) for n in table["rlnMicrographName"]]
+    else:
+        names = coordinate_stem(path)
+    score = table["rlnAutopickFigureOfMerit"] if "rlnAutopickFigureOfMerit" in table else None
+    return make_picks(names, table["rlnCoordinateX"], table["rlnCoordinateY"], score)
+
+
+def _fmt_float(values) -> list[str]:
+    return [f"{v:.6g}" if np.isfinite(v) else "nan" for v in values]
+
+
+def _star_text(picks: pd.DataFrame, box_px) -> str:
+    # Written by hand (not starfile.write) so that the output is byte-stable and carries only what
+    # RELION and cryoSPARC read: coordinates, the micrograph name if several, and the score.
+    multi = picks["micrograph"].nunique() > 1
+    cols = ["rlnCoordinateX", "rlnCoordinateY"]
+    if multi:
+        cols.append("rlnMicrographName")
+    has_score = bool(np.isfinite(picks["score"]).any())
+    if has_score:
+        cols += ["rlnAutopickFigureOfMerit", "rlnClassNumber", "rlnAnglePsi"]
+    lines = ["", "# written by deeppick", "", "data_", "", "loop_"]
+    lines += [f"_{c} #{i + 1}" for i, c in enumerate(cols)]
+    for row in picks.itertuples(index=False):
+        fields = [f"{row.x:.2f}", f"{row.y:.2f}"]
+        if multi:
+            fields.append(str(row.micrograph))
+        if has_score:
+            fields += [f"{row.score:.6g}" if np.isfinite(row.score) else "0", "0", "-999"]
+        lines.append("\t".join(fields))
+    return "\n".join(lines) + "\n\n"
+
+
+# --- EMAN .box: corner x, corner y, width, height --------------------------------------------------
+
+
+def _read_box(path: Path) -> pd.DataFrame:
+    rows = _numeric_rows(path, min_columns=4)
+    if not rows.size:
+        return make_picks([], [], [])
+    x = rows[:, 0] + rows[:, 2] / 2
+    y = rows[:, 1] + rows[:, 3] / 2
+    return make_picks(coordinate_stem(path), x, y)
+
+
+def _box_text(picks: pd.DataFrame, box_px) -> str:
+    half = box_px / 2
+    return "".join(f"{x - half:.2f}\t{y - half:.2f}\t{box_px:g}\t{box_px:g}\n"
+                   for x, y in zip(picks["x"], picks["y"]))
+
+
+# --- Topaz table: image_name x_coord y_coord score ---------------------------------------------------
+
+
+def _read_coord(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path, sep=r"\s+", dtype={"image_name": str})
+    missing = {"image_name", "x_coord", "y_coord"} - set(table.columns)
+    if missing:
+        raise CoordinateError(f"{path}: Topaz table lacks the column(s) {', '.join(sorted(missing))}")
+    score = table["score"] if "score" in table else None
+    return make_picks([micrograph_stem(n) for n in table["image_name"]], table["x_coord"], table["y_coord"], score)
+
+
+def _coord_text(picks: pd.DataFrame, box_px) -> str:
+    lines = ["image_name\tx_coord\ty_coord\tscore"]
+    lines += [f"{m}\t{x:.2f}\t{y:.2f}\t{s:.6g}" for m, x, y, s in
+              zip(picks["micrograph"], picks["x"], picks["y"], picks["score"])]
+    return "\n".join(lines) + "\n"
+
+
+# --- CSV: x,y[,score] ---------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    with open(path) as fh:
+        first = fh.readline()
+    has_header = any(c.isalpha() for c in first.replace("nan", "").replace("e", ""))
+    table = pd.read_csv(path, header=0 if has_header else None)
+    if not has_header:
+        table.columns = ["x", "y", "score"][: table.shape[1]] + [f"c{i}" for i in range(3, table.shape[1])]
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    if not {"x", "y"} <= set(table.columns):
+        raise CoordinateError(f"{path}: CSV needs columns x,y[,score] (with or without a header line)")
+    return make_picks(coordinate_stem(path), table["x"], table["y"], table["score"] if "score" in table else None)
+
+
+def _csv_text(picks: pd.DataFrame, box_px) -> str:
+    lines = ["x,y,score"] + [f"{x:.2f},{y:.2f},{s:.6g}" for x, y, s in zip(picks["x"], picks["y"], picks["score"])]
+    return "\n".join(lines) + "\n"
+
+
+# --- crYOLO .cbox (STAR-style, corner coordinates) ----------------------------------------------------
+
+
+def _read_cbox(path: Path) -> pd.DataFrame:
+    import starfile
+
+    text = Path(path).read_text()
+    if "_CoordinateX" not in text:  # crYOLO < 1.8 wrote .box-like rows with extra columns
+        return _read_box(path)
+    blocks = starfile.read(path, always_dict=True)
+    table = next((b for b in blocks.values() if isinstance(b, pd.DataFrame) and "CoordinateX" in b), None)
+    if table is None:
+        raise CoordinateError(f"{path}: no block with _CoordinateX in this cbox file")
+    x = table["CoordinateX"] + table["Width"] / 2
+    y = table["CoordinateY"] + table["Height"] / 2
+    score = table["Confidence"] if "Confidence" in table else None
+    return make_picks(coordinate_stem(path), x, y, score)
+
+
+def _cbox_text(picks: pd.DataFrame, box_px) -> str:
+    half = box_px / 2
+    cols = ["CoordinateX", "CoordinateY", "CoordinateZ", "Width", "Height", "Depth", "EstWidth", "EstHeight",
+            "Confidence", "NumBoxes", "Angle"]
+    lines = ["", "data_global", "", "_version 1.9.0", "", "data_cryolo", "", "loop_"]
+    lines += [f"_{c} #{i + 1}" for i, c in enumerate(cols)]
+    for x, y, s in zip(picks["x"], picks["y"], picks["score"]):
+        conf = f"{s:.6g}" if np.isfinite(s) else "<NA>"
+        lines.append(f"{x - half:.2f}\t{y - half:.2f}\t<NA>\t{box_px:g}\t{box_px:g}\t<NA>\t<NA>\t<NA>\t{conf}\t<NA>\t<NA>")
+    return "\n".join(lines) + "\n\n"
+
+
+def _numeric_rows(path: Path, min_columns: int) -> np.ndarray:
+    rows = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            values = [float(v) for v in line.replace(",", " ").split()]
+        except ValueError:
+            raise CoordinateError(f"{path}:{lineno}: not a row of numbers: '{line[:60]}'") from None
+        if len(values) < min_columns:
+            raise CoordinateError(f"{path}:{lineno}: expected at least {min_columns} numbers, got {len(values)}")
+        rows.append(values[:min_columns])
+    return np.array(rows, dtype=np.float64).reshape(-1, min_columns)
+
+
+# --------------------------------------------------------------------------------------------------
+# matching coordinate files to micrographs
+
+
+def match_picks_to_micrographs(picks: pd.DataFrame, micrographs: Iterable[str | os.PathLike]):
+    """Split ``picks`` by micrograph stem.
+
+    Returns ``(matched, unmatched_picks, unmatched_micrographs)``: a dict stem → picks table for every
+    micrograph (empty table if it has no picks), the sorted stems of picks with no micrograph, and the
+    sorted stems of micrographs with no picks.
+    """
+    stems = [micrograph_stem(m) for m in micrographs]
+    groups = {name: g.reset_index(drop=True) for name, g in picks.groupby("micrograph", sort=False)}
+    matched = {stem: groups.get(stem, empty_picks()) for stem in stems}
+    unmatched_picks = sorted(set(groups) - set(stems))
+    unmatched_mics = sorted(set(stems) - set(groups))
+    return matched, unmatched_picks, unmatched_mics

@@ -1,0 +1,183 @@
+"""The particle classifiers and the model file.
+
+Both networks score a ``model_px`` × ``model_px`` patch (64 × 64) and return one **particle logit** per
+patch: ``sigmoid(logit)`` is the particle probability. DeepPicker's two-way softmax gives
+``p1 = sigmoid(l1 - l0)``, so its logit is ``l1 - l0``; DeepEM has one sigmoid output.
+
+Every layer is a convolution, an element-wise activation or a 2 × 2 pooling, and the fully connected
+layers are written as convolutions whose kernel covers the whole remaining map. That is what lets
+:mod:`deeppick.scan` evaluate the same network densely over a whole micrograph and get exactly the
+per-patch scores (see :meth:`ParticleNet.layer_specs`).
+
+A model file is one ``torch.save`` archive of tensors plus a JSON string of metadata, loaded with
+``torch.load(weights_only=True)``: loading never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .errors import ModelFileError
+from .io import atomic_path
+from .preprocess import PreprocessConfig
+
+MODEL_FORMAT = "deeppick-model"
+MODEL_FORMAT_VERSION = 1
+ARCHITECTURES = ("deeppicker", "deepem")
+
+
+class ParticleNet(nn.Module):
+    """A sequence of layers, each a conv, activation, 2×2 pool or dropout; output: one particle logit.
+
+    ``self.body`` is an ``nn.Sequential``; the final conv has one output channel (the logit) or two
+    (softmax pair, logit = channel 1 − channel 0).
+    """
+
+    def __init__(self, body: nn.Sequential, two_way: bool, patch_px: int = 64):
+        super().__init__()
+        self.body = body
+        self.two_way = two_way
+        self.patch_px = patch_px
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """``patches`` (N, 1, 64, 64) → particle logits (N,)."""
+        out = self.body(patches)
+        if out.shape[-2:] != (1, 1):
+            raise ValueError(f"expected {self.patch_px}×{self.patch_px} patches, got {tuple(patches.shape[-2:])}")
+        return self.logit_from_output(out)[:, 0, 0]
+
+    def logit_from_output(self, out: torch.Tensor) -> torch.Tensor:
+        """Final-layer maps (N, C, H, W) → logit maps (N, H, W)."""
+        if self.two_way:
+            return out[:, 1] - out[:, 0]
+        return out[:, 0]
+
+    def layer_specs(self) -> list[tuple[str, nn.Module]]:
+        """``(kind, module)`` per layer, kind in conv | relu | sigmoid | maxpool | avgpool | dropout."""
+        kinds = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.MaxPool2d: "maxpool",
+                 nn.AvgPool2d: "avgpool", nn.Dropout: "dropout"}
+        return [(kinds[type(m)], m) for m in self.body]
+
+
+def deeppicker_net(channels=(8, 16, 32, 64), kernels=(9, 5, 3, 2), fc_px: int = 128) -> ParticleNet:
+    """DeepPicker §4.2: four conv + ReLU + 2×2 max-pool, FC ``fc_px`` with dropout 0.5, two-way softmax."""
+    layers: list[nn.Module] = []
+    size, c_in = 64, 1
+    for c_out, k in zip(channels, kernels):
+        layers += [nn.Conv2d(c_in, c_out, k), nn.ReLU(), nn.MaxPool2d(2)]
+        size = (size - k + 1) // 2
+        c_in = c_out
+    layers += [nn.Conv2d(c_in, fc_px, size), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(fc_px, 2, 1)]
+    return ParticleNet(nn.Sequential(*layers), two_way=True)
+
+
+def deepem_net(channels=(6, 12, 24), kernels=(9, 5, 3)) -> ParticleNet:
+    """DeepEM Fig. 1: three conv + sigmoid + 2×2 mean-pool, one fully connected sigmoid output."""
+    layers: list[nn.Module] = []
+    size, c_in = 64, 1
+    for c_out, k in zip(channels, kernels):
+        layers += [nn.Conv2d(c_in, c_out, k), nn.Sigmoid(), nn.AvgPool2d(2)]
+        size = (size - k + 1) // 2
+        c_in = c_out
+    layers += [nn.Conv2d(c_in, 1, size)]
+    return ParticleNet(nn.Sequential(*layers), two_way=False)
+
+
+def build_net(arch: str = "deeppicker", **kwargs) -> ParticleNet:
+    """Build an untrained network by name (``deeppicker`` or ``deepem``)."""
+    if arch == "deeppicker":
+        return deeppicker_net(**kwargs)
+    if arch == "deepem":
+        return deepem_net(**kwargs)
+    raise ModelFileError(f"unknown architecture '{arch}'; use one of {', '.join(ARCHITECTURES)}")
+
+
+@dataclass
+class PickerModel:
+    """A trained network with everything ``pick`` needs: box size, preprocessing and threshold."""
+
+    net: ParticleNet
+    arch: str
+    box_px: float  # box side in micrograph pixels that maps to the 64-px model box
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    threshold: float | None = None  # F-beta-optimal score cut chosen on held-out micrographs
+    arch_kwargs: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # training data, recipe, metrics: free-form JSON
+
+    @torch.no_grad()
+    def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Particle probabilities of (N, 1, 64, 64) patches, in eval mode."""
+        self.net.eval()
+        return torch.sigmoid(self.net(patches))
+
+    def metadata(self) -> dict:
+        return {
+            "arch": self.arch,
+            "arch_kwargs": self.arch_kwargs,
+            "box_px": self.box_px,
+            "model_px": self.preprocess.model_px,
+            "preprocess": self.preprocess.to_dict(),
+            "threshold": self.threshold,
+            "info": self.info,
+            "deeppick_version": __version__,
+        }
+
+
+def save_model(model: PickerModel, path: str | os.PathLike) -> None:
+    """Write a model file atomically: tensors and a JSON metadata string, nothing executable."""
+    archive = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "metadata_json": json.dumps(model.metadata(), sort_keys=True),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(archive, tmp)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> PickerModel:
+    """Load a model file written by :func:`save_model` (never unpickles code).
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, corrupt, not a deeppick model or from an incompatible format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file; train one with 'deeppick train' or check the path")
+    try:
+        archive = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: not a readable deeppick model file ({first[:120]}); "
+                             "the file is corrupt or was not written by deeppick") from None
+    if not isinstance(archive, dict) or archive.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a deeppick model file (no '{MODEL_FORMAT}' marker)")
+    version = archive.get("format_version")
+    if version != MODEL_FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model file format {version} is not supported by deeppick {__version__} "
+                             f"(format {MODEL_FORMAT_VERSION}); retrain or use a matching deeppick version")
+    try:
+        meta = json.loads(archive["metadata_json"])
+        net = build_net(meta["arch"], **meta.get("arch_kwargs", {}))
+        net.load_state_dict(archive["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: model file is damaged or inconsistent ({str(exc)[:120]}); retrain it") from None
+    net.to(device).eval()
+    return PickerModel(net=net, arch=meta["arch"], box_px=float(meta["box_px"]),
+                       preprocess=PreprocessConfig.from_dict(meta.get("preprocess", {})),
+                       threshold=meta.get("threshold"), arch_kwargs=meta.get("arch_kwargs", {}),
+                       info=meta.get("info", {}))
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
