@@ -79,6 +79,39 @@ def convert(source, dest, fmt, from_fmt, box_px, scale):
                f"into {n_files} {fmt} file(s) at {dest}")
 
 
+# --- info ---------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("micrographs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--box-px", type=float, help="also check every micrograph is larger than this box")
+@user_errors
+def info(micrographs, box_px):
+    """Read MICROGRAPHS (files or folders) and print size, pixel size and contrast of each.
+
+    Goes on past unreadable micrographs, lists them at the end and then exits 2.
+    """
+    from .errors import MicrographError
+    from .io import check_micrograph, list_micrographs, micrograph_pixel_size, read_micrograph
+
+    failed = []
+    for path in list_micrographs(micrographs):
+        try:
+            image = check_micrograph(read_micrograph(path), path, None if box_px is None else int(box_px))
+            pixel = micrograph_pixel_size(path)
+        except MicrographError as exc:
+            failed.append(str(exc))
+            continue
+        pixel_text = f"{pixel:.3f} Å/px" if pixel else "no pixel size"
+        click.echo(f"{path.name}\t{image.shape[1]}x{image.shape[0]} px\t{pixel_text}\t"
+                   f"mean {image.mean():.4g}\tSD {image.std():.4g}")
+    if failed:
+        click.echo(f"deeppick: error: {len(failed)} micrograph(s) could not be used:", err=True)
+        for line in failed:
+            click.echo(f"  {line}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
 # --- simulate -----------------------------------------------------------------------------------------
 
 # --- extract / train ----------------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""The command line: one clear line and exit 2 for bad input; batches go on past a bad micrograph."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from click.testing import CliRunner
+
+from deeppick.cli import cli
+from deeppick.io import make_picks, read_picks, write_micrograph, write_picks
+
+
+def test_bad_micrograph_gives_one_line_and_exit_2(tmp_path):
+    (tmp_path / "broken.mrc").write_bytes(b"not an mrc file at all" * 3)
+    # A real process, so that what the user sees (stderr, exit status) is what is tested.
+    proc = subprocess.run([sys.executable, "-m", "deeppick.cli", "info", str(tmp_path / "broken.mrc")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("deeppick: error:") and "broken.mrc" in lines[1]
+
+
+def test_batch_goes_on_past_a_bad_micrograph_and_lists_it(tmp_path):
+    rng = np.random.default_rng(0)
+    write_micrograph(tmp_path / "good1.mrc", rng.normal(size=(40, 50)), pixel_size_a=1.1)
+    (tmp_path / "bad.mrc").write_bytes(b"\0" * 100)
+    write_micrograph(tmp_path / "good2.mrc", rng.normal(size=(40, 50)))
+    result = CliRunner().invoke(cli, ["info", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "good1.mrc\t50x40 px\t1.100 Å/px" in result.stdout and "good2.mrc" in result.stdout
+    assert "1 micrograph(s) could not be used" in result.stderr and "bad.mrc" in result.stderr
+
+
+def test_missing_coordinates_exit_2_with_one_line():
+    result = CliRunner().invoke(cli, ["convert", "/no/such/dir", "/tmp/out", "--to", "star"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "no such coordinate file" in result.stderr
+
+
+def test_convert_star_folder_to_box_with_scale(tmp_path):
+    write_picks(make_picks("m1", [100, 200], [50, 60], [0.9, 0.1]), tmp_path / "in" / "m1.star")
+    write_picks(make_picks("m2", [10], [20], [0.5]), tmp_path / "in" / "m2.star")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "in"), str(tmp_path / "out"), "--to", "box",
+                                      "--box-px", "40", "--scale", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m1.box", "m2.box"]
+    first = (tmp_path / "out" / "m1.box").read_text().split()
+    assert [float(v) for v in first[:4]] == [40.0, 15.0, 20.0, 20.0]  # (100·0.5 − 20/2, 50·0.5 − 10), box 20
+    back = read_picks(tmp_path / "out" / "m1.box")
+    np.testing.assert_allclose(back["x"], [50, 100])
+
+
+def test_convert_to_single_topaz_table(tmp_path):
+    write_picks(make_picks(["a", "b"], [1, 2], [3, 4], [0.5, 0.6]), tmp_path / "all.star")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "all.star"), str(tmp_path / "t.txt"), "--to", "coord"])
+    assert result.exit_code == 0, result.output
+    assert set(read_picks(tmp_path / "t.txt", "coord")["micrograph"]) == {"a", "b"}
