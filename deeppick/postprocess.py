@@ -108,7 +108,7 @@ def clean_score_map(scores: np.ndarray, threshold: float = 0.5, max_area_factor:
     >>> s = np.zeros((40, 40)); s[2:5, :36] = np.tile([0.9, 0.9, 0.9, 0, 0, 0], 6)  # six 3×3 blobs
     >>> s[25:40, 20:40] = 0.9  # one 15×20 region: over 4× the mean area of the seven
     >>> cleaned = clean_score_map(s)
-    >>> bool(cleaned[30, 30] == 0), bool(cleaned[3, 3] == 0.9)
+    >>> bool(cleaned[30, 30] == 0), bool(cleaned[3, 1] == 0.9)
     (True, True)
     """
     scores = _check_score_map(scores)
