@@ -84,7 +84,10 @@ def plot_fbeta_vs_threshold(evaluation: Evaluation, path: str | os.PathLike, bet
     ax.set_xlabel("score threshold (keep score ≥ threshold)")
     ax.set_ylabel("value")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    if len(f):
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no picks", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 
