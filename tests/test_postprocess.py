@@ -179,7 +179,7 @@ def micrograph(rng):
     for cx, cy in [(60, 60), (160, 60), (60, 160), (300, 300)]:  # particles: contrast ~0.7 SD, box 48
         image -= 1.4 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 12.0**2))
     image[(xx - 300) ** 2 + (yy - 80) ** 2 < 20**2] = -15.0  # black ice blob (~12 SD below)
-    image[(xx - 80) ** 2 + (yy - 300) ** 2 < 8**2] = 40.0  # bright dirt, ~9 % of a 48-px box
+    image[(xx - 80) ** 2 + (yy - 300) ** 2 < 13**2] = 40.0  # bright dirt, ~23 % of a 48-px box
     image[180:260, 180:260] = rng.normal(10.0, 0.3, size=(80, 80))  # flat: low SD
     return image.astype(np.float32)
 
@@ -195,8 +195,31 @@ def test_extreme_pixels_keep_pure_noise(rng):
     image = rng.normal(size=(300, 300)).astype(np.float32)
     x, y = rng.uniform(0, 300, 200), rng.uniform(0, 300, 200)
     assert extreme_pixel_mask(image, x, y, box_px=40).all()
-    # the literal reading (any pixel beyond 3 SD) would drop most of them
-    assert not extreme_pixel_mask(image, x, y, box_px=40, max_extreme_fraction=0).all()
+    # the literal reading (any pixel beyond 3 SD) would drop nearly all of them
+    assert extreme_pixel_mask(image, x, y, box_px=40, max_extreme_fraction=0).mean() < 0.1
+
+
+def test_smaller_dirt_needs_a_smaller_fraction(micrograph):
+    image = micrograph.copy()
+    yy, xx = np.mgrid[:400, :400]
+    image[(xx - 160) ** 2 + (yy - 60) ** 2 < 8**2] = 40.0  # a speck covering ~9 % of the box, on a particle
+    assert extreme_pixel_mask(image, [160], [60], box_px=48).tolist() == [True]
+    assert extreme_pixel_mask(image, [160], [60], box_px=48, max_extreme_fraction=0.05).tolist() == [False]
+
+
+@pytest.mark.parametrize("pack", ["betagal-10017", "ribosome80s-10028"])
+def test_real_reference_particles_survive_the_pixel_filter(realdata, pack):
+    import json
+
+    from deeppick.io import read_micrograph, read_picks
+
+    box_px = json.loads((realdata / pack / "dataset.json").read_text())["diameter_px"]
+    kept = total = 0
+    for mic in sorted((realdata / pack / "micrographs").iterdir())[:3]:
+        picks = read_picks(realdata / pack / "coords" / f"{mic.stem}.star")
+        keep = extreme_pixel_mask(read_micrograph(mic), picks["x"], picks["y"], box_px)
+        kept, total = kept + int(keep.sum()), total + len(keep)
+    assert total > 100 and kept / total >= 0.99
 
 
 def test_sd_range_filter(micrograph):
