@@ -40,7 +40,7 @@ BETA = 2.0  # F2 weights recall over precision: DeepEM
 # matching
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MatchResult:
     """Outcome of matching one set of picks to one set of references.
 
@@ -243,7 +243,7 @@ def best_threshold(scores, tp, n_refs: int, beta: float = BETA) -> tuple[float, 
 # evaluation of picks tables
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare figures with to_dict()
 class Evaluation:
     """Figures of merit of a picks table against references, and the pooled ranked list behind them.
 
