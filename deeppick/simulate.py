@@ -327,6 +327,7 @@ _CONTAMINANT_RATE = {"ice": 1.0, "filaments": 1.0, "aggregates": 1.5}
 _BROKEN_FRACTION = 0.1  # broken particles per intact particle
 _CARBON_PROBABILITY = 0.3  # chance a micrograph shows the hole's carbon edge
 _REFERENCE_AREA_PX = 2048 * 2048
+_CARBON_EDGE_PX = 6.0  # the film's soft edge reaches this far into the hole
 
 
 @dataclass
@@ -437,13 +438,17 @@ def _splat(canvas: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> N
     keep = (x0 >= 0) & (x0 < cols - 1) & (y0 >= 0) & (y0 < rows - 1)
     if not keep.all():
         x0, y0, fx, fy, w = x0[keep], y0[keep], fx[keep], fy[keep], w[keep]
-    idx = y0 * cols + x0
-    flat = np.zeros(rows * cols, dtype=np.float64)
-    flat += np.bincount(idx, w * (1 - fx) * (1 - fy), minlength=rows * cols)
-    flat += np.bincount(idx + 1, w * fx * (1 - fy), minlength=rows * cols)
-    flat += np.bincount(idx + cols, w * (1 - fx) * fy, minlength=rows * cols)
-    flat += np.bincount(idx + cols + 1, w * fx * fy, minlength=rows * cols)
-    canvas += flat.reshape(rows, cols).astype(np.float32)
+    if not len(x0):
+        return
+    # One bincount over the points' bounding window only: small objects cost little.
+    left, top = int(x0.min()), int(y0.min())
+    width, height = int(x0.max()) - left + 2, int(y0.max()) - top + 2
+    idx = (y0 - top) * width + (x0 - left)
+    gx, gy = 1 - fx, 1 - fy
+    flat = np.bincount(np.concatenate([idx, idx + 1, idx + width, idx + width + 1]),
+                       np.concatenate([w * gx * gy, w * fx * gy, w * gx * fy, w * fx * fy]),
+                       minlength=width * height)
+    canvas[top:top + height, left:left + width] += flat.reshape(height, width).astype(np.float32)
 
 
 def _project(canvas, points, weights, rotations, centres_xy, scale_px):
@@ -535,6 +540,7 @@ def _render_carbon(canvas, rng, hole, thickness_px):
     yy, xx = np.ogrid[0:rows, 0:cols]
     outside = np.sqrt((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2, dtype=np.float32) - np.float32(radius)
     film = 1 / (1 + np.exp(-np.clip(outside, -30, 30) / np.float32(1.5)))  # ~3 px wide edge
+    film[outside < -_CARBON_EDGE_PX] = 0  # the film ends here: beyond, the hole is clean
     texture = 1 + 0.3 * rng.standard_normal((rows, cols), dtype=np.float32)  # amorphous carbon grain
     canvas += (np.float32(thickness_px) * film * texture).astype(np.float32)
     return film > 0.01
@@ -659,7 +665,7 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
     def allowed(x, y):  # inside the hole, clear of the carbon
         if hole is None:
             return np.ones(len(x), dtype=bool)
-        return np.hypot(x - hole[0][0], y - hole[0][1]) <= hole[1] - bound_px - gap_px
+        return np.hypot(x - hole[0][0], y - hole[0][1]) <= hole[1] - bound_px - gap_px - _CARBON_EDGE_PX
 
     n_wanted = config.resolved_n_particles
     min_distance_px = diameter_px if config.min_distance_px is None else config.min_distance_px
