@@ -228,6 +228,124 @@ def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, 
 
 # --- extract / train ----------------------------------------------------------------------------------
 
+
+def _patch_source_options(func):
+    """Options shared by ``extract`` and ``train`` that say where labelled patches come from."""
+    options = [
+        click.option("--dataset", type=click.Path(path_type=Path), help="dataset folder (dataset.json, micrographs/, coords/)"),
+        click.option("--split", default="train", show_default=True, help="which split of --dataset to use"),
+        click.option("--micrographs", type=click.Path(path_type=Path), help="micrograph file or folder (with --coords)"),
+        click.option("--coords", type=click.Path(path_type=Path), help="particle centres: file or folder (with --micrographs)"),
+        click.option("--box-px", type=float, help="box side in micrograph px (default for --dataset: its particle diameter)"),
+        click.option("--negatives", type=click.Path(path_type=Path),
+                     help="coordinates of explicit background (ice, carbon, bad particles): file or folder"),
+        click.option("--negative-ratio", type=float, default=1.0, show_default=True,
+                     help="random background patches per particle (≥ 0.6 box from every particle)"),
+        click.option("--max-per-micrograph", type=int, help="use at most this many particles per micrograph"),
+        click.option("--max-micrographs", type=int, help="use at most the first N micrographs"),
+        click.option("--seed", type=int, default=0, show_default=True, help="random seed"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, negative_ratio,
+                      max_per_micrograph, max_micrographs, seed, progress=True):
+    """The patch set named by the shared options, and the dataset it came from (or None)."""
+    from .errors import ConfigError
+    from .io import list_micrographs, read_picks
+    from .patches import PatchConfig, extract_dataset_patches, extract_patches
+
+    config = PatchConfig(negative_ratio=negative_ratio, max_positives_per_micrograph=max_per_micrograph)
+    neg = read_picks(negatives) if negatives is not None else None
+    if dataset is not None:
+        if micrographs is not None or coords is not None:
+            raise ConfigError("give either --dataset or --micrographs with --coords, not both")
+        from .datasets import load_dataset
+
+        ds = load_dataset(dataset)
+        ps = extract_dataset_patches(ds, split, box_px, config, negatives=neg, seed=seed,
+                                     max_micrographs=max_micrographs, progress=progress)
+        return ps, ds
+    if micrographs is None or coords is None or not box_px:
+        raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
+                          "--coords DIR --box-px N")
+    paths = list_micrographs(micrographs)[:max_micrographs]
+    ps = extract_patches(paths, read_picks(coords), box_px, config, negatives=neg, seed=seed, progress=progress)
+    return ps, None
+
+
+@cli.command()
+@_patch_source_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="patch set to write (.npz)")
+@user_errors
+def extract(output, **options):
+    """Crop labelled training patches (particles and background) into a reusable patch set."""
+    from .patches import save_patch_set
+
+    ps, _ = _labelled_patches(**options)
+    save_patch_set(ps, output)
+    click.echo(f"wrote {ps.summary()} to {output}")
+
+
+@cli.command()
+@click.option("--patches", type=click.Path(path_type=Path), help="patch set from 'deeppick extract'")
+@_patch_source_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="model file to write (.pt)")
+@click.option("--arch", type=click.Choice(["deeppicker", "deepem"]), default="deeppicker", show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True, help="most epochs (early stopping may end sooner)")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--lr", type=float, help="learning rate [default: 0.01 for sgd, 0.001 for adam]")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--patience", type=int, default=6, show_default=True, help="epochs without improvement before stopping")
+@click.option("--no-augment", is_flag=True, help="no random 90° rotations and flips")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="SD of Gaussian noise added to patches")
+@click.option("--contrast", type=float, default=0.0, show_default=True, help="contrast jitter: scale by 1 ± this")
+@click.option("--device", help="torch device (default: cuda when present, else cpu)")
+@click.option("--resume", is_flag=True, help="continue from OUTPUT.ckpt, the checkpoint written each epoch")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@user_errors
+def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no_augment, noise, contrast,
+          device, resume, quiet, **options):
+    """Train a particle classifier on a patch set, or on micrographs with their particle coordinates.
+
+    The validation micrographs of a --dataset are never trained on; the model's accuracy on their
+    patches is reported and stored in the model file.
+    """
+    from .model import save_model
+    from .patches import load_patch_set
+    from .train import TrainConfig, evaluate_patches, train_model
+
+    ds = None
+    if patches is not None:
+        if options["dataset"] is not None or options["micrographs"] is not None:
+            from .errors import ConfigError
+
+            raise ConfigError("give either --patches or --dataset / --micrographs, not both")
+        ps = load_patch_set(patches)
+    else:
+        ps, ds = _labelled_patches(progress=not quiet, **options)
+    click.echo(f"training on {ps.summary()}")
+    config = TrainConfig(arch=arch, optimizer=optimizer, learning_rate=lr, batch_size=batch_size, epochs=epochs,
+                         patience=patience, rotate_flip=not no_augment, noise_sd=noise, contrast_jitter=contrast,
+                         seed=options["seed"], device=device)
+    checkpoint = output.with_name(output.name + ".ckpt")
+    model = train_model(ps, config, box_px=options["box_px"] if patches is None else None, progress=not quiet,
+                        checkpoint=checkpoint, resume=resume)
+    line = (f"held-out patch accuracy {model.info['val_accuracy']:.3f} (epoch {model.info['best_epoch']} of "
+            f"{model.info['epochs_run']})" if model.info["val_accuracy"] is not None else "no held-out patches")
+    if ds is not None and ds.paths("valid"):
+        from .patches import PatchConfig, extract_dataset_patches
+
+        valid = extract_dataset_patches(ds, "valid", model.box_px, PatchConfig(), model.preprocess,
+                                        seed=options["seed"])
+        model.info["valid_split"] = evaluate_patches(model, valid)
+        line += f"; accuracy on the {len(valid)} patches of the valid micrographs {model.info['valid_split']['accuracy']:.3f}"
+    save_model(model, output)
+    click.echo(f"wrote {output}: {line}")
+
+
 # --- pick / evaluate ----------------------------------------------------------------------------------
 
 # --- pretrain / autopick ------------------------------------------------------------------------------

@@ -4,11 +4,35 @@ A patch *centred* at integer model-frame position ``(cx, cy)`` is
 ``image[cy - h : cy + h, cx - h : cx + h]`` with ``h = model_px // 2``: the centre pixel sits at index
 ``h`` of the patch (for the 64-px box, index 32, just below and right of the geometric middle).
 Pixels outside the prepared image are 0, the median of a normalised micrograph.
+
+Training patch sets (:class:`PatchSet`, :func:`extract_patches`) are cropped with exactly these functions
+from :func:`~deeppick.preprocess.prepare_micrograph` output, so training and picking see identical pixels
+for the same location. A patch set is saved as an ``.npz`` with its metadata (box, preprocessing,
+sources) by :func:`save_patch_set`.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
 import numpy as np
+import pandas as pd
+
+from ._version import __version__
+from .errors import ConfigError, CoordinateError, DatasetError, DeepPickError, MicrographError
+from .io import atomic_path
+from .preprocess import PreprocessConfig, prepare_micrograph
+
+PATCHSET_FORMAT = "deeppick-patches"
+PATCHSET_FORMAT_VERSION = 1
+
+
+class PatchSetError(DeepPickError):
+    """A patch set file is missing, corrupt, of another format version, or cannot be joined."""
 
 
 def pad_for_patches(image: np.ndarray, model_px: int = 64) -> np.ndarray:
@@ -43,3 +67,385 @@ def model_centres(prepared, x, y) -> tuple[np.ndarray, np.ndarray]:
     cx = np.clip(np.rint(mx), 0, cols - 1).astype(np.int64)
     cy = np.clip(np.rint(my), 0, rows - 1).astype(np.int64)
     return cx, cy
+
+
+# --------------------------------------------------------------------------------------------------
+# patch sets: labelled patches for training
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """How training patches are chosen around labelled particles."""
+
+    negative_ratio: float = 1.0  # random negatives per positive (DeepPicker §4.3: as many as positives)
+    min_negative_distance_box: float = 0.6  # random negatives lie ≥ 0.6 box from every particle (DeepPicker §4.3)
+    max_positives_per_micrograph: int | None = None  # subsample crowded/large micrographs; None keeps all
+    # 0.5: a positive whose box is mostly off the image shows little particle (ours)
+    min_inside_fraction: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PatchConfig":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class PatchSet:
+    """Labelled model-frame patches and where they came from.
+
+    Attributes
+    ----------
+    patches
+        (N, model_px, model_px) float32, cropped from :func:`~deeppick.preprocess.prepare_micrograph`
+        output with :func:`crop_patches` (the pixels the scanner sees).
+    labels
+        (N,) uint8: 1 particle, 0 background.
+    source
+        (N,) int32 index into ``metadata["sources"]`` (one entry per micrograph).
+    x, y
+        (N,) float32 patch centres in micrograph pixels (as labelled / as sampled).
+    metadata
+        JSON-able dict: ``box_px`` (common box, or None if the sources differ), ``model_px``,
+        ``preprocess`` (config dict), ``patch_config``, ``sources`` (per micrograph: ``micrograph``,
+        ``path``, ``box_px``, ``dataset``, counts) and ``deeppick_version``.
+    """
+
+    patches: np.ndarray
+    labels: np.ndarray
+    source: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.patches = np.asarray(self.patches, dtype=np.float32)
+        if self.patches.ndim == 4 and self.patches.shape[1] == 1:
+            self.patches = self.patches[:, 0]
+        n = len(self.patches)
+        if self.patches.ndim != 3 or self.patches.shape[1] != self.patches.shape[2]:
+            raise ValueError(f"patches must be (N, P, P) or (N, 1, P, P), got {self.patches.shape}")
+        self.labels = np.asarray(self.labels, dtype=np.uint8).reshape(-1)
+        self.source = np.asarray(self.source, dtype=np.int32).reshape(-1)
+        self.x = np.asarray(self.x, dtype=np.float32).reshape(-1)
+        self.y = np.asarray(self.y, dtype=np.float32).reshape(-1)
+        if not (len(self.labels) == len(self.source) == len(self.x) == len(self.y) == n):
+            raise ValueError("patches, labels, source, x and y must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def box_px(self) -> float | None:
+        """Box side in micrograph px shared by every source, or None when the sources differ."""
+        return self.metadata.get("box_px")
+
+    @property
+    def n_positive(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_negative(self) -> int:
+        return len(self) - self.n_positive
+
+    def subset(self, index) -> "PatchSet":
+        """The patches at ``index`` (sources and metadata kept as they are)."""
+        index = np.asarray(index)
+        return PatchSet(self.patches[index], self.labels[index], self.source[index], self.x[index],
+                        self.y[index], dict(self.metadata))
+
+    def summary(self) -> str:
+        box = f"{self.box_px:g} px" if self.box_px else "mixed"
+        return (f"{len(self)} patches ({self.n_positive} particles, {self.n_negative} background) "
+                f"from {len(self.metadata.get('sources', []))} micrographs, box {box}")
+
+
+def save_patch_set(patch_set: PatchSet, path: str | os.PathLike) -> None:
+    """Write a patch set as an ``.npz`` (arrays plus a JSON metadata string), atomically."""
+    meta = dict(patch_set.metadata)
+    meta.setdefault("format", PATCHSET_FORMAT)
+    meta["format_version"] = PATCHSET_FORMAT_VERSION
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, patches=patch_set.patches, labels=patch_set.labels, source=patch_set.source,
+                     x=patch_set.x, y=patch_set.y, metadata_json=np.array(json.dumps(meta, sort_keys=True)))
+
+
+def load_patch_set(path: str | os.PathLike) -> PatchSet:
+    """Read a patch set written by :func:`save_patch_set` (``allow_pickle=False``).
+
+    Raises
+    ------
+    PatchSetError
+        If the file is missing, corrupt, not a patch set or of an unsupported format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PatchSetError(f"{path}: no such patch set; write one with 'deeppick extract' or check the path")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise PatchSetError(f"{path}: not a readable patch set ({str(exc)[:120]}); the file is corrupt "
+                            "or not an .npz written by 'deeppick extract'") from None
+    missing = {"patches", "labels", "source", "x", "y", "metadata_json"} - set(arrays)
+    if missing:
+        raise PatchSetError(f"{path}: not a deeppick patch set (lacks {', '.join(sorted(missing))}); "
+                            "write one with 'deeppick extract'")
+    try:
+        meta = json.loads(str(arrays["metadata_json"]))
+    except ValueError:
+        raise PatchSetError(f"{path}: patch set metadata is damaged; extract the patches again") from None
+    if meta.get("format") != PATCHSET_FORMAT or meta.get("format_version") != PATCHSET_FORMAT_VERSION:
+        raise PatchSetError(f"{path}: patch set format {meta.get('format')!r} version {meta.get('format_version')} "
+                            f"is not supported by this deeppick (version {PATCHSET_FORMAT_VERSION}); "
+                            "extract the patches again")
+    try:
+        return PatchSet(arrays["patches"], arrays["labels"], arrays["source"], arrays["x"], arrays["y"], meta)
+    except ValueError as exc:
+        raise PatchSetError(f"{path}: patch set arrays are inconsistent ({exc}); extract the patches again") from None
+
+
+def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:
+    """Join patch sets (e.g. of several datasets, each with its own box) into one.
+
+    All must share ``model_px``; ``source`` indices are renumbered into the joined ``sources`` list.
+    ``box_px`` stays per source; the joined ``metadata["box_px"]`` is the common value or None.
+    ``preprocess`` must be the same for all (training would otherwise mix incompatible pixels).
+    """
+    patch_sets = list(patch_sets)
+    if not patch_sets:
+        raise ValueError("no patch sets to join")
+    first = patch_sets[0].metadata
+    for ps in patch_sets[1:]:
+        if ps.patches.shape[1:] != patch_sets[0].patches.shape[1:]:
+            raise PatchSetError(f"cannot join patch sets of {ps.patches.shape[1]} and "
+                                f"{patch_sets[0].patches.shape[1]} px patches; extract them with one model_px")
+        if ps.metadata.get("preprocess") != first.get("preprocess"):
+            raise PatchSetError("cannot join patch sets prepared with different preprocessing "
+                                f"({ps.metadata.get('preprocess')} vs {first.get('preprocess')}); extract them again")
+    sources, offsets = [], []
+    for ps in patch_sets:
+        offsets.append(len(sources))
+        sources.extend(ps.metadata.get("sources", []))
+    boxes = {s.get("box_px") for s in sources}
+    meta = {k: v for k, v in first.items() if k not in ("sources", "box_px")}
+    meta.update(box_px=boxes.pop() if len(boxes) == 1 else None, sources=sources)
+    return PatchSet(
+        np.concatenate([ps.patches for ps in patch_sets]),
+        np.concatenate([ps.labels for ps in patch_sets]),
+        np.concatenate([ps.source + off for ps, off in zip(patch_sets, offsets)]),
+        np.concatenate([ps.x for ps in patch_sets]),
+        np.concatenate([ps.y for ps in patch_sets]),
+        meta,
+    )
+
+
+def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, min_distance_px: float,
+                            rng: np.random.Generator, max_tries: int = 50) -> np.ndarray:
+    """Draw up to ``n`` random centres in an image of ``shape`` at least ``min_distance_px`` from every particle.
+
+    Returns an (M, 2) array of ``(x, y)`` micrograph-pixel centres, ``M <= n`` (fewer only when the
+    image is so crowded that ``max_tries`` rounds of candidates did not find ``n``).
+    """
+    from scipy.spatial import cKDTree
+
+    rows, cols = shape
+    particles_xy = np.asarray(particles_xy, dtype=np.float64).reshape(-1, 2)
+    tree = cKDTree(particles_xy) if len(particles_xy) else None
+    found: list[np.ndarray] = []
+    n_found = 0
+    for _ in range(max_tries):
+        if n_found >= n:
+            break
+        batch = max(64, 4 * (n - n_found))
+        cand = np.column_stack([rng.uniform(0, cols - 1, batch), rng.uniform(0, rows - 1, batch)])
+        if tree is not None:
+            dist, _ = tree.query(cand, k=1)
+            cand = cand[dist >= min_distance_px]
+        found.append(cand[: n - n_found])
+        n_found += len(found[-1])
+    return np.concatenate(found) if found else np.zeros((0, 2))
+
+
+def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = PatchConfig(),
+                    preprocess: PreprocessConfig = PreprocessConfig(), negatives=None,
+                    seed: int | np.random.Generator | None = 0, dataset: str | None = None,
+                    progress: bool = False) -> PatchSet:
+    """Crop labelled training patches exactly as the scanner sees the micrographs.
+
+    Each micrograph goes through :func:`~deeppick.preprocess.prepare_micrograph` (downscale so the box is
+    ``model_px``, low-pass, normalise); positives are cropped with :func:`crop_patches` at
+    :func:`model_centres` of the labelled centres, random negatives at centres at least
+    ``config.min_negative_distance_box × box_px`` from every labelled particle, and explicit negatives
+    (ice, carbon, bad particles) at the centres given in ``negatives``.
+
+    Parameters
+    ----------
+    micrographs
+        A path, a 2-D array, a list of those, or a dict stem → path/array. Arrays in a list are named
+        ``image0``, ``image1``, ….
+    picks
+        Particle centres (micrograph px): the picks table (its ``micrograph`` column names the stems),
+        a dict stem → picks table or (N, 2) ``x, y`` array, or, for a single micrograph, one table/array.
+    box_px
+        Box side in micrograph pixels (the particle box that becomes ``preprocess.model_px``).
+    negatives
+        Optional explicit background centres, in any form ``picks`` accepts.
+    seed
+        Seed or generator for the random negatives and subsampling.
+    dataset
+        Name recorded with each source (for patch sets that mix datasets).
+
+    Returns
+    -------
+    PatchSet
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).normal(size=(256, 256))
+    >>> ps = extract_patches(image, np.array([[100.0, 120.0]]), box_px=32)
+    >>> ps.patches.shape, ps.labels.tolist()
+    ((2, 64, 64), [1, 0])
+    """
+    from .io import read_micrograph
+
+    if box_px is None or not box_px > 0:
+        raise ConfigError(f"box size must be positive, got {box_px}; give --box-px")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    items = _named_micrographs(micrographs)
+    single = len(items) == 1
+    pick_xy = _centres_by_stem(picks, [s for s, _ in items], single, "picks")
+    neg_xy = _centres_by_stem(negatives, [s for s, _ in items], single, "negatives") if negatives is not None else {}
+    model_px = preprocess.model_px
+    out = {k: [] for k in ("patches", "labels", "source", "x", "y")}
+    sources = []
+    iterator = items
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(items, desc="extract", unit="micrograph")
+    for index, (stem, item) in enumerate(iterator):
+        path = None
+        if isinstance(item, (str, os.PathLike)):
+            path = str(item)
+            image = read_micrograph(item)
+        else:
+            image = np.asarray(item)
+        prepared = prepare_micrograph(image, box_px, preprocess, path=path or stem)
+        rows, cols = prepared.shape_micrograph
+        pos = pick_xy.get(stem, np.zeros((0, 2)))
+        all_particles = pos
+        pos = _inside(pos, rows, cols, box_px, config.min_inside_fraction)
+        if config.max_positives_per_micrograph is not None and len(pos) > config.max_positives_per_micrograph:
+            pos = pos[np.sort(rng.choice(len(pos), config.max_positives_per_micrograph, replace=False))]
+        n_neg = int(round(config.negative_ratio * len(pos)))
+        rand_neg = sample_negative_centres((rows, cols), all_particles, n_neg,
+                                           config.min_negative_distance_box * box_px, rng)
+        explicit = neg_xy.get(stem, np.zeros((0, 2)))
+        explicit = explicit[(explicit[:, 0] >= 0) & (explicit[:, 0] <= cols - 1)
+                            & (explicit[:, 1] >= 0) & (explicit[:, 1] <= rows - 1)]
+        centres = np.concatenate([pos, rand_neg, explicit])
+        labels = np.concatenate([np.ones(len(pos)), np.zeros(len(rand_neg) + len(explicit))])
+        if len(centres):
+            padded = pad_for_patches(prepared.image, model_px)
+            cx, cy = model_centres(prepared, centres[:, 0], centres[:, 1])
+            out["patches"].append(crop_patches(prepared.image, cx, cy, model_px, padded=padded))
+            out["labels"].append(labels)
+            out["source"].append(np.full(len(centres), index))
+            out["x"].append(centres[:, 0])
+            out["y"].append(centres[:, 1])
+        sources.append({"micrograph": stem, "path": path, "dataset": dataset, "box_px": float(box_px),
+                        "shape": [int(rows), int(cols)], "n_positive": int(len(pos)),
+                        "n_random_negative": int(len(rand_neg)), "n_explicit_negative": int(len(explicit))})
+    meta = {"format": PATCHSET_FORMAT, "format_version": PATCHSET_FORMAT_VERSION, "box_px": float(box_px),
+            "model_px": model_px, "preprocess": preprocess.to_dict(), "patch_config": config.to_dict(),
+            "sources": sources, "deeppick_version": __version__}
+    if not out["patches"]:
+        empty = np.zeros((0, model_px, model_px), dtype=np.float32)
+        return PatchSet(empty, [], [], [], [], meta)
+    return PatchSet(*(np.concatenate(out[k]) for k in ("patches", "labels", "source", "x", "y")), metadata=meta)
+
+
+def extract_dataset_patches(dataset, split: str = "train", box_px: float | None = None,
+                            config: PatchConfig = PatchConfig(), preprocess: PreprocessConfig = PreprocessConfig(),
+                            negatives=None, seed: int | np.random.Generator | None = 0,
+                            max_micrographs: int | None = None, progress: bool = False) -> PatchSet:
+    """Patches of one split of a dataset folder (or loaded :class:`~deeppick.datasets.Dataset`).
+
+    ``box_px`` defaults to :meth:`Dataset.default_box_px`; ``max_micrographs`` keeps the first ones of
+    the split (in ``dataset.json`` order) to bound the work on large packs.
+    """
+    from .datasets import Dataset, load_dataset
+
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    paths = ds.paths(split)
+    if not paths:
+        raise DatasetError(f"{ds.root}: no micrographs in the '{split}' split; choose another --split")
+    if max_micrographs is not None:
+        paths = paths[:max_micrographs]
+    box_px = box_px or ds.default_box_px()
+    ps = extract_patches(paths, ds.picks, box_px, config, preprocess, negatives=negatives, seed=seed,
+                         dataset=ds.name, progress=progress)
+    ps.metadata["dataset"] = {"name": ds.name, "root": str(ds.root), "split": split}
+    return ps
+
+
+def _named_micrographs(micrographs) -> list[tuple[str, object]]:
+    from .io import list_micrographs, micrograph_stem
+
+    if isinstance(micrographs, dict):
+        return [(str(k), v) for k, v in micrographs.items()]
+    if isinstance(micrographs, np.ndarray) and micrographs.ndim == 2:
+        return [("image0", micrographs)]
+    if isinstance(micrographs, (str, os.PathLike)):
+        return [(micrograph_stem(p), p) for p in list_micrographs(micrographs)]
+    items = []
+    for i, m in enumerate(micrographs):
+        if isinstance(m, (str, os.PathLike)):
+            items.append((micrograph_stem(m), m))
+        else:
+            items.append((f"image{i}", m))
+    stems = [s for s, _ in items]
+    if len(set(stems)) != len(stems):
+        raise MicrographError("several micrographs share a name stem; coordinates cannot be matched to them")
+    return items
+
+
+def _centres_by_stem(picks, stems: list[str], single: bool, what: str) -> dict[str, np.ndarray]:
+    """Normalise the accepted forms of centres to stem → (N, 2) float array."""
+    if isinstance(picks, pd.DataFrame) and "micrograph" in picks:
+        names = set(picks["micrograph"])
+        # One micrograph whose name the table does not use (e.g. an array): the table is its picks.
+        if not (single and stems[0] not in names and len(names) <= 1):
+            return {str(s): g[["x", "y"]].to_numpy(np.float64) for s, g in picks.groupby("micrograph")}
+    if isinstance(picks, dict):
+        return {str(k): _xy(v, what) for k, v in picks.items()}
+    if single:
+        return {stems[0]: _xy(picks, what)}
+    raise CoordinateError(f"{what}: give a picks table or a dict micrograph stem → centres for several micrographs")
+
+
+def _xy(value, what: str) -> np.ndarray:
+    if isinstance(value, pd.DataFrame):
+        return value[["x", "y"]].to_numpy(np.float64)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 2))
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise CoordinateError(f"{what}: expected (N, 2) x, y centres, got shape {arr.shape}")
+    return arr[:, :2]
+
+
+def _inside(xy: np.ndarray, rows: int, cols: int, box_px: float, min_fraction: float) -> np.ndarray:
+    """Centres inside the image whose box has at least ``min_fraction`` of its area on the image."""
+    if not len(xy):
+        return xy.reshape(0, 2)
+    h = box_px / 2
+    wx = np.clip(np.minimum(xy[:, 0] + h, cols) - np.maximum(xy[:, 0] - h, 0), 0, None) / box_px
+    wy = np.clip(np.minimum(xy[:, 1] + h, rows) - np.maximum(xy[:, 1] - h, 0), 0, None) / box_px
+    keep = (xy[:, 0] >= 0) & (xy[:, 0] <= cols - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= rows - 1)
+    keep &= wx * wy >= min_fraction
+    return xy[keep]

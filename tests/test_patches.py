@@ -1,0 +1,236 @@
+"""Tests of deeppick.patches: the cropping convention, training patch sets and their files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from deeppick.cli import cli
+from deeppick.io import make_picks, write_picks
+from deeppick.patches import (PatchConfig, PatchSet, PatchSetError, concat_patch_sets, crop_patches,
+                              extract_dataset_patches, extract_patches, load_patch_set, model_centres,
+                              sample_negative_centres, save_patch_set)
+from deeppick.preprocess import PreprocessConfig, prepare_micrograph
+
+
+def synthetic_micrograph(rng, size=256, box_px=32, n=12, contrast=3.0):
+    """Gaussian noise with ``n`` bright discs (diameter 0.8 box) that do not overlap; returns image, (n, 2) x, y."""
+    yy, xx = np.mgrid[:size, :size]
+    image = rng.normal(size=(size, size)).astype(np.float32)
+    centres = []
+    for _ in range(10_000):
+        if len(centres) == n:
+            break
+        c = rng.uniform(box_px / 2, size - box_px / 2, 2)
+        if all(np.hypot(*(c - q)) > 1.1 * box_px for q in centres):
+            centres.append(c)
+    for x, y in centres:
+        image[(xx - x) ** 2 + (yy - y) ** 2 < (0.4 * box_px) ** 2] += contrast
+    return image, np.array(centres)
+
+
+def write_dataset(root, rng, splits=("train", "train", "valid"), box_px=32, size=256, n=12):
+    """A tiny dataset folder: PNG micrographs, STAR coordinates, dataset.json with a split per micrograph."""
+    (root / "micrographs").mkdir(parents=True)
+    (root / "coords").mkdir()
+    entries = []
+    for i, split in enumerate(splits):
+        image, xy = synthetic_micrograph(rng, size, box_px, n)
+        scaled = np.clip((image - image.min()) / (image.max() - image.min()) * 255, 0, 255).astype(np.uint8)
+        name = f"mic{i:02d}.png"
+        Image.fromarray(scaled).save(root / "micrographs" / name)
+        write_picks(make_picks(f"mic{i:02d}", xy[:, 0], xy[:, 1]), root / "coords" / f"mic{i:02d}.star")
+        entries.append({"micrograph": name, "split": split})
+    (root / "dataset.json").write_text(json.dumps({"name": "tiny", "diameter_px": box_px, "micrographs": entries}))
+    return root
+
+
+def test_training_patches_are_the_pixels_the_scanner_sees(rng):
+    image, xy = synthetic_micrograph(rng, size=300, box_px=40)
+    config = PreprocessConfig()
+    ps = extract_patches(image, xy, box_px=40, preprocess=config, seed=1)
+    prepared = prepare_micrograph(image, 40, config)
+    cx, cy = model_centres(prepared, ps.x, ps.y)
+    expected = crop_patches(prepared.image, cx, cy, config.model_px)
+    np.testing.assert_array_equal(ps.patches, expected)
+    # positives sit exactly on the labelled centres, in the given order
+    pos = ps.labels == 1
+    np.testing.assert_allclose(np.column_stack([ps.x[pos], ps.y[pos]]), xy, atol=1e-3)
+    # the particle is bright in the centre of its positive patch, not in the negatives
+    centre = ps.patches[:, 28:36, 28:36].mean(axis=(1, 2))
+    assert centre[pos].min() > centre[~pos].max()
+
+
+def test_negatives_keep_06_box_from_every_particle_and_match_positives_in_number(rng):
+    image, xy = synthetic_micrograph(rng, size=320, box_px=32, n=20)
+    ps = extract_patches(image, xy, box_px=32, seed=3)
+    neg = ps.labels == 0
+    assert neg.sum() == (~neg).sum() == 20
+    negatives = np.column_stack([ps.x[neg], ps.y[neg]])
+    dist = np.hypot(negatives[:, None, 0] - xy[None, :, 0], negatives[:, None, 1] - xy[None, :, 1]).min(axis=1)
+    assert dist.min() >= 0.6 * 32
+    assert np.all((negatives >= 0) & (negatives <= 319))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_particles=st.integers(0, 30), min_box=st.floats(0.1, 1.5))
+def test_sampled_negatives_respect_the_distance_rule(seed, n_particles, min_box):
+    rng = np.random.default_rng(seed)
+    particles = rng.uniform(0, 200, (n_particles, 2))
+    got = sample_negative_centres((200, 200), particles, 25, min_box * 30, rng)
+    assert len(got) <= 25
+    if n_particles:
+        d = np.hypot(got[:, None, 0] - particles[None, :, 0], got[:, None, 1] - particles[None, :, 1])
+        assert d.size == 0 or d.min() >= min_box * 30
+    else:
+        assert len(got) == 25
+
+
+def test_crowded_micrograph_gives_fewer_negatives_not_a_hang(rng):
+    grid = np.stack(np.meshgrid(np.arange(0, 200, 10.0), np.arange(0, 200, 10.0)), -1).reshape(-1, 2)
+    assert len(sample_negative_centres((200, 200), grid, 50, 30, rng, max_tries=5)) == 0
+
+
+def test_explicit_negatives_ratio_and_subsampling(rng):
+    image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
+    explicit = np.array([[20.0, 20.0], [280.0, 40.0], [999.0, 5.0]])  # the last lies off the image
+    ps = extract_patches(image, xy, 32, PatchConfig(negative_ratio=0.0, max_positives_per_micrograph=5),
+                         negatives=explicit, seed=0)
+    assert ps.n_positive == 5 and ps.n_negative == 2
+    np.testing.assert_allclose(np.column_stack([ps.x, ps.y])[ps.labels == 0], explicit[:2])
+    src = ps.metadata["sources"][0]
+    assert (src["n_positive"], src["n_random_negative"], src["n_explicit_negative"]) == (5, 0, 2)
+    ps2 = extract_patches(image, xy, 32, PatchConfig(negative_ratio=2.0), seed=0)
+    assert ps2.n_negative == 30
+
+
+def test_positives_mostly_off_the_image_are_dropped(rng):
+    image, _ = synthetic_micrograph(rng, size=200, box_px=32, n=0)
+    xy = np.array([[1.0, 1.0], [100.0, 100.0], [250.0, 50.0]])  # a corner (28 % inside), inside, off
+    ps = extract_patches(image, xy, 32, seed=0)
+    assert ps.n_positive == 1 and ps.x[ps.labels == 1][0] == 100.0
+
+
+def test_extraction_is_deterministic_for_a_seed(rng):
+    image, xy = synthetic_micrograph(rng)
+    a, b = (extract_patches(image, xy, 32, seed=5) for _ in range(2))
+    c = extract_patches(image, xy, 32, seed=6)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+
+
+def test_several_micrographs_by_stem_and_picks_table(rng):
+    (im0, xy0), (im1, xy1) = synthetic_micrograph(rng, n=5), synthetic_micrograph(rng, n=7)
+    table = make_picks(["a"] * 5 + ["b"] * 7, np.r_[xy0[:, 0], xy1[:, 0]], np.r_[xy0[:, 1], xy1[:, 1]])
+    ps = extract_patches({"a": im0, "b": im1}, table, 32, seed=0)
+    assert ps.n_positive == 12
+    assert [s["micrograph"] for s in ps.metadata["sources"]] == ["a", "b"]
+    assert np.bincount(ps.source[ps.labels == 1]).tolist() == [5, 7]
+
+
+def test_patch_set_file_round_trip_and_metadata(tmp_path, rng):
+    image, xy = synthetic_micrograph(rng, n=6)
+    ps = extract_patches(image, xy, 32, seed=0, dataset="tiny")
+    save_patch_set(ps, tmp_path / "p.npz")
+    back = load_patch_set(tmp_path / "p.npz")
+    for name in ("patches", "labels", "source", "x", "y"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(ps, name))
+    assert back.box_px == 32 and back.metadata["preprocess"] == PreprocessConfig().to_dict()
+    assert back.metadata["sources"][0]["dataset"] == "tiny"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]  # no temporary left behind
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(0, 6), box=st.floats(8, 500, allow_nan=False), name=st.text(min_size=1, max_size=12))
+def test_patch_set_round_trip_property(tmp_path_factory, n, box, name):
+    rng = np.random.default_rng(n)
+    ps = PatchSet(rng.normal(size=(n, 1, 64, 64)), rng.integers(0, 2, n), np.zeros(n), rng.uniform(0, 99, n),
+                  rng.uniform(0, 99, n), {"box_px": box, "sources": [{"micrograph": name, "box_px": box}]})
+    path = tmp_path_factory.mktemp("ps") / "p.npz"
+    save_patch_set(ps, path)
+    back = load_patch_set(path)
+    assert back.patches.shape == (n, 64, 64)
+    np.testing.assert_array_equal(back.patches, ps.patches)
+    np.testing.assert_array_equal(back.labels, ps.labels)
+    assert back.box_px == box and back.metadata["sources"][0]["micrograph"] == name
+
+
+def test_corrupt_or_foreign_patch_set_files_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(PatchSetError, match="bad.npz.*corrupt"):
+        load_patch_set(bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(3))
+    with pytest.raises(PatchSetError, match="not a deeppick patch set"):
+        load_patch_set(other)
+    with pytest.raises(PatchSetError, match="no such patch set"):
+        load_patch_set(tmp_path / "missing.npz")
+    ps = PatchSet(np.zeros((1, 64, 64)), [1], [0], [0], [0], {"box_px": 10})
+    save_patch_set(ps, tmp_path / "v.npz")
+    with np.load(tmp_path / "v.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["metadata_json"]))
+    meta["format_version"] = 99
+    arrays["metadata_json"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v99.npz", **arrays)
+    with pytest.raises(PatchSetError, match="version 99"):
+        load_patch_set(tmp_path / "v99.npz")
+
+
+def test_concat_mixes_boxes_and_renumbers_sources(rng):
+    (im0, xy0), (im1, xy1) = synthetic_micrograph(rng, n=4), synthetic_micrograph(rng, n=3)
+    a = extract_patches({"a0": im0, "a1": im1}, {"a0": xy0, "a1": xy1}, 32, seed=0, dataset="A")
+    b = extract_patches(im0, xy0, 40, seed=0, dataset="B")
+    joined = concat_patch_sets([a, b])
+    assert len(joined) == len(a) + len(b)
+    assert joined.box_px is None
+    assert [s["box_px"] for s in joined.metadata["sources"]] == [32, 32, 40]
+    assert joined.source[len(a):].tolist() == [2] * len(b)
+    np.testing.assert_array_equal(joined.patches[len(a):], b.patches)
+    assert concat_patch_sets([a, a]).box_px == 32
+    c = extract_patches(im0, xy0, 32, preprocess=PreprocessConfig(lowpass_sigma_model_px=0.0), seed=0)
+    with pytest.raises(PatchSetError, match="different preprocessing"):
+        concat_patch_sets([a, c])
+
+
+def test_dataset_patches_use_only_the_split(tmp_path, rng):
+    root = write_dataset(tmp_path / "ds", rng)
+    train = extract_dataset_patches(root, "train", seed=0)
+    valid = extract_dataset_patches(root, "valid", seed=0)
+    assert [s["micrograph"] for s in train.metadata["sources"]] == ["mic00", "mic01"]
+    assert [s["micrograph"] for s in valid.metadata["sources"]] == ["mic02"]
+    assert train.n_positive == 24 and train.box_px == 32
+    assert train.metadata["dataset"]["split"] == "train"
+
+
+def test_extract_command_writes_a_patch_set(tmp_path, rng):
+    root = write_dataset(tmp_path / "ds", rng)
+    out = tmp_path / "p.npz"
+    result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--max-per-micrograph", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    ps = load_patch_set(out)
+    assert ps.n_positive == 10 and ps.n_negative == 10
+    out2 = tmp_path / "q.npz"
+    result = CliRunner().invoke(cli, ["extract", "--micrographs", str(root / "micrographs" / "mic02.png"),
+                                      "--coords", str(root / "coords"), "--box-px", "32", "-o", str(out2)])
+    assert result.exit_code == 0, result.output
+    assert load_patch_set(out2).n_positive == 12
+
+
+def test_extract_command_reports_missing_inputs(tmp_path):
+    result = CliRunner().invoke(cli, ["extract", "--micrographs", str(tmp_path), "-o", str(tmp_path / "p.npz")])
+    assert result.exit_code == 2
+    assert "--coords" in result.output and "Traceback" not in result.output
+
+
+def test_real_pack_patches(realdata):
+    ps = extract_dataset_patches(realdata / "ribosome80s-10028", "train", max_micrographs=1, seed=0)
+    assert ps.n_positive > 50 and ps.n_negative == ps.n_positive
+    assert ps.patches.shape[1:] == (64, 64) and np.isfinite(ps.patches).all()

@@ -1,0 +1,167 @@
+"""Tests of deeppick.train: learning, determinism, checkpoints and the train command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deeppick.cli import cli
+from deeppick.errors import ConfigError
+from deeppick.model import load_model
+from deeppick.patches import PatchSet, extract_patches, save_patch_set
+from deeppick.preprocess import PreprocessConfig
+from deeppick.train import TrainConfig, augment, evaluate_patches, split_validation, train_model
+from tests.test_patches import synthetic_micrograph, write_dataset
+
+FAST = TrainConfig(epochs=4, batch_size=32, optimizer="adam", patience=100)
+
+
+@pytest.fixture(scope="module")
+def separable():
+    """Bright discs vs pure noise: a patch set any working classifier separates."""
+    rng = np.random.default_rng(7)
+    images = {f"m{i}": synthetic_micrograph(rng, size=256, box_px=32, n=20, contrast=2.5) for i in range(4)}
+    return extract_patches({k: v[0] for k, v in images.items()}, {k: v[1] for k, v in images.items()}, 32,
+                           seed=0)
+
+
+def weights(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.net.parameters()])
+
+
+def test_learns_a_trivially_separable_patch_set(separable):
+    model = train_model(separable, TrainConfig(epochs=8, batch_size=32, optimizer="adam"), progress=False)
+    assert model.info["val_accuracy"] >= 0.95
+    rng = np.random.default_rng(99)
+    image, xy = synthetic_micrograph(rng, size=256, box_px=32, n=20, contrast=2.5)
+    fresh = extract_patches(image, xy, 32, seed=1)
+    assert evaluate_patches(model, fresh)["accuracy"] >= 0.9
+    assert model.box_px == 32 and model.arch == "deeppicker"
+    assert model.info["trained_on"]["n_patches"] == len(separable)
+    assert model.info["trained_on"]["micrographs"] == ["m0", "m1", "m2", "m3"]
+    assert model.info["training"]["n_val"] == pytest.approx(len(separable) / 9, abs=2)
+
+
+def test_default_sgd_recipe_learns_too(separable):
+    model = train_model(separable, TrainConfig(epochs=12), progress=False)
+    assert model.info["training"]["learning_rate"] == 0.01
+    assert model.info["val_accuracy"] >= 0.9
+
+
+def test_deepem_network_trains(separable):
+    model = train_model(separable, TrainConfig(arch="deepem", epochs=2, optimizer="adam", patience=100),
+                        progress=False)
+    assert model.arch == "deepem" and model.info["epochs_run"] == 2
+
+
+def test_same_seed_same_model_other_seed_other_model(separable):
+    a, b = (train_model(separable, FAST, progress=False) for _ in range(2))
+    c = train_model(separable, TrainConfig(**{**FAST.to_dict(), "seed": 1}), progress=False)
+    assert torch.equal(weights(a), weights(b))
+    assert not torch.equal(weights(a), weights(c))
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(separable, tmp_path):
+    full = train_model(separable, FAST, progress=False)
+    ckpt = tmp_path / "m.pt.ckpt"
+    half = TrainConfig(**{**FAST.to_dict(), "epochs": 2})
+    train_model(separable, half, progress=False, checkpoint=ckpt)
+    assert ckpt.is_file()
+    resumed = train_model(separable, FAST, progress=False, checkpoint=ckpt, resume=True)
+    assert resumed.info["epochs_run"] == 4 and len(resumed.info["history"]) == 4
+    assert torch.equal(weights(full), weights(resumed))
+    other = TrainConfig(**{**FAST.to_dict(), "seed": 3})
+    with pytest.raises(ConfigError, match="other settings.*seed"):
+        train_model(separable, other, progress=False, checkpoint=ckpt, resume=True)
+    with pytest.raises(ConfigError, match="other patches"):
+        train_model(separable.subset(np.arange(len(separable) - 2)), FAST, progress=False, checkpoint=ckpt,
+                    resume=True)
+
+
+def test_early_stopping_keeps_the_best_epoch(separable):
+    model = train_model(separable, TrainConfig(epochs=40, optimizer="adam", patience=2), progress=False)
+    history = model.info["history"]
+    best = min(history, key=lambda r: r["val_loss"])
+    assert model.info["best_epoch"] == best["epoch"]
+    assert model.info["val_accuracy"] == best["val_accuracy"]
+    assert model.info["stopped_early"] == (model.info["epochs_run"] < 40)
+    assert model.info["epochs_run"] - model.info["best_epoch"] <= 2
+
+
+def test_fine_tuning_starts_from_init_and_leaves_it_alone(separable):
+    base = train_model(separable, TrainConfig(arch="deepem", epochs=2, optimizer="adam"), progress=False)
+    before = weights(base).clone()
+    tuned = train_model(separable, TrainConfig(epochs=1, optimizer="adam"), init=base, progress=False)
+    assert tuned.arch == "deepem"  # the init's network, not config.arch
+    assert torch.equal(weights(base), before)
+    assert not torch.equal(weights(tuned), before)
+
+
+def test_bad_training_input_is_a_config_error(separable):
+    only_particles = separable.subset(np.flatnonzero(separable.labels == 1))
+    with pytest.raises(ConfigError, match="needs both"):
+        train_model(only_particles, FAST, progress=False)
+    with pytest.raises(ConfigError, match="prepared with"):
+        train_model(separable, FAST, preprocess=PreprocessConfig(clip_sd=2.0), progress=False)
+    mixed = PatchSet(separable.patches, separable.labels, separable.source, separable.x, separable.y,
+                     {**separable.metadata, "box_px": None})
+    with pytest.raises(ConfigError, match="mixes box sizes"):
+        train_model(mixed, FAST, progress=False)
+    with pytest.raises(ConfigError, match="optimiser"):
+        train_model(separable, TrainConfig(optimizer="lbfgs"), progress=False)
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    labels = np.r_[np.ones(90), np.zeros(180)].astype(np.uint8)
+    train, val = split_validation(labels, 1 / 9, seed=0)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 270
+    assert labels[val].sum() == 10 and (labels[val] == 0).sum() == 20
+    assert not np.array_equal(val, split_validation(labels, 1 / 9, seed=1)[1])
+
+
+def test_augmentation_applies_only_dihedral_moves():
+    x = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(2, 1, 64, 64).repeat(20, 1, 1, 1)
+    out = augment(x, torch.Generator().manual_seed(0), TrainConfig())
+    seen = set()
+    for xi, oi in zip(x, out):
+        moves = [k + 4 * f for f in (0, 1) for k in range(4)
+                 if torch.equal(oi, torch.rot90(xi, k, dims=(-2, -1)).flip(-1) if f else torch.rot90(xi, k, dims=(-2, -1)))]
+        assert len(moves) == 1
+        seen.add(moves[0])
+    assert len(seen) >= 5  # the moves really vary
+    jittered = augment(x, torch.Generator().manual_seed(0), TrainConfig(rotate_flip=False, noise_sd=0.5,
+                                                                         contrast_jitter=0.2))
+    assert not torch.equal(jittered, x)
+    assert float((jittered - x).std()) > 0.1
+
+
+def test_train_command_on_a_dataset_keeps_validation_micrographs_out(tmp_path):
+    root = write_dataset(tmp_path / "ds", np.random.default_rng(3))
+    out = tmp_path / "model.pt"
+    result = CliRunner().invoke(cli, ["train", "--dataset", str(root), "-o", str(out), "--epochs", "3",
+                                      "--optimizer", "adam", "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = load_model(out)
+    assert model.box_px == 32
+    assert model.info["trained_on"]["micrographs"] == ["mic00", "mic01"]
+    assert model.info["valid_split"]["n"] == 24
+    assert 0 <= model.info["valid_split"]["accuracy"] <= 1
+    assert (tmp_path / "model.pt.ckpt").is_file()
+    # resume with more epochs continues the same run
+    result = CliRunner().invoke(cli, ["train", "--dataset", str(root), "-o", str(out), "--epochs", "4",
+                                      "--optimizer", "adam", "--quiet", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert load_model(out).info["epochs_run"] == 4
+
+
+def test_train_command_on_a_patch_set_and_its_errors(tmp_path, separable):
+    save_patch_set(separable, tmp_path / "p.npz")
+    out = tmp_path / "m.pt"
+    result = CliRunner().invoke(cli, ["train", "--patches", str(tmp_path / "p.npz"), "-o", str(out),
+                                      "--epochs", "1", "--arch", "deepem", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert load_model(out).arch == "deepem"
+    result = CliRunner().invoke(cli, ["train", "--patches", str(tmp_path / "missing.npz"), "-o", str(out)])
+    assert result.exit_code == 2 and "no such patch set" in result.output
