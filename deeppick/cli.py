@@ -348,6 +348,143 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 
 # --- pick / evaluate ----------------------------------------------------------------------------------
 
+
+def _pick_config(step_px, no_rotations, threshold, keep_all, top, sd_range=None):
+    from .pipeline import PickConfig
+    from .postprocess import PostprocessConfig
+    from .scan import ScanConfig
+
+    return PickConfig(scan=ScanConfig(step_px=step_px, rotations=not no_rotations),
+                      post=PostprocessConfig(top_n=top, sd_range=sd_range), threshold=threshold, keep_all=keep_all)
+
+
+def _report_failures(failed) -> None:
+    if failed:
+        click.echo(f"deeppick: error: {len(failed)} micrograph(s) could not be picked:", err=True)
+        for path, reason in failed:
+            click.echo(f"  {reason}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
+@cli.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="model file (.pt)")
+@click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="a folder of micrographs, or files (repeat the option)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="folder for one coordinate file per micrograph")
+@click.option("--format", "fmt", default="star", show_default=True,
+              type=click.Choice(["star", "box", "coord", "csv", "cbox"]), help="coordinate format")
+@click.option("--threshold", type=float, help="score cut (default: the model's F2-optimal threshold)")
+@click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
+@click.option("--top", type=int, help="keep at most N picks per micrograph")
+@click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")
+@click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
+@click.option("--sd-range", nargs=2, type=float, help="keep patches whose SD is in [LO, HI] × micrograph SD")
+@click.option("--overwrite", is_flag=True, help="re-pick micrographs that already have an output file")
+@user_errors
+def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
+         overwrite):
+    """Pick particles in micrographs with a trained model.
+
+    Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default.
+    A rerun skips micrographs already picked; unreadable micrographs are listed at the end (exit 2).
+    """
+    from .io import list_micrographs
+    from .model import default_device, load_model
+    from .pipeline import effective_threshold, pick_micrographs
+
+    model = load_model(model_path, device=default_device())
+    config = _pick_config(step_px, no_rotations, threshold, keep_all, top, sd_range)
+    paths = list_micrographs(micrographs)
+    result = pick_micrographs(model, paths, output, fmt, config, overwrite=overwrite, progress=len(paths) > 1)
+    click.echo(result.summary(output, effective_threshold(model, config), keep_all))
+    _report_failures(result.failed)
+
+
+@cli.command()
+@click.option("--picks", "picks_path", required=True, type=click.Path(path_type=Path),
+              help="picked coordinates: a folder or a file")
+@click.option("--references", type=click.Path(path_type=Path), help="reference coordinates: folder or file")
+@click.option("--dataset", type=click.Path(path_type=Path), help="a dataset folder holding the references")
+@click.option("--split", default=None, help="with --dataset: evaluate only this split (e.g. test)")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="take the box size and threshold from this model")
+@click.option("--box-px", type=float, help="box side, micrograph px (default: model's, else dataset diameter)")
+@click.option("--threshold", type=float, help="score cut for precision/recall (default: model's, else all picks)")
+@click.option("--match-px", type=float, help="match distance in px (default: 0.2 × box, DeepPicker §4.4)")
+@click.option("--beta", type=float, default=2.0, show_default=True, help="F-beta for the optimal threshold")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="folder for the plots and JSON")
+@user_errors
+def evaluate(picks_path, references, dataset, split, model_path, box_px, threshold, match_px, beta, output):
+    """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots."""
+    from .errors import ConfigError
+    from .io import read_picks
+    from .metrics import evaluate_picks
+
+    if (references is None) == (dataset is None):
+        raise ConfigError("give the references with exactly one of --references DIR or --dataset DIR")
+    micrographs = None
+    if dataset is not None:
+        from .datasets import load_dataset
+
+        ds = load_dataset(dataset)
+        refs = ds.picks
+        micrographs = ds.stems(split)
+        box_px = box_px or (ds.diameter_px if model_path is None else None)
+    else:
+        refs = read_picks(references)
+    if model_path is not None:
+        from .model import load_model
+
+        model = load_model(model_path)
+        box_px = box_px or model.box_px
+        if threshold is None:
+            threshold = model.threshold
+    if not box_px:
+        raise ConfigError("the box size is unknown: give --box-px, --model or a dataset with diameter_px")
+    picks = read_picks(picks_path)
+    ev = evaluate_picks(picks, refs, box_px, match_px=match_px, threshold=threshold, beta=beta,
+                        micrographs=micrographs)
+    cut = "all picks" if ev.threshold is None else f"threshold {ev.threshold:.3g}"
+    click.echo(f"{ev.n_micrographs} micrographs, {ev.n_refs} references, {ev.n_picks} picks at {cut}, "
+               f"match ≤ {ev.max_dist_px:.1f} px")
+    click.echo(f"precision {ev.precision:.3f}  recall {ev.recall:.3f}  F1 {ev.f1:.3f}  F2 {ev.f2:.3f}  "
+               f"AP {ev.ap:.3f}")
+    click.echo(f"F{beta:g}-optimal threshold {ev.best_threshold:.3g} (F{beta:g} {ev.best_fbeta:.3f}); "
+               f"centre error {ev.centre_error_box:.3f} box")
+    if output is not None:
+        from .report import write_report
+
+        written = write_report(ev, output)
+        click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@cli.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="model file to update")
+@click.option("--dataset", type=click.Path(path_type=Path), help="dataset folder whose split is used")
+@click.option("--split", default="valid", show_default=True, help="with --dataset: the held-out split")
+@click.option("--validation", type=click.Path(path_type=Path),
+              help="a dataset folder of held-out labelled micrographs (all of them are used)")
+@click.option("--beta", type=float, default=2.0, show_default=True, help="F-beta to maximise")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="write here instead of updating --model")
+@user_errors
+def threshold(model_path, dataset, split, validation, beta, output):
+    """Choose the F-beta-optimal score threshold on held-out labelled micrographs; store it in the model."""
+    from .datasets import load_dataset
+    from .errors import ConfigError
+    from .model import load_model, save_model
+    from .pipeline import select_threshold
+
+    if (dataset is None) == (validation is None):
+        raise ConfigError("give exactly one of --dataset DIR (with --split) or --validation DIR")
+    ds = load_dataset(dataset or validation)
+    paths = ds.paths(split) if dataset is not None else ds.paths()
+    model = select_threshold(load_model(model_path), paths, ds.picks, beta=beta)
+    save_model(model, output or model_path)
+    info = model.info["threshold"]
+    click.echo(f"threshold {model.threshold:.3g} (F{beta:g} {info['fbeta']:.3f}, AP {info['ap']:.3f} on "
+               f"{len(paths)} micrographs) stored in {output or model_path}")
+
 # --- pretrain / autopick ------------------------------------------------------------------------------
 
 

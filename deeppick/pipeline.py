@@ -1,0 +1,211 @@
+"""Picking: one micrograph, a folder of them, and the choice of the model's score threshold.
+
+``pick_micrograph`` chains the stages: prepare (:mod:`~deeppick.preprocess`) → score map
+(:mod:`~deeppick.scan`) → cleaning, peaks and pixel filters (:mod:`~deeppick.postprocess`) → a picks
+table in micrograph pixels. ``pick_micrographs`` runs it over many files, writing one coordinate file per
+micrograph atomically, skipping those already written (so an interrupted run resumes), and going on past
+micrographs that cannot be read. ``select_threshold`` picks held-out labelled micrographs and stores the
+F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, DeepPickError, MicrographError
+from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, make_picks, micrograph_stem, read_micrograph,
+                 write_picks)
+from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
+from .model import PickerModel
+from .postprocess import PostprocessConfig, clean_score_map, extreme_pixel_mask, find_peaks, sort_picks, top_n
+from .preprocess import prepare_micrograph
+from .scan import ScanConfig, scan_micrograph
+from .threshold import choose_threshold
+
+DEFAULT_THRESHOLD = 0.5  # a model without a chosen threshold picks where the particle class wins
+
+
+@dataclass(frozen=True)
+class PickConfig:
+    """How ``pick`` turns a micrograph into picks; every default comes from the stage configs."""
+
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    post: PostprocessConfig = field(default_factory=PostprocessConfig)
+    # ours: peaks down to this score are candidates, so a threshold below 0.5 (F2 favours recall) and AP
+    # see the whole ranked list; the pick threshold then decides what is written.
+    candidate_min_score: float = 0.05
+    threshold: float | None = None  # None: the model's F-beta threshold (or 0.5 if it has none)
+    keep_all: bool = False  # write sub-threshold candidates too (re-threshold without re-picking)
+
+    def __post_init__(self):
+        if not 0 <= self.candidate_min_score <= 1:
+            raise ConfigError(f"candidate_min_score must lie in [0, 1], got {self.candidate_min_score}")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ConfigError(f"--threshold must lie in [0, 1] (a particle probability), got {self.threshold}")
+
+
+def effective_threshold(model: PickerModel, config: PickConfig) -> float:
+    """The score cut ``pick`` applies: ``--threshold``, else the model's stored one, else 0.5."""
+    if config.threshold is not None:
+        return float(config.threshold)
+    if model.threshold is not None and np.isfinite(model.threshold):
+        return float(model.threshold)
+    return DEFAULT_THRESHOLD
+
+
+def pick_micrograph(model: PickerModel, image: np.ndarray, name: str, config: PickConfig = PickConfig(),
+                    path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Pick one micrograph.
+
+    Parameters
+    ----------
+    model
+        A trained model (its box size and preprocessing are used).
+    image
+        The micrograph, ``image[y, x]`` as read.
+    name
+        Micrograph name (stem) written in the picks table.
+    config
+        Scan, post-processing and threshold settings.
+    path
+        Where the image came from, for error messages.
+
+    Returns
+    -------
+    DataFrame
+        Picks table (centres in micrograph px), best score first: candidates at or above the threshold,
+        or every candidate with ``config.keep_all``; at most ``config.post.top_n`` of them.
+    """
+    prepared = prepare_micrograph(image, model.box_px, model.preprocess, path=str(path or name))
+    score_map = scan_micrograph(model, prepared, config.scan)
+    post = config.post
+    cleaned = clean_score_map(score_map.scores, post.score_threshold, post.max_area_factor)
+    window_grid = post.peak_window_box * model.preprocess.model_px / score_map.model_step_px
+    rows, cols, scores = find_peaks(cleaned, window_grid, min_score=config.candidate_min_score)
+    x, y = score_map.to_micrograph(rows, cols)
+    keep = extreme_pixel_mask(image, x, y, model.box_px, post.extreme_sd, post.sd_range, post.max_extreme_fraction)
+    picks = sort_picks(make_picks(name, x[keep], y[keep], scores[keep]))
+    if not config.keep_all:
+        picks = picks[picks["score"] >= effective_threshold(model, config)].reset_index(drop=True)
+    return top_n(picks, post.top_n)
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: picks per written micrograph, those skipped as already done, those that failed."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # stem → number of picks written
+    skipped: list[str] = field(default_factory=list)  # outputs already present (resumed run)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    seconds: float = 0.0
+
+    def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
+        n = sum(self.counts.values())
+        cut = "all candidates kept (--keep-all)" if keep_all else f"threshold {threshold:.3g}"
+        parts = [f"picked {n} particles in {len(self.counts)} micrographs ({cut}) in {self.seconds:.1f} s"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already done")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return "; ".join(parts) + f"; output in {out_dir}"
+
+
+def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: str) -> Path:
+    """Coordinate file written for a micrograph: ``OUT/<stem><suffix>``."""
+    return Path(out_dir) / f"{micrograph_stem(micrograph)}{FORMAT_SUFFIX[fmt]}"
+
+
+def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                     fmt: str = "star", config: PickConfig = PickConfig(), overwrite: bool = False,
+                     progress: bool = False) -> BatchResult:
+    """Pick many micrographs, one coordinate file each in ``out_dir``, written atomically.
+
+    A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes).
+    A micrograph that cannot be used is recorded in ``failed`` and the batch goes on.
+    """
+    if fmt not in FORMAT_SUFFIX:
+        raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
+    paths = [Path(p) for p in paths]
+    result = BatchResult()
+    start = time.perf_counter()
+    iterator = paths
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(paths, desc="picking", unit="micrograph")
+    for path in iterator:
+        out = output_path(out_dir, path, fmt)
+        stem = micrograph_stem(path)
+        if out.exists() and not overwrite:
+            result.skipped.append(stem)
+            continue
+        try:
+            image = read_micrograph(path)
+            picks = pick_micrograph(model, image, stem, config, path=path)
+        except (MicrographError, DeepPickError) as exc:
+            result.failed.append((str(path), str(exc)))
+            continue
+        write_picks(picks, out, fmt, box_px=model.box_px)
+        result.counts[stem] = len(picks)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def pick_paths(model: PickerModel, paths: Iterable[str | os.PathLike], config: PickConfig = PickConfig()) -> pd.DataFrame:
+    """Pick micrographs in memory and return one picks table (errors propagate)."""
+    tables = []
+    for path in paths:
+        path = Path(path)
+        tables.append(pick_micrograph(model, read_micrograph(path), micrograph_stem(path), config, path=path))
+    return concat_picks(tables) if tables else empty_picks()
+
+
+def evaluate_model(model: PickerModel, paths: list[Path], references: pd.DataFrame,
+                   config: PickConfig = PickConfig(), match_fraction: float = MATCH_FRACTION,
+                   match_px: float | None = None, beta: float = BETA) -> tuple[Evaluation, pd.DataFrame]:
+    """Pick ``paths`` keeping every candidate and evaluate at the model's threshold.
+
+    Returns the evaluation and the candidate picks table.
+    """
+    candidates = pick_paths(model, paths, replace(config, keep_all=True))
+    threshold = effective_threshold(model, config)
+    evaluation = evaluate_picks(candidates, references, model.box_px, match_fraction=match_fraction,
+                                match_px=match_px, threshold=threshold, beta=beta,
+                                micrographs=[micrograph_stem(p) for p in paths])
+    return evaluation, candidates
+
+
+def select_threshold(model: PickerModel, paths: list[Path], references: pd.DataFrame,
+                     config: PickConfig = PickConfig(), beta: float = BETA,
+                     match_fraction: float = MATCH_FRACTION, match_px: float | None = None) -> PickerModel:
+    """Choose the F-beta-optimal score threshold on labelled micrographs and store it in ``model``.
+
+    ``paths`` are held-out micrographs (never trained on) and ``references`` their labelled centres.
+    The model's ``threshold`` is set and ``info['threshold']`` records how it was chosen. If no candidate
+    matches a reference the threshold stays unset and a :class:`ConfigError` explains why.
+    """
+    if not paths:
+        raise ConfigError("no held-out labelled micrographs to choose the threshold on; "
+                          "give a dataset with a 'valid' split or --validation DIR")
+    evaluation, _ = evaluate_model(model, paths, references, replace(config, threshold=None), match_fraction,
+                                   match_px, beta)
+    threshold, fbeta = choose_threshold(evaluation, beta)
+    if not np.isfinite(threshold):
+        raise ConfigError(f"no pick on the {len(paths)} validation micrograph(s) matched a reference; "
+                          "the model has not learned these particles (check --box-px and the labels)")
+    # A threshold below the candidate floor cannot be reproduced by pick: clamp it to the floor.
+    threshold = max(float(threshold), config.candidate_min_score)
+    model.threshold = threshold
+    model.info["threshold"] = {
+        "value": threshold, "beta": beta, "fbeta": float(fbeta), "ap": float(evaluation.ap),
+        "micrographs": [micrograph_stem(p) for p in paths], "n_references": int(evaluation.n_refs),
+        "match_px": float(evaluation.max_dist_px),
+    }
+    return model

@@ -1,0 +1,135 @@
+"""Picking end to end on simulated micrographs: picks land on particles, batches resume and survive bad
+files, the threshold is chosen on held-out micrographs and travels in the model file."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deeppick.cli import cli
+from deeppick.datasets import load_dataset
+from deeppick.io import read_micrograph, read_picks
+from deeppick.metrics import evaluate_picks
+from deeppick.model import load_model, save_model
+from deeppick.patches import extract_dataset_patches
+from deeppick.pipeline import (PickConfig, effective_threshold, pick_micrograph, pick_micrographs, pick_paths,
+                               select_threshold)
+from deeppick.preprocess import prepare_micrograph
+from deeppick.scan import score_positions
+from deeppick.simulate import SimConfig, simulate_dataset
+from deeppick.train import TrainConfig, train_model
+
+DIAMETER_PX = 40
+
+
+@pytest.fixture(scope="module")
+def sim_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim") / "globular"
+    config = SimConfig(molecule="globular", size_px=320, diameter_px=DIAMETER_PX, n_particles=14, snr=1.0,
+                       contaminants=())
+    return load_dataset(simulate_dataset(root, config, n_micrographs=6, seed=3, split_fractions=(0.5, 0.17, 0.33)))
+
+
+@pytest.fixture(scope="module")
+def trained(sim_dataset, tmp_path_factory):
+    patches = extract_dataset_patches(sim_dataset, "train", box_px=DIAMETER_PX, seed=0)
+    model = train_model(patches, TrainConfig(epochs=12, seed=0, optimizer="adam", patience=12), progress=False)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(model, path)
+    return path
+
+
+def test_picks_land_on_held_out_particles(sim_dataset, trained):
+    model = load_model(trained)
+    test = sim_dataset.paths("test")
+    picks = pick_paths(model, test, PickConfig(keep_all=True))
+    ev = evaluate_picks(picks, sim_dataset.picks, box_px=DIAMETER_PX, threshold=0.5,
+                        micrographs=[p.stem for p in test])
+    assert ev.ap > 0.8, ev.to_dict()
+    assert ev.centre_error_box < 0.1  # sub-pixel peaks land near the true centres
+
+
+def test_reported_scores_equal_the_naive_per_patch_scores(sim_dataset, trained):
+    model = load_model(trained)
+    path = sim_dataset.paths("test")[0]
+    image = read_micrograph(path)
+    picks = pick_micrograph(model, image, path.stem, PickConfig(keep_all=True))
+    assert len(picks) > 3
+    prepared = prepare_micrograph(image, model.box_px, model.preprocess)
+    step = max(1, int(round(PickConfig().scan.step_px * prepared.scale_x)))
+    # Each pick's score is that of its grid cell (the refined centre lies within half a cell of it).
+    mx, my = prepared.to_model(picks["x"], picks["y"])
+    cx, cy = np.rint(mx / step).astype(int) * step, np.rint(my / step).astype(int) * step
+    naive = score_positions(model, prepared, cx, cy, rotations=True)
+    np.testing.assert_allclose(picks["score"], naive, atol=1e-5)
+
+
+def test_threshold_filters_the_candidates_and_top_n(sim_dataset, trained):
+    model = load_model(trained)
+    path = sim_dataset.paths("test")[0]
+    image = read_micrograph(path)
+    all_picks = pick_micrograph(model, image, path.stem, PickConfig(keep_all=True))
+    cut = pick_micrograph(model, image, path.stem, PickConfig(threshold=0.7))
+    assert list(cut["score"]) == list(all_picks["score"][all_picks["score"] >= 0.7])
+    assert np.all(np.diff(all_picks["score"]) <= 0)  # sorted by score
+    config = PickConfig(keep_all=True)
+    top = pick_micrograph(model, image, path.stem, replace(config, post=replace(config.post, top_n=3)))
+    assert list(top["score"]) == list(all_picks["score"][:3])
+
+
+def test_threshold_is_chosen_on_validation_and_saved(sim_dataset, trained, tmp_path):
+    model = load_model(trained)
+    assert model.threshold is None and effective_threshold(model, PickConfig()) == 0.5
+    model = select_threshold(model, sim_dataset.paths("valid"), sim_dataset.picks)
+    assert 0.05 <= model.threshold <= 1
+    assert model.info["threshold"]["micrographs"] == sim_dataset.stems("valid")
+    save_model(model, tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    assert again.threshold == pytest.approx(model.threshold)
+    assert effective_threshold(again, PickConfig()) == pytest.approx(model.threshold)
+    assert effective_threshold(again, PickConfig(threshold=0.9)) == 0.9
+
+
+def test_batch_resumes_and_goes_on_past_a_bad_micrograph(sim_dataset, trained, tmp_path):
+    model = load_model(trained)
+    good = sim_dataset.paths("test")
+    bad = tmp_path / "broken.mrc"
+    bad.write_bytes(b"\0" * 64)
+    out = tmp_path / "picks"
+    first = pick_micrographs(model, [good[0], bad, *good[1:]], out)
+    assert sorted(first.counts) == sorted(p.stem for p in good)
+    assert [f for f, _ in first.failed] == [str(bad)] and "broken.mrc" in first.failed[0][1]
+    assert not list(out.glob("*.part")) and not (out / "broken.star").exists()
+    written = (out / f"{good[0].stem}.star").read_bytes()
+    # A rerun picks nothing again: the outputs are there.
+    second = pick_micrographs(model, good, out)
+    assert second.counts == {} and sorted(second.skipped) == sorted(p.stem for p in good)
+    assert (out / f"{good[0].stem}.star").read_bytes() == written
+    # Removing one output re-picks exactly that micrograph.
+    (out / f"{good[0].stem}.star").unlink()
+    third = pick_micrographs(model, good, out)
+    assert list(third.counts) == [good[0].stem]
+
+
+def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
+    runner = CliRunner()
+    mics = sim_dataset.root / "micrographs"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "zero.mrc").write_bytes(b"")
+    result = runner.invoke(cli, ["pick", "--model", str(trained), "--micrographs", str(mics), "--micrographs",
+                                 str(bad / "zero.mrc"), "-o", str(tmp_path / "out"), "--keep-all"])
+    assert result.exit_code == 2, result.output
+    assert "picked" in result.stdout and "zero.mrc" in result.stderr and "Traceback" not in result.output
+    picks = read_picks(tmp_path / "out")
+    assert set(picks["micrograph"]) == set(sim_dataset.stems())
+    result = runner.invoke(cli, ["evaluate", "--picks", str(tmp_path / "out"), "--dataset", str(sim_dataset.root),
+                                 "--split", "test", "--model", str(trained), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "AP" in result.stdout and (tmp_path / "report" / "pr_curve.png").is_file()
+    result = runner.invoke(cli, ["pick", "--model", str(tmp_path / "missing.pt"), "--micrographs", str(mics),
+                                 "-o", str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "no such model file" in result.stderr
