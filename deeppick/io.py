@@ -201,8 +201,13 @@ def _collapse_channels(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32).mean(axis=-1)
 
 
-def write_micrograph(path: str | os.PathLike, image: np.ndarray, pixel_size_a: float | None = None) -> None:
-    """Write ``image`` as an MRC file (mode 2, float32) atomically, with the pixel size if given."""
+def write_micrograph(path: str | os.PathLike, image: np.ndarray, pixel_size_a: float | None = None,
+                     label: str = "deeppick") -> None:
+    """Write ``image`` as an MRC file (mode 2, float32) atomically, with the pixel size if given.
+
+    The header carries ``label`` instead of mrcfile's creation time, so the same image gives the same
+    bytes (simulated data sets are reproducible to the byte).
+    """
     import mrcfile
 
     image = np.ascontiguousarray(image, dtype=np.float32)
@@ -211,6 +216,8 @@ def write_micrograph(path: str | os.PathLike, image: np.ndarray, pixel_size_a: f
             mrc.set_data(image)
             if pixel_size_a is not None:
                 mrc.voxel_size = float(pixel_size_a)
+            mrc.header.label[0] = label.encode("ascii", "replace")[:80]
+            mrc.header.nlabl = 1
 
 
 def list_micrographs(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:

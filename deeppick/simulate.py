@@ -42,7 +42,7 @@ import numpy as np
 import scipy.fft
 
 from .errors import ConfigError
-from .io import atomic_path, atomic_write_text, make_picks, write_picks
+from .io import atomic_write_text, make_picks, write_micrograph, write_picks
 
 VIEWS = ("random", "side", "top")
 CONTAMINANTS = ("ice", "carbon", "filaments", "aggregates", "broken")
@@ -821,19 +821,6 @@ def split_assignment(n_micrographs: int, fractions: Sequence[float], rng: np.ran
     return [labels[i] for i in rng.permutation(n_micrographs)]
 
 
-def _write_mrc(path: Path, image: np.ndarray, pixel_size_a: float) -> None:
-    # deeppick.io.write_micrograph lets mrcfile stamp the creation time into the header; a simulated
-    # data set must come out byte-identical from the same seed, so the label here is fixed.
-    import mrcfile
-
-    with atomic_path(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(image, dtype=np.float32))
-            mrc.voxel_size = float(pixel_size_a)
-            mrc.header.label[0] = b"deeppick simulate"
-            mrc.header.nlabl = 1
-
-
 def _seed_sequence(seed) -> np.random.SeedSequence:
     return np.random.SeedSequence(list(seed) if isinstance(seed, (list, tuple)) else int(seed))
 
@@ -891,7 +878,7 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
     for i in range(n_micrographs):
         sim = simulate_micrograph(config, np.random.default_rng(seeds[i]))
         stem = f"{config.molecule}_{i:04d}"
-        _write_mrc(mic_dir / f"{stem}.mrc", sim.image, config.pixel_size_a)
+        write_micrograph(mic_dir / f"{stem}.mrc", sim.image, config.pixel_size_a, label="deeppick simulate")
         written.add(mic_dir / f"{stem}.mrc")
         if len(sim.centres_xy):
             write_picks(sim.picks(stem), coord_dir / f"{stem}.star", "star")
