@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 .PHONY: demo test install clean
 
 demo: $(VENV)/.installed
-	$(PY) examples/demo.py
+	$(PY) examples/semi_automated.py
 
 # pytest exits 5 when it collected no test; that is not a failure of the code.
 test: $(VENV)/.installed

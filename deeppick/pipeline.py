@@ -209,3 +209,47 @@ def select_threshold(model: PickerModel, paths: list[Path], references: pd.DataF
         "match_px": float(evaluation.max_dist_px),
     }
     return model
+
+
+def split_for_threshold(dataset, holdout_fraction: float = 0.15) -> tuple[list[Path], list[Path]]:
+    """Training and threshold micrographs of a dataset: ``train`` and ``valid`` splits.
+
+    A dataset without a ``valid`` split gives up the last ``holdout_fraction`` of its ``train``
+    micrographs (at least one) for the threshold, so the threshold is never chosen on trained-on data.
+    """
+    train, valid = dataset.paths("train"), dataset.paths("valid")
+    if not train:
+        raise ConfigError(f"{dataset.root}: no micrographs in the 'train' split")
+    if not valid:
+        if len(train) < 2:
+            raise ConfigError(f"{dataset.root}: one train micrograph and no 'valid' split: nothing is left "
+                              "to choose the threshold on; add a valid micrograph to dataset.json")
+        n_hold = max(1, int(round(holdout_fraction * len(train))))
+        train, valid = train[:-n_hold], train[-n_hold:]
+    return train, valid
+
+
+def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_config=None,
+                pick_config: PickConfig = PickConfig(), max_micrographs: int | None = None,
+                progress: bool = False, checkpoint: str | os.PathLike | None = None) -> PickerModel:
+    """Semi-automated training on a labelled dataset: train, then choose the F2 threshold.
+
+    Trains on the ``train`` split (at most ``max_micrographs`` of it), then stores in the model the
+    threshold that maximises F-beta on the held-out micrographs of :func:`split_for_threshold`.
+    ``info['trained_on']`` and ``info['threshold']`` name the micrographs used for each.
+    """
+    from .patches import PatchConfig, extract_patches
+    from .train import TrainConfig, train_model
+
+    train_config = train_config or TrainConfig()
+    patch_config = patch_config or PatchConfig()
+    train_paths, valid_paths = split_for_threshold(dataset)
+    if max_micrographs is not None:
+        train_paths = train_paths[:max_micrographs]
+    box_px = box_px or dataset.default_box_px()
+    patches = extract_patches(train_paths, dataset.picks, box_px, patch_config, seed=train_config.seed,
+                              dataset=dataset.name, progress=progress)
+    model = train_model(patches, train_config, box_px=box_px, progress=progress, checkpoint=checkpoint)
+    model.info["dataset"] = {"name": dataset.name, "train": [micrograph_stem(p) for p in train_paths],
+                             "threshold": [micrograph_stem(p) for p in valid_paths]}
+    return select_threshold(model, valid_paths, dataset.picks, pick_config)
