@@ -1,0 +1,439 @@
+"""Cross-molecule pretraining and fully automated picking (self-training).
+
+DeepPicker's main idea: a network trained on the particles of *other* molecules picks a new molecule
+without any human label, and its own best picks then teach it the new molecule.
+
+:func:`pretrain` builds a **general model**: a balanced mix of labelled patches from several dataset
+folders (real or simulated), each molecule giving about the same number of particles, every patch in the
+64-px model frame of its own dataset's box; the F2 threshold is chosen on the pooled ranked lists of
+all sources' held-out micrographs, each picked with its own box.
+
+:func:`autopick` picks a folder of micrographs of a new molecule at the user's box with a general model,
+takes its top picks as particles and background at least 0.6 box from *every* candidate, fine-tunes,
+and picks again. It never reads coordinates of the target.
+
+**The threshold without labels.** With no labels of the target there is nothing to optimise F2 on, so
+the fine-tuned model keeps the general model's threshold: the F2 optimum over the held-out micrographs
+of all pretraining molecules, i.e. a threshold already chosen to transfer across molecules
+(``info["threshold"]["rule"]`` says so). ``PickConfig.threshold`` still overrides it.
+
+:func:`shipped_model_path` / :func:`load_general_model` give the general model shipped in
+``deeppick/pretrained/`` (reproduced by ``scripts/make_general_model.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, DatasetError, ModelFileError
+from .io import concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
+from .metrics import BETA
+from .model import PickerModel, load_model, save_model
+from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches, sample_negative_centres
+from .pipeline import BatchResult, PickConfig, effective_threshold, pick_micrograph
+from .threshold import choose_threshold
+from .train import TrainConfig, train_model
+
+__all__ = ["PretrainConfig", "AutopickConfig", "AutopickResult", "pretrain", "pretrain_patches",
+           "pooled_threshold", "with_box", "autopick", "select_self_training", "shipped_model_path",
+           "load_general_model", "simulate_zoo", "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE"]
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+SHIPPED_MODEL = "general.pt"
+NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
+                           "of the pretraining molecules; no labels of the target are used")
+
+# Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
+ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "bell": 76.0,
+                    "elongated": 92.0, "globular": 36.0}
+
+
+# --------------------------------------------------------------------------------------------------
+# pretraining
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the cross-molecule training mix is built."""
+
+    total_positives: int = 10_000  # DeepPicker §4.3: 10,000 particles in the cross-molecule training set
+    negative_ratio: float = 1.0  # as many background patches as particles (DeepPicker §4.3)
+    min_negative_distance_box: float = 0.6  # background ≥ 0.6 box from every particle (DeepPicker §4.3)
+    max_train_micrographs: int | None = None  # per source; None uses the whole train split (bounds big packs)
+    max_valid_micrographs: int | None = 2  # per source, for the threshold (ours: picking is the slow step)
+    beta: float = BETA  # F2: DeepEM
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.total_positives < 1:
+            raise ConfigError(f"total_positives must be ≥ 1, got {self.total_positives}")
+        if not self.negative_ratio >= 0:
+            raise ConfigError(f"negative_ratio must be ≥ 0, got {self.negative_ratio}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _load(source):
+    from .datasets import Dataset, load_dataset
+
+    return source if isinstance(source, Dataset) else load_dataset(source)
+
+
+def _source_split(dataset, config: PretrainConfig) -> tuple[list[Path], list[Path]]:
+    from .pipeline import split_for_threshold
+
+    train, valid = split_for_threshold(dataset)
+    if config.max_train_micrographs is not None:
+        train = train[:config.max_train_micrographs]
+    if config.max_valid_micrographs is not None:
+        valid = valid[:config.max_valid_micrographs]
+    return train, valid
+
+
+def pretrain_patches(sources: Sequence, config: PretrainConfig = PretrainConfig(), preprocess=None,
+                     progress: bool = False) -> PatchSet:
+    """The balanced cross-molecule patch set: about ``total_positives / len(sources)`` particles each.
+
+    Each source is a dataset folder (or loaded :class:`~deeppick.datasets.Dataset`); its ``train``
+    micrographs (those :func:`~deeppick.pipeline.split_for_threshold` leaves for training) are cropped
+    at its own :meth:`~deeppick.datasets.Dataset.default_box_px`, so every molecule fills the 64-px model
+    box alike. A source's quota is spread evenly over its micrographs, then cut to the quota at random;
+    a source with fewer particles than its quota gives all it has. Negatives follow the 0.6-box rule.
+
+    Returns
+    -------
+    PatchSet
+        Mixed boxes (``box_px`` None); each source entry names its ``dataset`` and ``box_px``.
+    """
+    from .preprocess import PreprocessConfig
+
+    preprocess = preprocess or PreprocessConfig()
+    if not sources:
+        raise ConfigError("no pretraining datasets: give at least one --dataset")
+    datasets = [_load(s) for s in sources]
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise DatasetError(f"pretraining datasets share a name ({', '.join(names)}); give each molecule once")
+    quota = int(math.ceil(config.total_positives / len(datasets)))
+    rng = np.random.default_rng(config.seed)
+    sets = []
+    for ds in datasets:
+        train, _ = _source_split(ds, config)
+        per_mic = int(math.ceil(quota / max(len(train), 1)))
+        patch_config = PatchConfig(negative_ratio=config.negative_ratio,
+                                   min_negative_distance_box=config.min_negative_distance_box,
+                                   max_positives_per_micrograph=per_mic)
+        ps = extract_patches(train, ds.picks, ds.default_box_px(), patch_config, preprocess, seed=rng,
+                             dataset=ds.name, progress=progress)
+        if ps.n_positive == 0:
+            raise DatasetError(f"{ds.root}: no labelled particles in the train split; check its coords/ folder")
+        ps = _cut_to_quota(ps, quota, config.negative_ratio, rng)
+        sets.append(ps)
+    mixed = concat_patch_sets(sets)
+    mixed.metadata["pretrain"] = {"config": config.to_dict(), "quota_per_source": quota,
+                                  "sources": [_describe_source(d, s, config) for d, s in zip(datasets, sets)]}
+    return mixed
+
+
+def _cut_to_quota(ps: PatchSet, quota: int, negative_ratio: float, rng: np.random.Generator) -> PatchSet:
+    pos = np.flatnonzero(ps.labels == 1)
+    neg = np.flatnonzero(ps.labels == 0)
+    if len(pos) > quota:
+        pos = np.sort(rng.choice(pos, quota, replace=False))
+    n_neg = int(round(negative_ratio * len(pos)))
+    if len(neg) > n_neg:
+        neg = np.sort(rng.choice(neg, n_neg, replace=False))
+    return ps.subset(np.sort(np.concatenate([pos, neg])))
+
+
+def _describe_source(ds, ps: PatchSet, config: PretrainConfig) -> dict:
+    train, valid = _source_split(ds, config)
+    return {"dataset": ds.name, "root": str(ds.root), "box_px": float(ds.default_box_px()),
+            "diameter_px": ds.diameter_px, "n_positive": ps.n_positive, "n_negative": ps.n_negative,
+            "train": [micrograph_stem(p) for p in train], "threshold": [micrograph_stem(p) for p in valid],
+            "molecule": ds.meta.get("molecule"), "simulated": ds.meta.get("source") == "deeppick simulate"}
+
+
+def with_box(model: PickerModel, box_px: float) -> PickerModel:
+    """The same network at another box size (shares the weights): the network works in the model frame."""
+    if box_px is None or not box_px > 0:
+        raise ConfigError(f"box size must be positive, got {box_px}; give --box-px")
+    return replace(model, box_px=float(box_px), info=copy.deepcopy(model.info))
+
+
+def pooled_threshold(model: PickerModel, sources: Sequence, config: PretrainConfig = PretrainConfig(),
+                     pick_config: PickConfig = PickConfig()) -> tuple[float, float, list[dict]]:
+    """F-beta threshold over the held-out micrographs of every source, each picked at its own box.
+
+    The ranked lists ``(scores, tp, n_refs)`` of all sources are pooled and passed to
+    :func:`~deeppick.threshold.choose_threshold`.
+
+    Returns
+    -------
+    threshold, fbeta, per_source
+        ``per_source`` lists each source's name, micrographs, AP and reference count.
+    """
+    from .pipeline import evaluate_model
+
+    scores, tps, n_refs, per_source = [], [], 0, []
+    for src in sources:
+        ds = _load(src)
+        _, valid = _source_split(ds, config)
+        if not valid:
+            continue
+        ev, _ = evaluate_model(with_box(model, ds.default_box_px()), valid, ds.picks,
+                               replace(pick_config, threshold=None), beta=config.beta)
+        scores.append(ev.scores)
+        tps.append(ev.tp)
+        n_refs += ev.n_refs
+        per_source.append({"dataset": ds.name, "micrographs": [micrograph_stem(p) for p in valid],
+                           "ap": float(ev.ap), "n_references": int(ev.n_refs), "box_px": ev.box_px})
+    if not per_source:
+        raise ConfigError("no held-out micrographs in any pretraining dataset to choose the threshold on")
+    s, t = np.concatenate(scores), np.concatenate(tps)
+    order = np.argsort(-s, kind="stable")
+    threshold, fbeta = choose_threshold((s[order], t[order], n_refs), config.beta)
+    return float(threshold), float(fbeta), per_source
+
+
+def pretrain(sources: Sequence, config: PretrainConfig = PretrainConfig(),
+             train_config: TrainConfig = TrainConfig(), pick_config: PickConfig = PickConfig(),
+             progress: bool = False, checkpoint: str | os.PathLike | None = None) -> PickerModel:
+    """Train a general model on a balanced mix of molecules and choose its pooled F2 threshold.
+
+    Parameters
+    ----------
+    sources
+        Dataset folders (or loaded datasets), one per molecule, real or simulated.
+    config, train_config, pick_config
+        Mix, training and picking settings (the defaults of each stage).
+    checkpoint
+        Per-epoch training checkpoint (see :func:`~deeppick.train.train_model`).
+
+    Returns
+    -------
+    PickerModel
+        ``box_px`` is the median of the sources' boxes (replace it with :func:`with_box` for a new
+        molecule); ``info["pretrain"]`` records the sources, their counts and the threshold's origin.
+
+    Example
+    -------
+    >>> model = pretrain(["sim/ring", "sim/bell"], PretrainConfig(total_positives=2000))  # doctest: +SKIP
+    """
+    datasets = [_load(s) for s in sources]
+    patches = pretrain_patches(datasets, config, progress=progress)
+    boxes = [s["box_px"] for s in patches.metadata["pretrain"]["sources"]]
+    model = train_model(patches, train_config, box_px=float(np.median(boxes)), progress=progress,
+                        checkpoint=checkpoint)
+    threshold, fbeta, per_source = pooled_threshold(model, datasets, config, pick_config)
+    if not np.isfinite(threshold):
+        raise ConfigError("no pick on the held-out micrographs of any pretraining dataset matched a reference; "
+                          "the general model has not learned (check the datasets' diameters and labels)")
+    model.threshold = max(threshold, pick_config.candidate_min_score)
+    model.info["name"] = "general model (" + ", ".join(d.name for d in datasets) + ")"
+    model.info["pretrain"] = patches.metadata["pretrain"]
+    model.info["threshold"] = {"value": model.threshold, "beta": config.beta, "fbeta": fbeta,
+                               "rule": "F-beta-optimal on the pooled held-out micrographs of all sources, "
+                                       "each picked at its own box", "sources": per_source}
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# fully automated picking
+
+
+@dataclass(frozen=True)
+class AutopickConfig:
+    """How self-training turns a general model into a model of the target molecule."""
+
+    iterations: int = 1  # fine-tune / re-pick rounds (DeepPicker: one round of self-training)
+    top: int | None = None  # particles to train on; None: top_fraction of the picks, at most max_top
+    max_top: int = 10_000  # DeepPicker §2.3: the top 10,000 automatic picks train the new model
+    # ours: half of the above-threshold picks, so small datasets train on their most confident particles
+    top_fraction: float = 0.5
+    min_top: int = 50  # ours: fewer pseudo-labels than this cannot fine-tune a network
+    negative_ratio: float = 1.0  # as many background patches as particles (DeepPicker §4.3)
+    min_negative_distance_box: float = 0.6  # background ≥ 0.6 box from every candidate (DeepPicker §4.3)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.iterations < 0:
+            raise ConfigError(f"--iterations must be ≥ 0, got {self.iterations}")
+        if self.top is not None and self.top < 1:
+            raise ConfigError(f"--top must be ≥ 1, got {self.top}")
+        if not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AutopickResult:
+    """What :func:`autopick` did: the fine-tuned model, the candidates of every round, the batch result."""
+
+    model: PickerModel
+    candidates: list[pd.DataFrame] = field(default_factory=list)  # round 0 = general model, every candidate
+    batch: BatchResult | None = None
+    n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
+
+
+def select_self_training(candidates: pd.DataFrame, threshold: float, config: AutopickConfig = AutopickConfig()
+                         ) -> pd.DataFrame:
+    """The top picks that become positive labels: ``config.top``, else ``top_fraction`` of the picks at or
+    above ``threshold`` (at least ``min_top``, at most ``max_top``), best score first over all micrographs."""
+    ranked = candidates.sort_values("score", ascending=False, kind="mergesort")
+    if config.top is not None:
+        n = config.top
+    else:
+        n_above = int((ranked["score"] >= threshold).sum())
+        n = min(config.max_top, max(config.min_top, int(round(config.top_fraction * n_above))))
+    return ranked.head(n).reset_index(drop=True)
+
+
+def _pick_all(model: PickerModel, images: dict, config: PickConfig) -> pd.DataFrame:
+    keep_all = replace(config, keep_all=True, post=replace(config.post, top_n=None))
+    tables = [pick_micrograph(model, image, stem, keep_all, path=path) for stem, (path, image) in images.items()]
+    return concat_picks(tables) if tables else empty_picks()
+
+
+def _self_training_patches(images: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
+                           model: PickerModel, config: AutopickConfig, rng: np.random.Generator) -> PatchSet:
+    negatives = {}
+    for stem, (path, image) in images.items():
+        all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
+        n_pos = int((top["micrograph"] == stem).sum())
+        negatives[stem] = sample_negative_centres(image.shape, all_xy, int(round(config.negative_ratio * n_pos)),
+                                                  config.min_negative_distance_box * box_px, rng)
+    patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box)
+    arrays = {stem: image for stem, (path, image) in images.items()}
+    return extract_patches(arrays, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
+
+
+def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.PathLike | None = None,
+             config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = TrainConfig(),
+             pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False) -> AutopickResult:
+    """Pick a new molecule with no labels: general model → top picks → fine-tune → pick again.
+
+    Parameters
+    ----------
+    model
+        A general model (:func:`pretrain`, or :func:`load_general_model`).
+    micrographs
+        A folder, a file or a list of them (:func:`~deeppick.io.list_micrographs`). Only the images are
+        read: coordinate files beside them are never opened.
+    box_px
+        The target's box side in micrograph px; replaces the model's (the network works in the model frame).
+    out_dir
+        If given: one coordinate file per micrograph (atomic, like ``pick``) and the fine-tuned model as
+        ``OUT/autopick_model.pt``.
+    config
+        Rounds, how many top picks become particles, background distance.
+    train_config
+        Fine-tuning settings (``init`` is the current model).
+    pick_config
+        Scan and post-processing; ``threshold`` overrides the inherited one (see the module docstring).
+
+    Returns
+    -------
+    AutopickResult
+        ``candidates[0]`` are the general model's candidates, ``candidates[-1]`` the final model's (every
+        candidate, sub-threshold ones included, for evaluation).
+    """
+    paths = list_micrographs(micrographs)
+    rng = np.random.default_rng(config.seed)
+    images = {micrograph_stem(p): (p, read_micrograph(p)) for p in paths}
+    if len(images) != len(paths):
+        raise ConfigError("several micrographs share a name stem; their picks cannot be told apart")
+    current = with_box(model, box_px)
+    general_threshold = effective_threshold(current, replace(pick_config, threshold=None))
+    result = AutopickResult(model=current)
+    candidates = _pick_all(current, images, pick_config)
+    result.candidates.append(candidates)
+    for round_ in range(config.iterations):
+        top = select_self_training(candidates, general_threshold, config)
+        result.n_top.append(len(top))
+        if len(top) == 0:
+            raise ConfigError(f"the general model found no particle candidates in {len(paths)} micrograph(s); "
+                              "check --box-px (the particle diameter in px) and the micrographs")
+        patches = _self_training_patches(images, candidates, top, box_px, current, config, rng)
+        tuned = train_model(patches, replace(train_config, seed=train_config.seed + round_), box_px=box_px,
+                            init=current, progress=progress)
+        tuned.threshold = general_threshold
+        tuned.info["name"] = f"self-trained from {model.info.get('name', 'a general model')}"
+        tuned.info["autopick"] = {"round": round_ + 1, "config": config.to_dict(), "n_top": len(top),
+                                  "top_min_score": float(top["score"].min()), "box_px": float(box_px),
+                                  "micrographs": list(images), "general_model": model.info.get("name")}
+        tuned.info["threshold"] = {"value": general_threshold, "rule": NO_LABEL_THRESHOLD_RULE,
+                                   "general": model.info.get("threshold")}
+        current = tuned
+        candidates = _pick_all(current, images, pick_config)
+        result.candidates.append(candidates)
+    result.model = current
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        threshold = effective_threshold(current, pick_config)
+        batch = BatchResult()
+        from .pipeline import output_path
+        from .io import write_picks
+        from .postprocess import top_n
+
+        final = candidates if pick_config.keep_all else candidates[candidates["score"] >= threshold]
+        for stem in images:
+            picks = top_n(final[final["micrograph"] == stem], pick_config.post.top_n)
+            write_picks(picks, output_path(out_dir, images[stem][0], fmt), fmt, box_px=box_px)
+            batch.counts[stem] = len(picks)
+        save_model(current, out_dir / "autopick_model.pt")
+        result.batch = batch
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# the shipped general model and the simulated zoo
+
+
+def shipped_model_path() -> Path:
+    """Path of the general model shipped with deeppick (``deeppick/pretrained/general.pt``)."""
+    return PRETRAINED_DIR / SHIPPED_MODEL
+
+
+def load_general_model(path: str | os.PathLike | None = None, device="cpu") -> PickerModel:
+    """Load a general model: ``path``, or the shipped one when None."""
+    path = Path(path) if path is not None else shipped_model_path()
+    if path == shipped_model_path() and not path.is_file():
+        raise ModelFileError(f"{path}: the shipped general model is missing from this installation; "
+                             "rebuild it with scripts/make_general_model.py or give --model")
+    return load_model(path, device=device)
+
+
+def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, n_micrographs: int = 4,
+                 size_px: int = 1024, snr: float = 0.1, density: float = 0.15, seed: int = 0,
+                 diameters_px: dict | None = None) -> list[Path]:
+    """Simulated pretraining molecules at real-pack-like sizes; one dataset folder per molecule.
+
+    Existing complete folders are reused. Defaults: 4 micrographs of 1024² px per molecule (3 train,
+    1 valid), SNR 0.1 (Baxter et al.'s typical 0.05–0.3 range), 15 % of the area covered, diameters
+    :data:`ZOO_DIAMETERS_PX`.
+    """
+    from .simulate import SimConfig, simulate_datasets
+
+    molecules = list(molecules or ZOO_DIAMETERS_PX)
+    diameters = {m: (diameters_px or ZOO_DIAMETERS_PX).get(m, ZOO_DIAMETERS_PX.get(m)) for m in molecules}
+    out_dir = Path(out_dir)
+    todo = [m for m in molecules if not (out_dir / m / "dataset.json").is_file()]
+    if todo:
+        config = SimConfig(size_px=size_px, snr=snr, density=density)
+        simulate_datasets(out_dir, todo, config, n_micrographs=n_micrographs, seed=seed,
+                          diameters_px={m: diameters[m] for m in todo}, split_fractions=(0.75, 0.25, 0.0),
+                          overwrite=True)
+    return [out_dir / m for m in molecules]

@@ -1,0 +1,198 @@
+"""Cross-molecule pretraining, fully automated picking and the shipped general model (deeppick.pretrain)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from deeppick.cli import cli
+from deeppick.datasets import load_dataset
+from deeppick.errors import ConfigError, DeepPickError
+from deeppick.io import read_picks, write_micrograph
+from deeppick.metrics import evaluate_picks
+from deeppick.model import load_model
+from deeppick.pipeline import PickConfig
+from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, PretrainConfig, autopick,
+                               load_general_model, pretrain, pretrain_patches, select_self_training,
+                               shipped_model_path, with_box)
+from deeppick.scan import ScanConfig
+from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
+from deeppick.train import TrainConfig
+
+FAST_PICK = PickConfig(scan=ScanConfig(step_px=8.0, rotations=False))  # tiny tests: one rotation, coarse grid
+FAST_TRAIN = TrainConfig(epochs=2, batch_size=32)
+
+
+def _sim(folder: Path, molecule: str, diameter_px: float, n_particles: int, seed: int,
+         n_micrographs: int = 3) -> Path:
+    config = SimConfig(molecule=molecule, size_px=256, diameter_px=diameter_px, n_particles=n_particles, snr=0.5,
+                       contamination=0.0)
+    return simulate_dataset(folder / molecule, config, n_micrographs=n_micrographs, seed=seed,
+                            split_fractions=(0.5, 0.5, 0.0) if n_micrographs == 2 else (2 / 3, 1 / 3, 0.0))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("zoo")
+    return [_sim(root, "ring", 48, 12, 1), _sim(root, "bell", 64, 8, 2)]
+
+
+@pytest.fixture(scope="module")
+def general(sources):
+    return pretrain(sources, PretrainConfig(total_positives=24), FAST_TRAIN, FAST_PICK)
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory) -> Path:
+    """A new molecule with its coordinate files (which autopick must never read)."""
+    return _sim(tmp_path_factory.mktemp("target"), "globular", 56, 10, 3, n_micrographs=2)
+
+
+def test_mix_is_balanced_and_each_source_keeps_its_box(sources):
+    ps = pretrain_patches(sources, PretrainConfig(total_positives=20, seed=1))
+    per = ps.metadata["pretrain"]["sources"]
+    assert [s["n_positive"] for s in per] == [10, 10]
+    assert [s["box_px"] for s in per] == [48.0, 64.0]
+    assert ps.n_positive == 20 and ps.n_negative == 20
+    assert ps.box_px is None  # mixed boxes
+    datasets = np.array([ps.metadata["sources"][i]["dataset"] for i in ps.source])
+    for name in ("ring", "bell"):
+        assert ps.labels[datasets == name].sum() == 10
+    boxes = {ps.metadata["sources"][i]["box_px"] for i in ps.source[datasets == "bell"]}
+    assert boxes == {64.0}
+    assert ps.patches.shape[1:] == (64, 64)
+
+
+def test_mix_uses_train_micrographs_only_and_small_sources_give_all(sources):
+    ps = pretrain_patches(sources, PretrainConfig(total_positives=10_000))
+    per = ps.metadata["pretrain"]["sources"]
+    for src, entry in zip(sources, per):
+        ds = load_dataset(src)
+        train = ds.stems("train")
+        assert entry["train"] == train and entry["threshold"] == ds.stems("valid")
+        assert entry["n_positive"] <= sum(len(ds.picks_for(s)) for s in train)
+        assert entry["n_positive"] > 0
+    used = {s["micrograph"] for s in ps.metadata["sources"]}
+    assert not used & {s for src in sources for s in load_dataset(src).stems("valid")}
+
+
+def test_pretrain_chooses_a_pooled_threshold_and_records_the_recipe(general, sources):
+    assert general.threshold is not None and 0 < general.threshold <= 1
+    info = general.info
+    assert [s["dataset"] for s in info["threshold"]["sources"]] == ["ring", "bell"]
+    assert [s["box_px"] for s in info["threshold"]["sources"]] == [48.0, 64.0]
+    assert info["pretrain"]["config"]["total_positives"] == 24
+    assert general.box_px == 56.0  # median of the sources' boxes
+
+
+def test_pretrain_rejects_no_sources_and_duplicates(sources):
+    with pytest.raises(ConfigError):
+        pretrain_patches([])
+    with pytest.raises(DeepPickError, match="share a name"):
+        pretrain_patches([sources[0], sources[0]])
+
+
+def test_with_box_replaces_the_box_and_leaves_the_model(general):
+    other = with_box(general, 80)
+    assert other.box_px == 80.0 and general.box_px == 56.0
+    assert other.net is general.net and other.threshold == general.threshold
+    with pytest.raises(ConfigError):
+        with_box(general, 0)
+
+
+def test_self_training_selection_rule():
+    cands = pd.DataFrame({"micrograph": ["a"] * 6 + ["b"] * 4, "x": np.arange(10.0), "y": np.zeros(10),
+                          "score": [0.9, 0.8, 0.7, 0.6, 0.3, 0.1, 0.95, 0.65, 0.2, 0.1]})
+    cfg = AutopickConfig(top_fraction=0.5, min_top=1)
+    top = select_self_training(cands, 0.5, cfg)  # 6 picks ≥ 0.5 → the best 3 over both micrographs
+    assert top["score"].tolist() == [0.95, 0.9, 0.8]
+    assert len(select_self_training(cands, 0.5, replace(cfg, top=7))) == 7
+    assert len(select_self_training(cands, 0.5, replace(cfg, min_top=5))) == 5
+    assert len(select_self_training(cands, 0.5, replace(cfg, max_top=2))) == 2
+
+
+def _forbid_label_reading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("autopick read labels")
+
+    import deeppick.datasets
+    import deeppick.io
+
+    for module, name in ((deeppick.io, "read_picks"), (deeppick.io, "_read_star"),
+                         (deeppick.datasets, "load_dataset")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path, monkeypatch):
+    ds = load_dataset(target)
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    for p in ds.paths():  # coordinate files right beside the micrographs, and reading them fails
+        shutil.copy(p, mics / p.name)
+        shutil.copy(target / "coords" / f"{p.stem}.star", mics / f"{p.stem}.star")
+    _forbid_label_reading(monkeypatch)
+    result = autopick(general, mics, 56, tmp_path / "out", AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK)
+    monkeypatch.undo()
+
+    assert len(result.candidates) == 2 and result.n_top[0] >= 5
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.star")) == sorted(f"{p.stem}.star" for p in ds.paths())
+    written = read_picks(out)
+    assert len(written) == sum(result.batch.counts.values())
+    assert (written["score"] >= result.model.threshold).all()
+    model = load_model(out / "autopick_model.pt")
+    assert model.box_px == 56.0
+    assert model.info["autopick"]["n_top"] == result.n_top[0]
+    # the rule without labels: the fine-tuned model keeps the general model's pooled threshold
+    assert model.threshold == pytest.approx(general.threshold)
+    assert model.info["threshold"]["rule"] == NO_LABEL_THRESHOLD_RULE
+    # fine-tuning changed the network, so the candidates of round 1 differ from round 0
+    assert not result.candidates[0]["score"].equals(result.candidates[1]["score"])
+
+
+def test_autopick_threshold_override_and_zero_iterations(general, target, tmp_path):
+    result = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
+                      FAST_TRAIN, replace(FAST_PICK, threshold=0.99))
+    assert len(result.candidates) == 1 and result.n_top == []
+    assert (read_picks(tmp_path / "out")["score"] >= 0.99).all()
+
+
+def test_autopick_cli_bad_model_is_one_line(target, tmp_path):
+    res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
+                                   "-o", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")])
+    assert res.exit_code == 2
+    assert "missing.pt: no such model file" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_pretrain_cli_writes_a_general_model(sources, tmp_path):
+    out = tmp_path / "general.pt"
+    args = ["pretrain", "--dataset", str(sources[0]), "--dataset", str(sources[1]), "-o", str(out),
+            "--positives", "16", "--epochs", "1", "--max-valid", "1", "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    model = load_model(out)
+    assert [s["n_positive"] for s in model.info["pretrain"]["sources"]] == [8, 8]
+    assert model.threshold is not None
+
+
+def test_shipped_model_loads_and_picks_a_simulated_micrograph():
+    path = shipped_model_path()
+    if not path.is_file():
+        pytest.skip(f"{path} not built yet (scripts/make_general_model.py)")
+    assert path.stat().st_size < 5 * 2**20
+    model = load_general_model()
+    assert model.threshold is not None
+    assert model.info["pretrain"]["sources"], "the recipe must name its training data"
+    config = SimConfig(molecule="globular", size_px=384, diameter_px=64, n_particles=12, snr=0.5, contamination=0.0)
+    sim = simulate_micrograph(config, 5)
+    from deeppick.pipeline import pick_micrograph
+
+    picks = pick_micrograph(with_box(model, 64), sim.image, "sim", PickConfig(scan=ScanConfig(rotations=False)))
+    ev = evaluate_picks(picks, sim.picks("sim"), 64)
+    assert ev.recall >= 0.5 and ev.precision >= 0.5
