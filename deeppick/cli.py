@@ -488,5 +488,75 @@ def threshold(model_path, dataset, split, validation, beta, output):
 # --- pretrain / autopick ------------------------------------------------------------------------------
 
 
+@cli.command()
+@click.option("--dataset", "datasets", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="a dataset folder of one molecule, real or simulated (repeat: one per molecule)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="general model file to write (.pt)")
+@click.option("--positives", type=int, default=10_000, show_default=True,
+              help="particles in the mix, shared equally by the molecules (DeepPicker: 10,000)")
+@click.option("--max-micrographs", type=int, help="use at most the first N train micrographs of each dataset")
+@click.option("--max-valid", type=int, default=2, show_default=True,
+              help="held-out micrographs per dataset for the pooled F2 threshold")
+@click.option("--epochs", type=int, default=30, show_default=True, help="most epochs (early stopping may end sooner)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@user_errors
+def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, seed, quiet):
+    """Train a general model on several molecules (balanced mix) for picking new ones without labels."""
+    from .model import save_model
+    from .pretrain import PretrainConfig, pretrain as run_pretrain
+    from .train import TrainConfig
+
+    config = PretrainConfig(total_positives=positives, max_train_micrographs=max_micrographs,
+                            max_valid_micrographs=max_valid, seed=seed)
+    model = run_pretrain(list(datasets), config, TrainConfig(epochs=epochs, seed=seed), progress=not quiet)
+    save_model(model, output)
+    sources = model.info["pretrain"]["sources"]
+    mix = ", ".join(f"{s['dataset']} {s['n_positive']} (box {s['box_px']:g})" for s in sources)
+    click.echo(f"wrote {output}: particles per molecule: {mix}; held-out patch accuracy "
+               f"{model.info['val_accuracy']:.3f}; pooled F2 threshold {model.threshold:.3g}")
+
+
+@cli.command()
+@click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="a folder of micrographs of the new molecule, or files (repeat the option)")
+@click.option("--box-px", required=True, type=float, help="box side of the new molecule, micrograph px")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="folder for one coordinate file per micrograph and the fine-tuned model")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="general model [default: the one shipped with deeppick]")
+@click.option("--iterations", type=int, default=1, show_default=True, help="self-training rounds (0: no fine-tuning)")
+@click.option("--top", type=int, help="particles to self-train on [default: half the picks, at most 10,000]")
+@click.option("--epochs", type=int, default=30, show_default=True, help="most fine-tuning epochs")
+@click.option("--format", "fmt", default="star", show_default=True,
+              type=click.Choice(["star", "box", "coord", "csv", "cbox"]), help="coordinate format")
+@click.option("--threshold", type=float, help="score cut [default: the general model's, see the docs]")
+@click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
+@click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")
+@click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@user_errors
+def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, fmt, threshold, keep_all, step_px,
+             no_rotations, seed, quiet):
+    """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
+
+    Writes OUTPUT/<micrograph>.star and OUTPUT/autopick_model.pt. No coordinate file is read.
+    """
+    from .model import default_device
+    from .pipeline import effective_threshold
+    from .pretrain import AutopickConfig, autopick as run_autopick, load_general_model
+    from .train import TrainConfig
+
+    model = load_general_model(model_path, device=default_device())
+    pick_config = _pick_config(step_px, no_rotations, threshold, keep_all, None)
+    result = run_autopick(model, list(micrographs), box_px, output,
+                          AutopickConfig(iterations=iterations, top=top, seed=seed),
+                          TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet)
+    rounds = ", ".join(str(n) for n in result.n_top) or "none"
+    click.echo(f"self-trained on the top {rounds} picks; "
+               + result.batch.summary(output, effective_threshold(result.model, pick_config), keep_all))
+
+
 if __name__ == "__main__":
     main()
