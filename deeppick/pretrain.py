@@ -368,6 +368,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         patches = _self_training_patches(images, candidates, top, box_px, current, config, rng)
         tuned = train_model(patches, replace(train_config, seed=train_config.seed + round_), box_px=box_px,
                             init=current, progress=progress)
+        tuned.net.to(next(current.net.parameters()).device)  # pick where the general model picked (CUDA)
         tuned.threshold = general_threshold
         tuned.info["name"] = f"self-trained from {model.info.get('name', 'a general model')}"
         tuned.info["autopick"] = {"round": round_ + 1, "config": config.to_dict(), "n_top": len(top),
