@@ -190,23 +190,79 @@ def _pool_phases(x: torch.Tensor, kind: str) -> torch.Tensor:
     return both.permute(0, 3, 5, 1, 2, 4).reshape(b * 4, c, h2, w2)
 
 
+def _split_head(plan: _DensePlan) -> tuple[list, list]:
+    """Layers up to the last pool (run as convolutions) and the fully connected head after it."""
+    pools = [i for i, (kind, _) in enumerate(plan.layers) if kind in ("maxpool", "avgpool")]
+    cut = pools[-1] + 1 if pools else 0
+    head = list(plan.layers[cut:])
+    # Worth it for a wide FC layer (DeepPicker's 128: two thirds of the FLOPs); a one-output FC layer
+    # (DeepEM) stays a convolution, which also keeps its summation order equal to the per-patch one.
+    if (head and head[0][0] == "conv" and head[0][1].out_channels >= 16
+            and all(m.kernel_size == (1, 1) for kind, m in head[1:] if kind == "conv")):
+        return list(plan.layers[:cut]), head
+    return list(plan.layers), []
+
+
+def _head_matrices(head: list) -> list:
+    """The head as (kind, weight (K, C_out), bias) with the first weight in (u, v, channel) im2col order."""
+    out = []
+    for kind, module in head:
+        if kind == "conv":
+            weight = module.weight.permute(2, 3, 1, 0).reshape(-1, module.out_channels)
+            out.append((kind, weight.contiguous(), module.bias))
+        else:
+            out.append((kind, None, None))
+    return out
+
+
+def _run_head(net, head: list, x: torch.Tensor, chunk_positions: int = 2048) -> torch.Tensor:
+    """Fully connected head on feature maps (B, C, H, W) → logit maps (B, H−k+1, W−k+1).
+
+    The first FC layer is a k × k convolution; it runs as one matrix multiply per chunk of output
+    positions (im2col in channels-last order), with the later 1 × 1 layers applied to the chunk while
+    it is still in cache.
+    """
+    k = head[0][1].kernel_size[0]
+    matrices = _head_matrices(head)
+    b, c, h, w = x.shape
+    ho, wo = h - k + 1, w - k + 1
+    x = x.permute(0, 2, 3, 1).contiguous()  # channels-last: (B, H, W, C)
+    logits = torch.empty((b, ho, wo), dtype=x.dtype, device=x.device)
+    per_chunk = max(1, chunk_positions // (ho * wo))
+    for start in range(0, b, per_chunk):
+        part = x[start:start + per_chunk]
+        if k > 1:
+            part = torch.cat([part[:, u:u + ho, v:v + wo] for u in range(k) for v in range(k)], dim=-1)
+        y = part.reshape(-1, k * k * c)
+        for kind, weight, bias in matrices:
+            if kind == "conv":
+                y = torch.addmm(bias, y, weight) if bias is not None else y @ weight
+            elif kind == "relu":
+                y = y.clamp_(min=0)
+            elif kind == "sigmoid":
+                y = y.sigmoid_()
+        logits[start:start + per_chunk] = net.logit_from_output(y.T[None, :, :, None])[0, :, 0].reshape(-1, ho, wo)
+    return logits
+
+
 def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torch.Tensor:
     """Logit maps (B, h, w) of input tiles (B, 1, L, L); map (i, j) ↔ patch at ``(i, j) × 2^strided``."""
+    body, head = _split_head(plan)
     pools_done = 0
-    for kind, module in plan.layers:
+    for kind, module in body:
         if kind == "conv":
             x = F.conv2d(x, module.weight, module.bias)
         elif kind == "relu":
-            x = torch.relu(x)
+            x = x.clamp_(min=0)
         elif kind == "sigmoid":
-            x = torch.sigmoid(x)
+            x = x.sigmoid_()
         elif pools_done < plan.n_strided_pools:
             x = F.max_pool2d(x, 2) if kind == "maxpool" else F.avg_pool2d(x, 2)
             pools_done += 1
         else:
             x = _pool_phases(x, kind)
             pools_done += 1
-    logits = model.net.logit_from_output(x)
+    logits = _run_head(model.net, head, x) if head else model.net.logit_from_output(x)
     # Interleave the phases: batch index (b, oy1, ox1, …, oyq, oxq) → position h·2^q + Σ oy_l·2^(l-1).
     q = plan.n_phase_pools
     _, h, w = logits.shape

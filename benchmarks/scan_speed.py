@@ -1,0 +1,134 @@
+"""Scanner speed (issue 5), all figures measured in one run.
+
+1. Pick one 4096 × 4096 micrograph, box 160 px, step 4 px, four rotations: ``prepare_micrograph`` +
+   ``scan_micrograph`` wall time and peak resident memory (targets ≤ 5 s on 2 cores, ≤ 2 GB).
+2. Achieved GFLOP/s of that scan against a float32 matrix-multiply peak measured here (target ≥ 40 %).
+3. Dense vs naive (per-patch) scanner on the same positions (target ≥ 100×).
+
+Usage: ``python benchmarks/scan_speed.py [--arch deeppicker] [--threads 2] [--naive-px 96]``.
+Timings on a shared machine are noisy; the ratios (2, 3) are taken in the same run, so they are fairer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+# On a shared machine, spinning OpenMP threads wait on descheduled peers: 2 threads then ran ~15× slower
+# than 1 (measured at load 13 on 2 cores). Passive waiting costs little on a quiet machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from deeppick.model import PickerModel, build_net  # noqa: E402
+from deeppick.preprocess import PreparedMicrograph, prepare_micrograph  # noqa: E402
+from deeppick.scan import ScanConfig, _plan, naive_scan, scan_micrograph  # noqa: E402
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` float32 n×n matrix multiply rate in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_position(model: PickerModel, step: int) -> float:
+    """FLOPs the dense method needs per scan position (per rotation), halos excluded.
+
+    A conv before the last pool runs on the grid left by the strided pools before it, i.e.
+    ``(step / 2^strided)²`` times per position; conv layers after the last pool (the FC layers) once.
+    """
+    plan = _plan(model, step)
+    pools_before, total = 0, 0.0
+    n_pools = plan.n_strided_pools + plan.n_phase_pools
+    for kind, module in plan.layers:
+        if kind in ("maxpool", "avgpool"):
+            pools_before += 1
+        elif kind == "conv":
+            flops = 2.0 * module.weight.numel()
+            if pools_before < n_pools:
+                flops *= (step / 2 ** min(pools_before, plan.n_strided_pools)) ** 2
+            total += flops
+    return total
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="deeppicker", choices=["deeppicker", "deepem"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=4096, help="micrograph side, px")
+    parser.add_argument("--box", type=float, default=160.0, help="box, micrograph px")
+    parser.add_argument("--step", type=float, default=4.0, help="scan step, micrograph px")
+    parser.add_argument("--naive-px", type=int, default=96, help="model-frame image side for the naive comparison")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = PickerModel(net=build_net(args.arch).eval(), arch=args.arch, box_px=args.box)
+    config = ScanConfig(step_px=args.step, rotations=True)
+    rss_start = peak_rss_gb()
+
+    # 1. one micrograph, end to end (first: the process peak RSS is then this pick's)
+    micrograph = np.random.default_rng(0).normal(size=(args.size, args.size)).astype(np.float32)
+    warm = prepare_micrograph(micrograph[:1024, :1024], args.box, model.preprocess)
+    scan_micrograph(model, warm, config)  # one-off kernel set-up, not per micrograph
+    start = time.perf_counter()
+    prepared = prepare_micrograph(micrograph, args.box, model.preprocess)
+    prep_s = time.perf_counter() - start
+    score_map = scan_micrograph(model, prepared, config)
+    total_s = time.perf_counter() - start
+    scan_s = total_s - prep_s
+    rss_gb = peak_rss_gb()
+    step = score_map.model_step_px
+    positions = score_map.scores.size * 4
+
+    # 2. against the matmul ceiling
+    peak = matmul_peak_gflops()
+    gflops = positions * flops_per_position(model, step) / scan_s / 1e9
+
+    # 3. dense vs naive on the same positions
+    image = np.random.default_rng(1).normal(size=(args.naive_px, args.naive_px)).astype(np.float32)
+    small = PreparedMicrograph(image, prepared.scale_x, prepared.scale_y, (args.naive_px, args.naive_px))
+    scan_micrograph(model, small, config)
+    start = time.perf_counter()
+    fast = scan_micrograph(model, small, config)
+    fast_s = time.perf_counter() - start
+    start = time.perf_counter()
+    naive = naive_scan(model, small, config)
+    naive_s = time.perf_counter() - start
+    max_diff = float(np.abs(fast.scores - naive.scores).max())
+
+    print(f"deeppick scan benchmark: arch={args.arch}, threads={args.threads}, torch {torch.__version__}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
+    print(f"micrograph {args.size}² px, box {args.box:g} px → model image {prepared.image.shape[0]}×"
+          f"{prepared.image.shape[1]}, step {args.step:g} px → {step} model px, grid {score_map.scores.shape}, "
+          f"4 rotations: {positions / 1e6:.2f} M patch scores")
+    print(f"{'figure':<44}{'value':>12}  target")
+    print(f"{'prepare_micrograph (s)':<44}{prep_s:>12.2f}")
+    print(f"{'scan_micrograph (s)':<44}{scan_s:>12.2f}")
+    print(f"{'pick one micrograph: prepare + scan (s)':<44}{total_s:>12.2f}  ≤ 5")
+    print(f"{'peak resident memory (GB)':<44}{rss_gb:>12.2f}  ≤ 2  (process at start: {rss_start:.2f})")
+    print(f"{'dense FLOPs per position per rotation (k)':<44}{flops_per_position(model, step) / 1e3:>12.1f}")
+    print(f"{'scan GFLOP/s':<44}{gflops:>12.1f}")
+    print(f"{'float32 matmul peak GFLOP/s (this run)':<44}{peak:>12.1f}")
+    print(f"{'scan / matmul peak':<44}{gflops / peak:>12.1%}  ≥ 40 %")
+    print(f"{'naive: {} positions × 4 rotations (s)'.format(naive.scores.size):<44}{naive_s:>12.2f}")
+    print(f"{'dense: same positions (s)':<44}{fast_s:>12.3f}")
+    print(f"{'dense / naive speed-up':<44}{naive_s / fast_s:>12.0f}×  ≥ 100×")
+    print(f"{'max |dense − naive|':<44}{max_diff:>12.1e}  ≤ 1e-5")
+    print(f"{'dense positions/s at 4096² (M)':<44}{positions / scan_s / 1e6:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
