@@ -112,6 +112,39 @@ def info(micrographs, box_px):
         sys.exit(EXIT_USER_ERROR)
 
 
+# --- manifest / fetch ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="manifest file (.json)")
+@click.option("--base-url", help="where a mirror serves this folder")
+@user_errors
+def manifest(dataset, output, base_url):
+    """Write a manifest (files, sizes, SHA-256) of a dataset folder, to publish it or check a copy."""
+    import json
+
+    from .datasets import make_manifest
+    from .io import atomic_write_text
+
+    data = make_manifest(dataset, base_url)
+    atomic_write_text(output, json.dumps(data, indent=1) + "\n")
+    click.echo(f"wrote {output}: {len(data['files'])} files of {dataset}")
+
+
+@cli.command()
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="dataset folder to fill")
+@click.option("--base-url", help="mirror serving the files (overrides the manifest's)")
+@user_errors
+def fetch(manifest_path, output, base_url):
+    """Download a dataset described by MANIFEST, checking every file's SHA-256 (resumes if interrupted)."""
+    from .datasets import fetch_dataset
+
+    fetched, present = fetch_dataset(manifest_path, output, base_url)
+    click.echo(f"{output}: fetched {fetched} files, {present} already present and verified")
+
+
 # --- simulate -----------------------------------------------------------------------------------------
 
 
@@ -331,7 +364,7 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
                          patience=patience, rotate_flip=not no_augment, noise_sd=noise, contrast_jitter=contrast,
                          seed=options["seed"], device=device)
     checkpoint = output.with_name(output.name + ".ckpt")
-    model = train_model(ps, config, box_px=options["box_px"] if patches is None else None, progress=not quiet,
+    model = train_model(ps, config, box_px=options["box_px"], progress=not quiet,
                         checkpoint=checkpoint, resume=resume)
     line = (f"held-out patch accuracy {model.info['val_accuracy']:.3f} (epoch {model.info['best_epoch']} of "
             f"{model.info['epochs_run']})" if model.info["val_accuracy"] is not None else "no held-out patches")

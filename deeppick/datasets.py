@@ -119,3 +119,83 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     diameter = meta.get("diameter_px")
     return Dataset(root=root, name=meta.get("name", root.name), diameter_px=float(diameter) if diameter else None,
                    micrographs=micrographs, split=split, picks=picks, meta=meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# manifests: a dataset folder described by its files and their SHA-256, fetched from a mirror
+
+MANIFEST_FORMAT = "deeppick-dataset-manifest"
+
+
+def make_manifest(path: str | os.PathLike, base_url: str | None = None) -> dict:
+    """Describe a dataset folder: every file under it with its size and SHA-256.
+
+    ``base_url`` (optional) is where a mirror serves the folder; each file is then fetched from
+    ``base_url/<relative path>``.
+    """
+    import hashlib
+
+    root = Path(path)
+    load_dataset(root)  # only complete, loadable datasets get a manifest
+    files = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        files.append({"path": file.relative_to(root).as_posix(), "size": file.stat().st_size, "sha256": digest})
+    manifest = {"format": MANIFEST_FORMAT, "name": root.name, "files": files}
+    if base_url:
+        manifest["base_url"] = base_url.rstrip("/")
+    return manifest
+
+
+def fetch_dataset(manifest: str | os.PathLike | dict, dest: str | os.PathLike, base_url: str | None = None,
+                  timeout_s: float = 60.0) -> tuple[int, int]:
+    """Download the files a manifest lists into ``dest`` and check every SHA-256.
+
+    Files already present with the right hash are kept, so an interrupted fetch resumes; each file is
+    written atomically. ``base_url`` overrides the manifest's. Returns ``(downloaded, already_present)``.
+
+    Raises
+    ------
+    DatasetError
+        For an unreadable manifest, a file that cannot be fetched, or one whose hash does not match.
+    """
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    from .io import atomic_path
+
+    if not isinstance(manifest, dict):
+        source = Path(manifest)
+        try:
+            manifest = json.loads(source.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{source}: cannot read the manifest ({exc})") from None
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), list):
+        raise DatasetError(f"not a deeppick dataset manifest (format '{manifest.get('format')}')")
+    base = (base_url or manifest.get("base_url") or "").rstrip("/")
+    dest = Path(dest)
+    fetched = present = 0
+    for entry in manifest["files"]:
+        rel = Path(entry["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise DatasetError(f"manifest path '{entry['path']}' leaves the dataset folder; the manifest is unsafe")
+        target = dest / rel
+        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == entry["sha256"]:
+            present += 1
+            continue
+        url = entry.get("url") or (f"{base}/{rel.as_posix()}" if base else None)
+        if url is None:
+            raise DatasetError(f"{rel}: the manifest gives no URL for it; pass --base-url of a mirror")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                data = response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise DatasetError(f"{url}: cannot fetch ({getattr(exc, 'reason', exc)}); check the URL and rerun "
+                               "(files already fetched are kept)") from None
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise DatasetError(f"{url}: SHA-256 does not match the manifest; the mirror's copy differs")
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        fetched += 1
+    return fetched, present
