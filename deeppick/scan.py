@@ -248,6 +248,9 @@ def _run_head(net, head: list, x: torch.Tensor, chunk_positions: int = 2048) -> 
 def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torch.Tensor:
     """Logit maps (B, h, w) of input tiles (B, 1, L, L); map (i, j) ↔ patch at ``(i, j) × 2^strided``."""
     body, head = _split_head(plan)
+    for i in range(len(body) - 1):  # max-pool and ReLU commute exactly: ReLU the smaller, pooled map
+        if body[i][0] == "relu" and body[i + 1][0] == "maxpool":
+            body[i], body[i + 1] = body[i + 1], body[i]
     pools_done = 0
     for kind, module in body:
         if kind == "conv":
