@@ -230,8 +230,10 @@ def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:
         offsets.append(len(sources))
         sources.extend(ps.metadata.get("sources", []))
     boxes = {s.get("box_px") for s in sources}
-    meta = {k: v for k, v in first.items() if k not in ("sources", "box_px")}
+    meta = {k: v for k, v in first.items() if k not in ("sources", "box_px", "dataset")}
     meta.update(box_px=boxes.pop() if len(boxes) == 1 else None, sources=sources)
+    if all(ps.metadata.get("dataset") == first.get("dataset") for ps in patch_sets) and first.get("dataset"):
+        meta["dataset"] = first["dataset"]
     return PatchSet(
         np.concatenate([ps.patches for ps in patch_sets]),
         np.concatenate([ps.labels for ps in patch_sets]),

@@ -125,6 +125,9 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
     if len(patch_set) < 2 or labels.min() == labels.max():
         raise ConfigError(f"the patch set has {patch_set.n_positive} particle and {patch_set.n_negative} background "
                           "patches; training needs both: check the coordinates match the micrographs")
+    if box_px and patch_set.box_px and abs(float(box_px) - float(patch_set.box_px)) > 1e-6:
+        raise ConfigError(f"the patches were cut with a {patch_set.box_px:g}-px box, not {box_px:g} px; "
+                          "extract them again with this box or leave the box size out")
     box_px = box_px or patch_set.box_px or (init.box_px if init is not None else None)
     if not box_px:
         raise ConfigError("the patch set mixes box sizes: give the model's box size (box_px / --box-px)")
