@@ -215,38 +215,56 @@ def _head_matrices(head: list) -> list:
     return out
 
 
-def _run_head(net, head: list, x: torch.Tensor, chunk_positions: int = 2048) -> torch.Tensor:
-    """Fully connected head on feature maps (B, C, H, W) → logit maps (B, H−k+1, W−k+1).
+def _run_head(net, head: list, x: torch.Tensor, dilation: int = 1, stride: int = 1,
+              chunk_positions: int = 2048) -> torch.Tensor:
+    """Fully connected head on feature maps (B, C, H, W) → logit maps (B, h, w).
 
-    The first FC layer is a k × k convolution; it runs as one matrix multiply per chunk of output
-    positions (im2col in channels-last order), with the later 1 × 1 layers applied to the chunk while
-    it is still in cache.
+    The first FC layer is a k × k convolution (here with ``dilation`` and ``stride``); it runs as one
+    matrix multiply per chunk of output positions (im2col in channels-last order), with the later
+    1 × 1 layers applied to the chunk while it is still in cache.
     """
     k = head[0][1].kernel_size[0]
     matrices = _head_matrices(head)
     b, c, h, w = x.shape
-    ho, wo = h - k + 1, w - k + 1
+    ho = (h - (k - 1) * dilation - 1) // stride + 1
+    wo = (w - (k - 1) * dilation - 1) // stride + 1
     x = x.permute(0, 2, 3, 1).contiguous()  # channels-last: (B, H, W, C)
     logits = torch.empty((b, ho, wo), dtype=x.dtype, device=x.device)
     per_chunk = max(1, chunk_positions // (ho * wo))
+    rows_per_chunk = ho if per_chunk > 1 else max(1, chunk_positions // wo)
     for start in range(0, b, per_chunk):
-        part = x[start:start + per_chunk]
-        if k > 1:
-            part = torch.cat([part[:, u:u + ho, v:v + wo] for u in range(k) for v in range(k)], dim=-1)
-        y = part.reshape(-1, k * k * c)
-        for kind, weight, bias in matrices:
-            if kind == "conv":
-                y = torch.addmm(bias, y, weight) if bias is not None else y @ weight
-            elif kind == "relu":
-                y = y.clamp_(min=0)
-            elif kind == "sigmoid":
-                y = y.sigmoid_()
-        logits[start:start + per_chunk] = net.logit_from_output(y.T[None, :, :, None])[0, :, 0].reshape(-1, ho, wo)
+        for row in range(0, ho, rows_per_chunk):
+            rows = min(rows_per_chunk, ho - row)
+            part = x[start:start + per_chunk]
+            part = torch.cat([part[:, row * stride + u * dilation:(row + rows - 1) * stride + u * dilation + 1:stride,
+                                   v * dilation:(wo - 1) * stride + v * dilation + 1:stride]
+                              for u in range(k) for v in range(k)], dim=-1)
+            y = part.reshape(-1, k * k * c)
+            for kind, weight, bias in matrices:
+                if kind == "conv":
+                    y = torch.addmm(bias, y, weight) if bias is not None else y @ weight
+                elif kind == "relu":
+                    y = y.clamp_(min=0)
+                elif kind == "sigmoid":
+                    y = y.sigmoid_()
+            logit = net.logit_from_output(y.T[None, :, :, None])[0, :, 0]
+            logits[start:start + per_chunk, row:row + rows] = logit.reshape(-1, rows, wo)
     return logits
 
 
+def _interleave_phases(x: torch.Tensor, q: int) -> torch.Tensor:
+    """(B·4^q, C, h, w) phase maps → (B, C, h·2^q, w·2^q): batch (b, oy1, ox1, …, oyq, oxq) goes to
+    position h·2^q + Σ oy_l·2^(l-1) (the inverse of the splits in :func:`_pool_phases`)."""
+    _, c, h, w = x.shape
+    x = x.reshape((-1,) + (2, 2) * q + (c, h, w))
+    rows = [1 + 2 * l for l in reversed(range(q))]
+    cols = [2 + 2 * l for l in reversed(range(q))]
+    x = x.permute(0, 2 * q + 1, 2 * q + 2, *rows, 2 * q + 3, *cols)
+    return x.reshape(-1, c, h * 2 ** q, w * 2 ** q)
+
+
 def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torch.Tensor:
-    """Logit maps (B, h, w) of input tiles (B, 1, L, L); map (i, j) ↔ patch at ``(i, j) × 2^strided``."""
+    """Logit maps (B, h, w) of input tiles (B, 1, L, L); map (i, j) ↔ patch at ``(i, j) × step``."""
     body, head = _split_head(plan)
     for i in range(len(body) - 1):  # max-pool and ReLU commute exactly: ReLU the smaller, pooled map
         if body[i][0] == "relu" and body[i + 1][0] == "maxpool":
@@ -265,15 +283,12 @@ def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torc
         else:
             x = _pool_phases(x, kind)
             pools_done += 1
+    q, r = plan.n_phase_pools, plan.subsample
+    if head and r > 1:
+        # Odd step: interleave the features, then run the head (2/3 of the FLOPs) only where needed.
+        return _run_head(model.net, head, _interleave_phases(x, q), dilation=plan.phase_px, stride=r)
     logits = _run_head(model.net, head, x) if head else model.net.logit_from_output(x)
-    # Interleave the phases: batch index (b, oy1, ox1, …, oyq, oxq) → position h·2^q + Σ oy_l·2^(l-1).
-    q = plan.n_phase_pools
-    _, h, w = logits.shape
-    logits = logits.reshape((-1,) + (2, 2) * q + (h, w))
-    rows = [1 + 2 * l for l in reversed(range(q))]
-    cols = [2 + 2 * l for l in reversed(range(q))]
-    logits = logits.permute(0, 2 * q + 1, *rows, 2 * q + 2, *cols)
-    return logits.reshape(-1, h * plan.phase_px, w * plan.phase_px)
+    return _interleave_phases(logits[:, None], q)[:, 0, ::r, ::r]
 
 
 def _dense_out_len(plan: _DensePlan, n: int) -> int:
@@ -344,7 +359,7 @@ def scan_micrograph(model: PickerModel, prepared: PreparedMicrograph, config: Sc
         if extra_px:
             tiles = F.pad(tiles, (0, extra_px, 0, extra_px))
         logits = _dense_logits(model, plan, tiles[:, None].contiguous())
-        logits = logits[:, :needed:plan.subsample, :needed:plan.subsample]
+        logits = logits[:, :per_tile, :per_tile]
         probs = torch.sigmoid(logits.float()).reshape(len(chunk), turns, per_tile, per_tile)
         total = probs[:, 0]
         for k in range(1, turns):
