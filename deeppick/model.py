@@ -40,11 +40,12 @@ class ParticleNet(nn.Module):
     (softmax pair, logit = channel 1 − channel 0).
     """
 
-    def __init__(self, body: nn.Sequential, two_way: bool, patch_px: int = 64):
+    def __init__(self, body: nn.Sequential, two_way: bool, patch_px: int = 64, arch_kwargs: dict | None = None):
         super().__init__()
         self.body = body
         self.two_way = two_way
         self.patch_px = patch_px
+        self.arch_kwargs = dict(arch_kwargs or {})  # every shape parameter, so a file rebuilds it exactly
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """``patches`` (N, 1, 64, 64) → particle logits (N,)."""
@@ -75,7 +76,8 @@ def deeppicker_net(channels=(8, 16, 32, 64), kernels=(9, 5, 3, 2), fc_px: int = 
         size = (size - k + 1) // 2
         c_in = c_out
     layers += [nn.Conv2d(c_in, fc_px, size), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(fc_px, 2, 1)]
-    return ParticleNet(nn.Sequential(*layers), two_way=True)
+    kwargs = {"channels": list(channels), "kernels": list(kernels), "fc_px": fc_px}
+    return ParticleNet(nn.Sequential(*layers), two_way=True, arch_kwargs=kwargs)
 
 
 def deepem_net(channels=(6, 12, 24), kernels=(9, 5, 3)) -> ParticleNet:
@@ -87,7 +89,8 @@ def deepem_net(channels=(6, 12, 24), kernels=(9, 5, 3)) -> ParticleNet:
         size = (size - k + 1) // 2
         c_in = c_out
     layers += [nn.Conv2d(c_in, 1, size)]
-    return ParticleNet(nn.Sequential(*layers), two_way=False)
+    return ParticleNet(nn.Sequential(*layers), two_way=False,
+                       arch_kwargs={"channels": list(channels), "kernels": list(kernels)})
 
 
 def build_net(arch: str = "deeppicker", **kwargs) -> ParticleNet:
@@ -120,7 +123,7 @@ class PickerModel:
     def metadata(self) -> dict:
         return {
             "arch": self.arch,
-            "arch_kwargs": self.arch_kwargs,
+            "arch_kwargs": {**self.net.arch_kwargs, **self.arch_kwargs},
             "box_px": self.box_px,
             "model_px": self.preprocess.model_px,
             "preprocess": self.preprocess.to_dict(),

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# On a shared 2-core machine, OpenMP threads that spin while waiting make torch ~15× slower under load
+# (measured for the scanner tests); passive waiting costs little on an idle machine. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REALDATA = Path(os.environ.get("DEEPPICK_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 ANNOTATED_PACKS = ("ribosome80s-10028", "betagal-10017", "cryoppp-10059")
