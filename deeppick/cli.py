@@ -338,13 +338,17 @@ def extract(output, **options):
 @click.option("--device", help="torch device (default: cuda when present, else cpu)")
 @click.option("--resume", is_flag=True, help="continue from OUTPUT.ckpt, the checkpoint written each epoch")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--validation", type=click.Path(path_type=Path),
+              help="dataset folder of held-out labelled micrographs for the F2 threshold "
+                   "(default: the --dataset's valid split)")
 @user_errors
 def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no_augment, noise, contrast,
-          device, resume, quiet, **options):
+          device, resume, quiet, validation, **options):
     """Train a particle classifier on a patch set, or on micrographs with their particle coordinates.
 
-    The validation micrographs of a --dataset are never trained on; the model's accuracy on their
-    patches is reported and stored in the model file.
+    The validation micrographs of a --dataset are never trained on: the model's patch accuracy on them
+    is reported, and the score threshold that maximises F2 on them is stored in the model file, so
+    'deeppick pick' needs no threshold (--validation DIR names other held-out micrographs).
     """
     from .model import save_model
     from .patches import load_patch_set
@@ -375,6 +379,25 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
                                         seed=options["seed"])
         model.info["valid_split"] = evaluate_patches(model, valid)
         line += f"; accuracy on the {len(valid)} patches of the valid micrographs {model.info['valid_split']['accuracy']:.3f}"
+    held_out = None
+    if validation is not None:
+        from .datasets import load_dataset
+
+        vds = load_dataset(validation)
+        held_out = (vds.paths(), vds.picks)
+    elif ds is not None and ds.paths("valid") and options["split"] != "valid":
+        held_out = (ds.paths("valid"), ds.picks)
+    if held_out is not None:
+        from .pipeline import select_threshold
+
+        try:
+            model = select_threshold(model, *held_out)
+            line += (f"; F2-optimal threshold {model.threshold:.3f} on {len(held_out[0])} held-out micrograph(s) "
+                     f"(F2 {model.info['threshold']['fbeta']:.3f})")
+        except DeepPickError as exc:  # the model is still worth saving; say why it has no threshold
+            line += f"; threshold not chosen: {exc}"
+    else:
+        line += "; no held-out micrographs, so pick will cut at 0.5 (choose one with 'deeppick threshold')"
     save_model(model, output)
     click.echo(f"wrote {output}: {line}")
 

@@ -133,3 +133,16 @@ def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
     result = runner.invoke(cli, ["pick", "--model", str(tmp_path / "missing.pt"), "--micrographs", str(mics),
                                  "-o", str(tmp_path / "o2")])
     assert result.exit_code == 2 and "no such model file" in result.stderr
+
+
+def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
+    from deeppick.pipeline import fit_dataset
+
+    model = fit_dataset(sim_dataset, train_config=TrainConfig(epochs=4, seed=0, optimizer="adam"),
+                        box_factors=(1.0, 1.5))
+    tried = model.info["dataset"]["box_px_tried"]
+    assert set(tried) == {"40", "60"}
+    assert tried[f"{model.box_px:g}"] == max(tried.values())
+    assert model.info["dataset"]["threshold"] == sim_dataset.stems("valid")
+    assert not set(model.info["dataset"]["train"]) & set(sim_dataset.stems("valid"))
+    assert model.threshold is not None

@@ -152,6 +152,11 @@ def test_train_command_on_a_dataset_keeps_validation_micrographs_out(tmp_path):
     assert model.info["valid_split"]["n"] == 24
     assert 0 <= model.info["valid_split"]["accuracy"] <= 1
     assert (tmp_path / "model.pt.ckpt").is_file()
+    # the threshold is chosen on the valid micrographs, or the output says why not
+    if model.threshold is not None:
+        assert model.info["threshold"]["micrographs"] == ["mic02"] and "F2-optimal threshold" in result.output
+    else:
+        assert "threshold not chosen" in result.output
     # resume with more epochs continues the same run
     result = CliRunner().invoke(cli, ["train", "--dataset", str(root), "-o", str(out), "--epochs", "4",
                                       "--optimizer", "adam", "--quiet", "--resume"])
