@@ -405,13 +405,17 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 # --- pick / evaluate ----------------------------------------------------------------------------------
 
 
-def _pick_config(step_px, no_rotations, threshold, keep_all, top, sd_range=None):
-    from .pipeline import PickConfig
-    from .postprocess import PostprocessConfig
+def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range=None):
+    """PickConfig from CLI options on top of the post-processing stored in ``model``."""
+    from dataclasses import replace
+
+    from .pipeline import PickConfig, postprocess_config
     from .scan import ScanConfig
 
-    return PickConfig(scan=ScanConfig(step_px=step_px, rotations=not no_rotations),
-                      post=PostprocessConfig(top_n=top, sd_range=sd_range), threshold=threshold, keep_all=keep_all)
+    post = postprocess_config(model)
+    post = replace(post, top_n=post.top_n if top is None else top, sd_range=tuple(sd_range) if sd_range else post.sd_range)
+    return PickConfig(scan=ScanConfig(step_px=step_px, rotations=not no_rotations), post=post,
+                      threshold=threshold, keep_all=keep_all)
 
 
 def _report_failures(failed) -> None:
@@ -450,7 +454,7 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
     from .pipeline import effective_threshold, pick_micrographs
 
     model = load_model(model_path, device=default_device())
-    config = _pick_config(step_px, no_rotations, threshold, keep_all, top, sd_range)
+    config = _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range)
     paths = list_micrographs(micrographs)
     result = pick_micrographs(model, paths, output, fmt, config, overwrite=overwrite, progress=len(paths) > 1)
     click.echo(result.summary(output, effective_threshold(model, config), keep_all))
@@ -605,7 +609,7 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
     from .train import TrainConfig
 
     model = load_general_model(model_path, device=default_device())
-    pick_config = _pick_config(step_px, no_rotations, threshold, keep_all, None)
+    pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None)
     result = run_autopick(model, list(micrographs), box_px, output,
                           AutopickConfig(iterations=iterations, top=top, seed=seed),
                           TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet)

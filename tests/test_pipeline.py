@@ -17,6 +17,7 @@ from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
 from deeppick.pipeline import (PickConfig, effective_threshold, pick_micrograph, pick_micrographs, pick_paths,
                                select_threshold)
+from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import prepare_micrograph
 from deeppick.scan import score_positions
 from deeppick.simulate import SimConfig, simulate_dataset
@@ -75,8 +76,7 @@ def test_threshold_filters_the_candidates_and_top_n(sim_dataset, trained):
     cut = pick_micrograph(model, image, path.stem, PickConfig(threshold=0.7))
     assert list(cut["score"]) == list(all_picks["score"][all_picks["score"] >= 0.7])
     assert np.all(np.diff(all_picks["score"]) <= 0)  # sorted by score
-    config = PickConfig(keep_all=True)
-    top = pick_micrograph(model, image, path.stem, replace(config, post=replace(config.post, top_n=3)))
+    top = pick_micrograph(model, image, path.stem, PickConfig(keep_all=True, post=PostprocessConfig(top_n=3)))
     assert list(top["score"]) == list(all_picks["score"][:3])
 
 
@@ -146,3 +146,7 @@ def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
     assert model.info["dataset"]["threshold"] == sim_dataset.stems("valid")
     assert not set(model.info["dataset"]["train"]) & set(sim_dataset.stems("valid"))
     assert model.threshold is not None
+    # the cleaning rule was tried both ways on the held-out micrographs and the better one is stored
+    ap = model.info["cleaning_ap"]
+    stored = model.info["postprocess"]["max_area_factor"]
+    assert stored == (float("inf") if ap["without"] > ap["with_cleaning"] else 4.0)
