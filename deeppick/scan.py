@@ -42,6 +42,7 @@ class ScanConfig:
 
     step_px: float = 4.0  # micrograph px between scan positions: DeepPicker §4.5
     rotations: bool = True  # average the 0/90/180/270° scores: DeepEM (rotation-averaged score map)
+    snap_step: bool = True  # ours: round the model-frame step to a pool-friendly value (see model_step_px)
     tile_px: int = 128  # model-frame px of scan positions per tile side: cache-sized, measured on 2 cores
     tiles_per_batch: int = 2  # tiles (× 4 rotations) per network call: measured on 2 cores
 
@@ -76,10 +77,22 @@ class ScoreMap:
         return x_model / self.scale_x, y_model / self.scale_y
 
 
-def model_step_px(step_px: float, prepared: PreparedMicrograph) -> int:
-    """Scan step in model px: ``max(1, round(step_px × scale))`` (mean of the x and y scales)."""
+def model_step_px(step_px: float, prepared: PreparedMicrograph, snap: bool = True) -> int:
+    """Scan step in model px for a step of ``step_px`` micrograph px (mean of the x and y scales).
+
+    Without ``snap``: ``max(1, round(step_px × scale))``. With ``snap`` the step is the integer within
+    ±25 % of ``step_px × scale`` that holds the most factors of two (the nearest among equals): every
+    factor of two lets one more max-pool of the dense pass stay strided, so an odd step such as 7
+    (box 36 px, cryoppp-10059) costs many times the work of 8.
+    """
     scale = 0.5 * (prepared.scale_x + prepared.scale_y)
-    return max(1, int(round(step_px * scale)))
+    raw = step_px * scale
+    if not snap or raw < 1.5:
+        return max(1, int(round(raw)))
+    candidates = [n for n in range(max(1, int(raw * 0.75)), int(raw * 1.25) + 2) if abs(n / raw - 1) <= 0.25]
+    if not candidates:
+        return max(1, int(round(raw)))
+    return max(candidates, key=lambda n: ((n & -n), -abs(n - raw)))
 
 
 def _device(model: PickerModel) -> torch.device:
@@ -127,7 +140,7 @@ def score_positions(model: PickerModel, prepared: PreparedMicrograph, cx, cy, ro
 
 def naive_scan(model: PickerModel, prepared: PreparedMicrograph, config: ScanConfig = ScanConfig()) -> ScoreMap:
     """Reference scanner: crop and score every grid patch on its own (slow; same result as the fast one)."""
-    step = model_step_px(config.step_px, prepared)
+    step = model_step_px(config.step_px, prepared, config.snap_step)
     rows, cols = _grid_shape(prepared.image.shape, step)
     cy, cx = np.mgrid[0:rows, 0:cols] * step
     scores = score_positions(model, prepared, cx, cy, rotations=config.rotations)
@@ -330,7 +343,7 @@ def scan_micrograph(model: PickerModel, prepared: PreparedMicrograph, config: Sc
     half = model_px // 2
     device = _device(model)
     dtype = next(net.parameters()).dtype
-    step = model_step_px(config.step_px, prepared)
+    step = model_step_px(config.step_px, prepared, config.snap_step)
     plan = _plan(model, step)
     image = prepared.image
     rows, cols = _grid_shape(image.shape, step)

@@ -19,7 +19,7 @@ from deeppick.pipeline import (PickConfig, effective_threshold, pick_micrograph,
                                select_threshold)
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import prepare_micrograph
-from deeppick.scan import score_positions
+from deeppick.scan import model_step_px, score_positions
 from deeppick.simulate import SimConfig, simulate_dataset
 from deeppick.train import TrainConfig, train_model
 
@@ -60,7 +60,7 @@ def test_reported_scores_equal_the_naive_per_patch_scores(sim_dataset, trained):
     picks = pick_micrograph(model, image, path.stem, PickConfig(keep_all=True))
     assert len(picks) > 3
     prepared = prepare_micrograph(image, model.box_px, model.preprocess)
-    step = max(1, int(round(PickConfig().scan.step_px * prepared.scale_x)))
+    step = model_step_px(PickConfig().scan.step_px, prepared)
     # Each pick's score is that of its grid cell (the refined centre lies within half a cell of it).
     mx, my = prepared.to_model(picks["x"], picks["y"])
     cx, cy = np.rint(mx / step).astype(int) * step, np.rint(my / step).astype(int) * step

@@ -60,7 +60,7 @@ def model(request) -> PickerModel:
 def test_fast_scan_equals_naive(model, shape, step_px, rotations):
     # Small grids (≤ 170 positions) keep the per-patch reference quick; 5-position tiles make several tiles.
     prepared = prepared_image(*shape, seed=step_px)
-    config = ScanConfig(step_px=step_px, rotations=rotations, tile_px=5 * step_px, tiles_per_batch=4)
+    config = ScanConfig(step_px=step_px, rotations=rotations, tile_px=5 * step_px, tiles_per_batch=4, snap_step=False)
     fast = scan_micrograph(model, prepared, config)
     naive = naive_scan(model, prepared, config)
     assert fast.scores.shape == naive.scores.shape == ((shape[0] - 1) // step_px + 1, (shape[1] - 1) // step_px + 1)
@@ -77,7 +77,8 @@ def test_fast_scan_equals_naive_property(arch, grid_rows, grid_cols, step_px, ex
     model = random_model(arch, seed)
     rows, cols = (grid_rows - 1) * step_px + 1 + extra % step_px, (grid_cols - 1) * step_px + 1 + extra // 2
     prepared = prepared_image(rows, cols, seed)
-    config = ScanConfig(step_px=step_px, rotations=rotations, tile_px=tile_px * step_px, tiles_per_batch=8)
+    config = ScanConfig(step_px=step_px, rotations=rotations, tile_px=tile_px * step_px, tiles_per_batch=8,
+                        snap_step=False)
     fast = scan_micrograph(model, prepared, config).scores
     naive = naive_scan(model, prepared, config).scores
     assert fast.shape == naive.shape
@@ -139,6 +140,9 @@ def test_grid_frames_and_model_step():
     prepared = prepared_image(41, 30, seed=0, scale=0.4)
     assert model_step_px(4.0, prepared) == 2
     assert model_step_px(1.0, prepared) == 1  # never 0
+    # an odd step snaps to the nearby value with more factors of two, unless told not to
+    assert model_step_px(17.75, prepared) == 8 and model_step_px(17.75, prepared, snap=False) == 7
+    assert model_step_px(50.0, prepared) == 16 and model_step_px(7.5, prepared) == 3
     score_map = ScoreMap(scores=np.zeros((21, 15), np.float32), model_step_px=2, scale_x=0.4, scale_y=0.5)
     x, y = score_map.to_micrograph(np.array([0.0, 3.0, 2.5]), np.array([0.0, 1.0, 4.25]))
     np.testing.assert_allclose(x, [0.0, 5.0, 21.25])  # col × 2 model px / 0.4
@@ -155,7 +159,7 @@ def test_scan_of_a_prepared_micrograph_end_to_end():
     model.box_px = 100.0
     micrograph = np.random.default_rng(4).normal(size=(300, 410))
     prepared = prepare_micrograph(micrograph, model.box_px)
-    config = ScanConfig(step_px=4.0)  # 2.56 model px → 3: an odd step
+    config = ScanConfig(step_px=4.7)  # 3.008 model px → 3: an odd step (no power of two within 25 %)
     fast = scan_micrograph(model, prepared, config)
     assert fast.model_step_px == 3 and fast.scores.shape == (64, 88)
     assert np.all((fast.scores >= 0) & (fast.scores <= 1))
