@@ -38,7 +38,7 @@ from .io import concat_picks, empty_picks, list_micrographs, micrograph_stem, re
 from .metrics import BETA
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches, sample_negative_centres
-from .pipeline import BatchResult, PickConfig, effective_threshold, pick_micrograph
+from .pipeline import BatchResult, PickConfig, effective_threshold, pick_micrograph, postprocess_config
 from .threshold import choose_threshold
 from .train import TrainConfig, train_model
 
@@ -301,7 +301,7 @@ def select_self_training(candidates: pd.DataFrame, threshold: float, config: Aut
 
 
 def _pick_all(model: PickerModel, images: dict, config: PickConfig) -> pd.DataFrame:
-    keep_all = replace(config, keep_all=True, post=replace(config.post, top_n=None))
+    keep_all = replace(config, keep_all=True, post=replace(postprocess_config(model, config), top_n=None))
     tables = [pick_micrograph(model, image, stem, keep_all, path=path) for stem, (path, image) in images.items()]
     return concat_picks(tables) if tables else empty_picks()
 
@@ -391,7 +391,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
 
         final = candidates if pick_config.keep_all else candidates[candidates["score"] >= threshold]
         for stem in images:
-            picks = top_n(final[final["micrograph"] == stem], pick_config.post.top_n)
+            picks = top_n(final[final["micrograph"] == stem], postprocess_config(current, pick_config).top_n)
             write_picks(picks, output_path(out_dir, images[stem][0], fmt), fmt, box_px=box_px)
             batch.counts[stem] = len(picks)
         save_model(current, out_dir / "autopick_model.pt")
