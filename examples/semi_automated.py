@@ -21,24 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REALDATA = ROOT.parent / "shared" / "realdata"
-
-
-def find_dataset(pack: str, out: Path) -> Path:
-    """The real pack if present, else a simulated stand-in written under ``out``."""
-    real = REALDATA / pack
-    if (real / "dataset.json").is_file():
-        print(f"using the real pack {real}")
-        return real
-    from deeppick.simulate import SimConfig, simulate_dataset
-
-    sim = out / "simulated-globular"
-    if not (sim / "dataset.json").is_file():
-        print(f"no {real}: simulating a stand-in data set in {sim}")
-        config = SimConfig(molecule="globular", size_px=768, diameter_px=48, n_particles=60, snr=0.3)
-        simulate_dataset(sim, config, n_micrographs=10, seed=1, split_fractions=(0.5, 0.2, 0.3), overwrite=True)
-    return sim
+from example_data import ROOT, find_dataset
 
 
 def main(argv=None) -> int:
