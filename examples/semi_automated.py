@@ -48,11 +48,14 @@ def main(argv=None) -> int:
         print(f"1. reusing the model trained before: {model_path} (delete it to retrain)")
         model = load_model(model_path)
     else:
-        print(f"1. training on the train split of {dataset.name} (box {dataset.default_box_px()} px)")
+        print(f"1. training on the train split of {dataset.name} (particle diameter {dataset.default_box_px()} px; "
+              "boxes of 1.0× and 1.3× it are tried)")
         model = fit_dataset(dataset, train_config=TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs,
                             progress=sys.stderr.isatty())
         save_model(model, model_path)
         info = model.info
+        print(f"   box {model.box_px:g} px kept (held-out AP per box: "
+              + ", ".join(f"{b} px {ap:.3f}" for b, ap in info["dataset"]["box_px_tried"].items()) + ")")
         print(f"   held-out patch accuracy {info['val_accuracy']:.3f}; F2-optimal threshold {model.threshold:.3f} "
               f"chosen on {', '.join(info['threshold']['micrographs'])}; {time.perf_counter() - start:.0f} s")
 
