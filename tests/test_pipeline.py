@@ -139,10 +139,17 @@ def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
     from deeppick.pipeline import fit_dataset
 
     model = fit_dataset(sim_dataset, train_config=TrainConfig(epochs=4, seed=0, optimizer="adam"),
-                        box_factors=(1.0, 1.5))
+                        box_factors=(1.0, 1.5), lowpass_sigmas_model_px=(1.0, 3.0))
     tried = model.info["dataset"]["box_px_tried"]
     assert set(tried) == {"40", "60"}
-    assert tried[f"{model.box_px:g}"] == max(tried.values())
+    sigmas = model.info["dataset"]["lowpass_sigma_tried"]
+    assert set(sigmas) == {"1", "3"}
+    best_sigma = max(sigmas, key=sigmas.get)
+    assert model.preprocess.lowpass_sigma_model_px == float(best_sigma)
+    # the box was chosen at the first σ; the kept model is the best of everything tried
+    assert max(tried.values()) == sigmas["1"] and model.info["threshold"]["ap"] >= max(tried.values()) - 1e-12
+    if best_sigma == "1":
+        assert tried[f"{model.box_px:g}"] == max(tried.values())
     assert model.info["dataset"]["threshold"] == sim_dataset.stems("valid")
     assert not set(model.info["dataset"]["train"]) & set(sim_dataset.stems("valid"))
     assert model.threshold is not None
