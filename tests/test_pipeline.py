@@ -157,3 +157,12 @@ def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
     ap = model.info["cleaning_ap"]
     stored = model.info["postprocess"]["max_area_factor"]
     assert stored == (float("inf") if ap["without"] > ap["with_cleaning"] else 4.0)
+
+
+def test_fit_command_writes_a_tuned_model(sim_dataset, tmp_path):
+    result = CliRunner().invoke(cli, ["fit", "--dataset", str(sim_dataset.root), "-o", str(tmp_path / "fit.pt"),
+                                      "--epochs", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "fit.pt")
+    assert model.threshold is not None and "box_px_tried" in model.info["dataset"]
+    assert f"box {model.box_px:g} px" in result.output
