@@ -118,7 +118,6 @@ def main(argv=None) -> int:
     print(f"{'held-out pack':<20} {'test':>4} {'Topaz AP':>8} {'AP general':>10} {'AP self-trained':>15} "
           f"{'F2':>5} {'beats Topaz':>11} {'noise < thr':>11}")
     for r in rows:
-        best = max(r["ap_general"], r["ap_self_trained"])
         print(f"{r['pack']:<20} {r['n_test']:>4} {r['topaz_ap']:>8.2f} {r['ap_general']:>10.3f} "
               f"{r['ap_self_trained']:>15.3f} {r['f2_self_trained']:>5.2f} "
               f"{'yes' if r['ap_self_trained'] > r['topaz_ap'] else 'no':>11} {r['noise_below_threshold']:>10.1%}")

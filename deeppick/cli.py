@@ -79,6 +79,15 @@ def convert(source, dest, fmt, from_fmt, box_px, scale):
                f"into {n_files} {fmt} file(s) at {dest}")
 
 
+def _report_failures(failed: list[tuple[str, str]], verb: str = "picked") -> None:
+    """After a batch: list the micrographs that failed, each with its one-line reason, and exit 2."""
+    if failed:
+        click.echo(f"deeppick: error: {len(failed)} micrograph(s) could not be {verb}:", err=True)
+        for _, reason in failed:
+            click.echo(f"  {reason}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
 # --- info ---------------------------------------------------------------------------------------------
 
 
@@ -100,16 +109,12 @@ def info(micrographs, box_px):
             image = check_micrograph(read_micrograph(path), path, None if box_px is None else int(box_px))
             pixel = micrograph_pixel_size(path)
         except MicrographError as exc:
-            failed.append(str(exc))
+            failed.append((str(path), str(exc)))
             continue
         pixel_text = f"{pixel:.3f} Å/px" if pixel else "no pixel size"
         click.echo(f"{path.name}\t{image.shape[1]}x{image.shape[0]} px\t{pixel_text}\t"
                    f"mean {image.mean():.4g}\tSD {image.std():.4g}")
-    if failed:
-        click.echo(f"deeppick: error: {len(failed)} micrograph(s) could not be used:", err=True)
-        for line in failed:
-            click.echo(f"  {line}", err=True)
-        sys.exit(EXIT_USER_ERROR)
+    _report_failures(failed, "used")
 
 
 # --- manifest / fetch ---------------------------------------------------------------------------------
@@ -449,12 +454,6 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
                       threshold=threshold, keep_all=keep_all)
 
 
-def _report_failures(failed) -> None:
-    if failed:
-        click.echo(f"deeppick: error: {len(failed)} micrograph(s) could not be picked:", err=True)
-        for path, reason in failed:
-            click.echo(f"  {reason}", err=True)
-        sys.exit(EXIT_USER_ERROR)
 
 
 @cli.command()

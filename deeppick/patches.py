@@ -46,7 +46,6 @@ def crop_patches(image: np.ndarray, cx, cy, model_px: int = 64, padded: np.ndarr
 
     ``padded`` may pass a precomputed :func:`pad_for_patches` of ``image`` to save the copy.
     """
-    h = model_px // 2
     if padded is None:
         padded = pad_for_patches(image, model_px)
     cx = np.asarray(cx, dtype=np.int64).reshape(-1)

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DeepPickError, MicrographError
+from .errors import ConfigError, DeepPickError
 from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, make_picks, micrograph_stem, read_micrograph,
                  write_picks)
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
@@ -156,7 +156,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
         try:
             image = read_micrograph(path)
             picks = pick_micrograph(model, image, stem, config, path=path)
-        except (MicrographError, DeepPickError) as exc:
+        except DeepPickError as exc:
             result.failed.append((str(path), str(exc)))
             continue
         write_picks(picks, out, fmt, box_px=model.box_px)

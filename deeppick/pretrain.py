@@ -34,11 +34,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DatasetError, ModelFileError
-from .io import concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
+from .io import concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph, write_picks
 from .metrics import BETA
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches, sample_negative_centres
-from .pipeline import BatchResult, PickConfig, effective_threshold, pick_micrograph, postprocess_config
+from .pipeline import (BatchResult, PickConfig, effective_threshold, output_path, pick_micrograph,
+                       postprocess_config)
+from .postprocess import top_n
 from .threshold import choose_threshold
 from .train import TrainConfig, train_model
 
@@ -309,13 +311,13 @@ def _pick_all(model: PickerModel, images: dict, config: PickConfig) -> pd.DataFr
 def _self_training_patches(images: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
                            model: PickerModel, config: AutopickConfig, rng: np.random.Generator) -> PatchSet:
     negatives = {}
-    for stem, (path, image) in images.items():
+    for stem, (_, image) in images.items():
         all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
         n_pos = int((top["micrograph"] == stem).sum())
         negatives[stem] = sample_negative_centres(image.shape, all_xy, int(round(config.negative_ratio * n_pos)),
                                                   config.min_negative_distance_box * box_px, rng)
     patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box)
-    arrays = {stem: image for stem, (path, image) in images.items()}
+    arrays = {stem: image for stem, (_, image) in images.items()}
     return extract_patches(arrays, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
 
 
@@ -385,10 +387,6 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         out_dir.mkdir(parents=True, exist_ok=True)
         threshold = effective_threshold(current, pick_config)
         batch = BatchResult()
-        from .pipeline import output_path
-        from .io import write_picks
-        from .postprocess import top_n
-
         final = candidates if pick_config.keep_all else candidates[candidates["score"] >= threshold]
         for stem in images:
             picks = top_n(final[final["micrograph"] == stem], postprocess_config(current, pick_config).top_n)

@@ -35,7 +35,6 @@ def main(argv=None) -> int:
     parser.add_argument("--fast", action="store_true", help="choose the threshold scanning without rotations")
     args = parser.parse_args(argv)
 
-    from dataclasses import replace
 
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model

@@ -3,7 +3,6 @@ files, the threshold is chosen on held-out micrographs and travels in the model 
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError, DeepPickError
-from deeppick.io import read_picks, write_micrograph
+from deeppick.io import read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
 from deeppick.pipeline import PickConfig
