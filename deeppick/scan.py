@@ -15,6 +15,12 @@ the reference). How:
   ``(m - 1) × step + 64`` keeps the scan grid on itself under rotation, so the 64-px patch convention
   (centre at index 32, which ``np.rot90`` moves to 31) needs no correction.
 * **Tiles** of ``tile_px`` model pixels with a 63-px halo bound memory and keep the working set in cache.
+* **Kernels.** Where the work is (measured on 2 cores, ``benchmarks/scan_speed.py``): the first conv has
+  one input channel, a poor convolution, so it and its strided pool run as one conv on the 2 × 2
+  space-to-depth image (4 channels in, 4 × C out, the pool a maximum over the four output groups);
+  the later layers run in channels-last memory, the layout the CPU convolutions are fastest in; the
+  last pool before the fully connected head runs at stride 1 and the head's first layer (two thirds of
+  the FLOPs) is a dilated convolution over it, which saves splitting that pool into phases.
 
 Frames: scan position (row ``i``, column ``j``) is centred at model-frame ``(x, y) = (j, i) ×
 model_step_px`` (see :mod:`deeppick.patches`); :meth:`ScoreMap.to_micrograph` converts to the micrograph.
@@ -44,7 +50,7 @@ class ScanConfig:
     rotations: bool = True  # average the 0/90/180/270° scores: DeepEM (rotation-averaged score map)
     snap_step: bool = True  # ours: round the model-frame step to a pool-friendly value (see model_step_px)
     tile_px: int = 128  # model-frame px of scan positions per tile side: cache-sized, measured on 2 cores
-    tiles_per_batch: int = 2  # tiles (× 4 rotations) per network call: measured on 2 cores
+    tiles_per_batch: int = 1  # tiles (× 4 rotations) per network call: measured on 2 cores
 
     def __post_init__(self):
         if not self.step_px > 0:
@@ -159,6 +165,7 @@ class _DensePlan:
     n_strided_pools: int  # leading pools kept stride 2: the grid is already that coarse
     n_phase_pools: int  # later pools evaluated at both offsets (phases into the batch)
     subsample: int  # the odd (or beyond-pools) rest of the step, taken from the dense map
+    first_weight: torch.Tensor | None = None  # first conv + strided pool as a space-to-depth conv, if so run
 
     @property
     def phase_px(self) -> int:
@@ -182,25 +189,80 @@ def _plan(model: PickerModel, step: int) -> _DensePlan:
     n_strided = 0
     while n_strided < n_pools and step % (2 ** (n_strided + 1)) == 0:
         n_strided += 1
-    return _DensePlan(tuple(layers), n_strided, n_pools - n_strided, step // 2 ** n_strided)
+    first_weight = None
+    kinds = [kind for kind, _ in layers[:3]]
+    if (n_strided >= 1 and kinds[:1] == ["conv"] and layers[0][1].in_channels == 1
+            and kinds[1:3] in (["relu", "maxpool"], ["sigmoid", "avgpool"], ["sigmoid", "maxpool"])):
+        first_weight = _space_to_depth_weight(layers[0][1].weight.detach())
+    return _DensePlan(tuple(layers), n_strided, n_pools - n_strided, step // 2 ** n_strided, first_weight)
 
 
 def _pool_phases(x: torch.Tensor, kind: str) -> torch.Tensor:
     """2×2 pool at both offsets along each axis: (B, C, H, W) → (B·4, C, (H-1)//2, (W-1)//2).
 
     Phase (oy, ox) of batch item b lands at index 4b + 2oy + ox and holds the stride-2 pool started
-    at (oy, ox).
+    at (oy, ox). Works in channels-last memory (the layout the convolutions are fastest in) and returns
+    channels-last.
     """
-    if kind == "maxpool":
-        rows = torch.maximum(x[:, :, :-1], x[:, :, 1:])
-        both = torch.maximum(rows[..., :-1], rows[..., 1:])
-    else:
-        rows = x[:, :, :-1] + x[:, :, 1:]
-        both = (rows[..., :-1] + rows[..., 1:]) * 0.25
+    both = _pool_stride1(x, kind)
     b, c, h, w = both.shape
     h2, w2 = h // 2, w // 2
-    both = both[:, :, :2 * h2, :2 * w2].reshape(b, c, h2, 2, w2, 2)
-    return both.permute(0, 3, 5, 1, 2, 4).reshape(b * 4, c, h2, w2)
+    nhwc = both.permute(0, 2, 3, 1)[:, :2 * h2, :2 * w2].reshape(b, h2, 2, w2, 2, c)
+    return nhwc.permute(0, 2, 4, 1, 3, 5).reshape(b * 4, h2, w2, c).permute(0, 3, 1, 2)
+
+
+def _pool_stride1(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """2×2 pool with stride 1: (B, C, H, W) → (B, C, H-1, W-1); every offset of the stride-2 pool."""
+    if kind == "maxpool":
+        rows = torch.maximum(x[:, :, :-1], x[:, :, 1:])
+        return torch.maximum(rows[..., :-1], rows[..., 1:])
+    rows = x[:, :, :-1] + x[:, :, 1:]
+    return (rows[..., :-1] + rows[..., 1:]) * 0.25
+
+
+def _space_to_depth_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A k × k conv followed by a stride-2 pool, as one conv on the 2 × 2 space-to-depth image.
+
+    ``weight`` (C_out, C_in, k, k) → (4·C_out, 4·C_in, k', k'), k' = (k + 2) // 2: output channel group
+    (a, b) is the conv at pool-window member (a, b), input group (p, q) the image phase (p, q), so every
+    product of the original conv appears once (the added taps are zeros). One input channel (the
+    micrograph) makes a poor convolution; four in and 4·C_out out is a good one.
+    """
+    c_out, c_in, k, _ = weight.shape
+    k2 = (k + 2) // 2
+    out = weight.new_zeros(2, 2, c_out, 2, 2, c_in, k2, k2)
+    for a in range(2):
+        for b in range(2):
+            for u in range(k):
+                for v in range(k):
+                    r, c = a + u, b + v
+                    out[a, b, :, r % 2, c % 2, :, r // 2, c // 2] = weight[:, :, u, v]
+    return out.reshape(4 * c_out, 4 * c_in, k2, k2)
+
+
+def _first_conv_pool(x: torch.Tensor, conv: torch.nn.Conv2d, s2d_weight: torch.Tensor, activation: str | None,
+                     kind: str) -> torch.Tensor:
+    """conv → activation → stride-2 pool of the first layer, through :func:`_space_to_depth_weight`."""
+    b, c, h, w = x.shape
+    k = conv.kernel_size[0]
+    k2 = s2d_weight.shape[-1]
+    out_h, out_w = (h - k + 1) // 2, (w - k + 1) // 2
+    need_h, need_w = 2 * (out_h + k2 - 1), 2 * (out_w + k2 - 1)  # zeros past the image reach no kept output
+    x = F.pad(x, (0, max(0, need_w - w), 0, max(0, need_h - h)))[:, :, :need_h, :need_w]
+    # (B, C, H, W) → channels-last (B, 4C, H/2, W/2), channel (2p + q)·C + c = phase (p, q) of channel c
+    x = x.reshape(b, c, need_h // 2, 2, need_w // 2, 2).permute(0, 2, 4, 3, 5, 1)
+    x = x.reshape(b, need_h // 2, need_w // 2, 4 * c).permute(0, 3, 1, 2)
+    y = F.conv2d(x, s2d_weight, conv.bias.repeat(4) if conv.bias is not None else None)
+    if activation == "sigmoid":
+        y = y.sigmoid_()
+    groups = y.split(conv.out_channels, dim=1)  # the four pool-window members (a, b)
+    if kind == "maxpool":
+        y = torch.maximum(torch.maximum(groups[0], groups[1]), torch.maximum(groups[2], groups[3]))
+    else:
+        y = (groups[0] + groups[1] + groups[2] + groups[3]) * 0.25
+    if activation == "relu":  # commutes with the max; after it, on a quarter of the values
+        y = y.clamp_(min=0)
+    return y.contiguous(memory_format=torch.channels_last)
 
 
 def _split_head(plan: _DensePlan) -> tuple[list, list]:
@@ -216,53 +278,26 @@ def _split_head(plan: _DensePlan) -> tuple[list, list]:
     return list(plan.layers), []
 
 
-def _head_matrices(head: list) -> list:
-    """The head as (kind, weight (K, C_out), bias) with the first weight in (u, v, channel) im2col order."""
-    out = []
-    for kind, module in head:
-        if kind == "conv":
-            weight = module.weight.permute(2, 3, 1, 0).reshape(-1, module.out_channels)
-            out.append((kind, weight.contiguous(), module.bias))
-        else:
-            out.append((kind, None, None))
-    return out
-
-
-def _run_head(net, head: list, x: torch.Tensor, dilation: int = 1, stride: int = 1,
-              chunk_positions: int = 2048) -> torch.Tensor:
+def _run_head(net, head: list, x: torch.Tensor, dilation: int = 1, stride: int = 1) -> torch.Tensor:
     """Fully connected head on feature maps (B, C, H, W) → logit maps (B, h, w).
 
-    The first FC layer is a k × k convolution (here with ``dilation`` and ``stride``); it runs as one
-    matrix multiply per chunk of output positions (im2col in channels-last order), with the later
-    1 × 1 layers applied to the chunk while it is still in cache.
+    The first FC layer is a k × k convolution (here with ``dilation`` and ``stride``), run in
+    channels-last memory; the later 1 × 1 layers are matrix multiplies on its (positions, channels) view.
     """
-    k = head[0][1].kernel_size[0]
-    matrices = _head_matrices(head)
-    b, c, h, w = x.shape
-    ho = (h - (k - 1) * dilation - 1) // stride + 1
-    wo = (w - (k - 1) * dilation - 1) // stride + 1
-    x = x.permute(0, 2, 3, 1).contiguous()  # channels-last: (B, H, W, C)
-    logits = torch.empty((b, ho, wo), dtype=x.dtype, device=x.device)
-    per_chunk = max(1, chunk_positions // (ho * wo))
-    rows_per_chunk = ho if per_chunk > 1 else max(1, chunk_positions // wo)
-    for start in range(0, b, per_chunk):
-        for row in range(0, ho, rows_per_chunk):
-            rows = min(rows_per_chunk, ho - row)
-            part = x[start:start + per_chunk]
-            part = torch.cat([part[:, row * stride + u * dilation:(row + rows - 1) * stride + u * dilation + 1:stride,
-                                   v * dilation:(wo - 1) * stride + v * dilation + 1:stride]
-                              for u in range(k) for v in range(k)], dim=-1)
-            y = part.reshape(-1, k * k * c)
-            for kind, weight, bias in matrices:
-                if kind == "conv":
-                    y = torch.addmm(bias, y, weight) if bias is not None else y @ weight
-                elif kind == "relu":
-                    y = y.clamp_(min=0)
-                elif kind == "sigmoid":
-                    y = y.sigmoid_()
-            logit = net.logit_from_output(y.T[None, :, :, None])[0, :, 0]
-            logits[start:start + per_chunk, row:row + rows] = logit.reshape(-1, rows, wo)
-    return logits
+    first = head[0][1]
+    x = F.conv2d(x.contiguous(memory_format=torch.channels_last), first.weight, first.bias,
+                 stride=stride, dilation=dilation)
+    b, _, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(b * h * w, -1)  # a view: channels-last is (B, H, W, C) in memory
+    for kind, module in head[1:]:
+        if kind == "conv":
+            weight = module.weight[:, :, 0, 0].T
+            y = torch.addmm(module.bias, y, weight) if module.bias is not None else y @ weight
+        elif kind == "relu":
+            y = y.clamp_(min=0)
+        elif kind == "sigmoid":
+            y = y.sigmoid_()
+    return net.logit_from_output(y.T[None, :, :, None])[0, :, 0].reshape(b, h, w)
 
 
 def _interleave_phases(x: torch.Tensor, q: int) -> torch.Tensor:
@@ -283,8 +318,23 @@ def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torc
         if body[i][0] == "relu" and body[i + 1][0] == "maxpool":
             body[i], body[i + 1] = body[i + 1], body[i]
     pools_done = 0
-    for kind, module in body:
+    if plan.first_weight is not None:  # conv → activation → strided pool as one space-to-depth conv
+        conv, kinds = body[0][1], [kind for kind, _ in body[:3]]
+        activation = next((k for k in kinds if k in ("relu", "sigmoid")), None)
+        pool = next(k for k in kinds if k in ("maxpool", "avgpool"))
+        x = _first_conv_pool(x, conv, plan.first_weight, activation, pool)
+        body = body[3:]
+        pools_done = 1
+    q, r = plan.n_phase_pools, plan.subsample
+    # With a head and no odd step left, the last pool runs at stride 1 and the head dilated by 2 over it:
+    # the same numbers as splitting it into phases, without that copy.
+    last_unsplit = bool(head) and r == 1 and q >= 1
+    n_pools = plan.n_strided_pools + q
+    last_conv = max((i for i, (kind, _) in enumerate(body) if kind == "conv"), default=-1)
+    for i, (kind, module) in enumerate(body):
         if kind == "conv":
+            if i == last_conv and not head:  # a one-output final layer: the per-patch summation order
+                x = x.contiguous()
             x = F.conv2d(x, module.weight, module.bias)
         elif kind == "relu":
             x = x.clamp_(min=0)
@@ -293,13 +343,17 @@ def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torc
         elif pools_done < plan.n_strided_pools:
             x = F.max_pool2d(x, 2) if kind == "maxpool" else F.avg_pool2d(x, 2)
             pools_done += 1
+        elif last_unsplit and pools_done == n_pools - 1:
+            x = _pool_stride1(x, kind)
+            pools_done += 1
         else:
             x = _pool_phases(x, kind)
             pools_done += 1
-    q, r = plan.n_phase_pools, plan.subsample
     if head and r > 1:
         # Odd step: interleave the features, then run the head (2/3 of the FLOPs) only where needed.
         return _run_head(model.net, head, _interleave_phases(x, q), dilation=plan.phase_px, stride=r)
+    if last_unsplit:
+        return _interleave_phases(_run_head(model.net, head, x, dilation=2)[:, None], q - 1)[:, 0]
     logits = _run_head(model.net, head, x) if head else model.net.logit_from_output(x)
     return _interleave_phases(logits[:, None], q)[:, 0, ::r, ::r]
 
