@@ -375,6 +375,9 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
     checkpoint = output.with_name(output.name + ".ckpt")
     model = train_model(ps, config, box_px=options["box_px"], progress=not quiet,
                         checkpoint=checkpoint, resume=resume)
+    from .pipeline import adopt_label_edge_margin
+
+    model = adopt_label_edge_margin(model, ps)
     line = (f"held-out patch accuracy {model.info['val_accuracy']:.3f} (epoch {model.info['best_epoch']} of "
             f"{model.info['epochs_run']})" if model.info["val_accuracy"] is not None else "no held-out patches")
     if ds is not None and ds.paths("valid"):
@@ -441,7 +444,7 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
 # --- pick / evaluate ----------------------------------------------------------------------------------
 
 
-def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range=None):
+def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range=None, edge_margin=None):
     """PickConfig from CLI options on top of the post-processing stored in ``model``."""
     from dataclasses import replace
 
@@ -449,7 +452,8 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
     from .scan import ScanConfig
 
     post = postprocess_config(model)
-    post = replace(post, top_n=post.top_n if top is None else top, sd_range=tuple(sd_range) if sd_range else post.sd_range)
+    post = replace(post, top_n=post.top_n if top is None else top, sd_range=tuple(sd_range) if sd_range else post.sd_range,
+                   edge_margin_box=post.edge_margin_box if edge_margin is None else edge_margin)
     return PickConfig(scan=ScanConfig(step_px=step_px, rotations=not no_rotations), post=post,
                       threshold=threshold, keep_all=keep_all)
 
@@ -470,10 +474,13 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
 @click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")
 @click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
 @click.option("--sd-range", nargs=2, type=float, help="keep patches whose SD is in [LO, HI] × micrograph SD")
+@click.option("--edge-margin", type=float,
+              help="drop picks centred nearer the edge than this × box (default: the model's, learned from its "
+                   "training labels, else 0.5: the box inside the micrograph; 0 keeps all)")
 @click.option("--overwrite", is_flag=True, help="re-pick micrographs that already have an output file")
 @user_errors
 def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
-         overwrite):
+         edge_margin, overwrite):
     """Pick particles in micrographs with a trained model.
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default.
@@ -484,7 +491,7 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
     from .pipeline import effective_threshold, pick_micrographs
 
     model = load_model(model_path, device=default_device())
-    config = _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range)
+    config = _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range, edge_margin)
     paths = list_micrographs(micrographs)
     result = pick_micrographs(model, paths, output, fmt, config, overwrite=overwrite, progress=len(paths) > 1)
     click.echo(result.summary(output, effective_threshold(model, config), keep_all))

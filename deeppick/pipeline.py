@@ -24,7 +24,8 @@ from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, make_picks, micrograp
                  write_picks)
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
-from .postprocess import PostprocessConfig, clean_score_map, extreme_pixel_mask, find_peaks, sort_picks, top_n
+from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
+                          learn_edge_margin, sort_picks, top_n)
 from .preprocess import PreprocessConfig, prepare_micrograph
 from .scan import ScanConfig, scan_micrograph
 from .threshold import choose_threshold
@@ -97,7 +98,9 @@ def pick_micrograph(model: PickerModel, image: np.ndarray, name: str, config: Pi
     window_grid = post.peak_window_box * model.preprocess.model_px / score_map.model_step_px
     rows, cols, scores = find_peaks(cleaned, window_grid, min_score=config.candidate_min_score)
     x, y = score_map.to_micrograph(rows, cols)
-    keep = extreme_pixel_mask(image, x, y, model.box_px, post.extreme_sd, post.sd_range, post.max_extreme_fraction)
+    keep = edge_mask(image.shape, x, y, post.edge_margin_box * model.box_px)
+    keep[keep] = extreme_pixel_mask(image, x[keep], y[keep], model.box_px, post.extreme_sd, post.sd_range,
+                                    post.max_extreme_fraction)
     picks = sort_picks(make_picks(name, x[keep], y[keep], scores[keep]))
     if not config.keep_all:
         picks = picks[picks["score"] >= effective_threshold(model, config)].reset_index(drop=True)
@@ -303,7 +306,35 @@ def _train_for_box(dataset, train_paths, box_px, preprocess, train_config, patch
     train_config = train_config or TrainConfig()
     patches = extract_patches(train_paths, dataset.picks, box_px, patch_config or PatchConfig(), preprocess,
                               seed=train_config.seed, dataset=dataset.name, progress=progress)
-    return train_model(patches, train_config, box_px=box_px, progress=progress)
+    return adopt_label_edge_margin(train_model(patches, train_config, box_px=box_px, progress=progress), patches)
+
+
+def adopt_label_edge_margin(model: PickerModel, patch_set) -> PickerModel:
+    """Store in ``model`` the edge margin its training labels keep (:func:`~deeppick.postprocess.learn_edge_margin`).
+
+    The positives' distances to their micrograph's edge, in boxes, come from the patch set's centres and
+    per-micrograph shapes. ``pick`` then drops candidates nearer the edge than the annotator picked
+    (``info['postprocess']['edge_margin_box']``; ``info['edge_margin']`` says where it came from).
+    A patch set without positives or shapes leaves the model unchanged.
+    """
+    sources = patch_set.metadata.get("sources", [])
+    positive = np.flatnonzero(np.asarray(patch_set.labels) == 1)
+    distances = []
+    for i in positive:
+        source = sources[int(patch_set.source[i])] if int(patch_set.source[i]) < len(sources) else {}
+        if not source.get("shape") or not source.get("box_px"):
+            continue
+        rows, cols = source["shape"]
+        x, y = float(patch_set.x[i]), float(patch_set.y[i])
+        distances.append(min(x, y, cols - 1 - x, rows - 1 - y) / float(source["box_px"]))
+    margin = learn_edge_margin(distances)
+    if margin is None:
+        return model
+    post = replace(postprocess_config(model), edge_margin_box=margin)
+    model.info["postprocess"] = post.to_dict()
+    model.info["edge_margin"] = {"box": margin, "from_labels": len(distances),
+                                 "rule": "1st percentile of the labels' edge distance − 0.05 box"}
+    return model
 
 
 def _choose_cleaning(model: PickerModel, paths: list[Path], references: pd.DataFrame, pick_config: PickConfig,

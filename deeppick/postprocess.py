@@ -12,7 +12,10 @@ DeepPicker §2.1 post-processes the network's score map in three steps, all conf
    by extreme pixels (ice blobs, dirt, gold) are dropped; optionally (DeepEM) so are candidates whose
    patch SD lies outside a range (carbon, thick ice).
 
-Finally picks are sorted by score and :func:`top_n` keeps the best N per micrograph.
+Picks centred nearer the micrograph edge than ``edge_margin_box`` are dropped (:func:`edge_mask`; ours:
+the default keeps boxes inside the micrograph, training on labels learns the labels' own margin with
+:func:`learn_edge_margin`). Finally picks are sorted by score and :func:`top_n` keeps the best N per
+micrograph.
 
 Frames
 ------
@@ -46,6 +49,11 @@ class PostprocessConfig:
     max_extreme_fraction: float = 0.2  # ours: noise has 0.27 % beyond 3 SD, EMPIAR-10017 particles ≤ ~11 %
     sd_range: tuple[float, float] | None = None  # DeepEM: patch SD range, × micrograph SD; None: off
     top_n: int | None = None  # keep the best N picks per micrograph (--top); None keeps all
+    # ours: drop picks whose centre lies nearer than this (× box) to the micrograph edge. 0.5: the box lies
+    # inside the micrograph, as extraction needs (cryoSPARC and RELION leave out boxes that cross the edge).
+    # Training on labels replaces it by the labels' own margin (learn_edge_margin): annotators often
+    # leave a wider border unpicked (betagal-10017: no label within 1.2 diameters of the edge).
+    edge_margin_box: float = 0.5
 
     def __post_init__(self):
         if not 0 <= self.score_threshold <= 1:
@@ -61,6 +69,8 @@ class PostprocessConfig:
         if self.sd_range is not None:
             _check_sd_range(self.sd_range)
             object.__setattr__(self, "sd_range", (float(self.sd_range[0]), float(self.sd_range[1])))
+        if not self.edge_margin_box >= 0:
+            raise ConfigError(f"edge_margin_box must be ≥ 0, got {self.edge_margin_box}")
         if self.top_n is not None and int(self.top_n) < 0:
             raise ConfigError(f"top_n must be non-negative, got {self.top_n}")
 
@@ -332,6 +342,31 @@ def _check_sd_range(sd_range) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # picks tables
+
+
+def edge_mask(shape: tuple[int, int], x_px, y_px, margin_px: float) -> np.ndarray:
+    """True for centres at least ``margin_px`` from every edge of a micrograph of ``shape`` (rows, cols)."""
+    x, y = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
+    rows, cols = shape
+    return (x >= margin_px) & (y >= margin_px) & (x <= cols - 1 - margin_px) & (y <= rows - 1 - margin_px)
+
+
+# Labels nearer the edge than the 1st percentile of their edge distances are the annotator's exceptions;
+# the learned margin sits a little inside it so picks centred a few px off a label are not cut.
+EDGE_MARGIN_PERCENTILE = 1.0
+EDGE_MARGIN_SLACK_BOX = 0.05
+
+
+def learn_edge_margin(edge_distances_box) -> float | None:
+    """The edge margin (× box) labelled particles keep: their 1st-percentile distance to the micrograph
+    edge less 0.05 box, at least 0; None without labels.
+
+    ``edge_distances_box`` are the labelled centres' distances to the nearest micrograph edge, in boxes.
+    """
+    distances = np.asarray(edge_distances_box, dtype=np.float64).ravel()
+    if distances.size == 0:
+        return None
+    return max(0.0, float(np.percentile(distances, EDGE_MARGIN_PERCENTILE)) - EDGE_MARGIN_SLACK_BOX)
 
 
 def sort_picks(picks: pd.DataFrame) -> pd.DataFrame:

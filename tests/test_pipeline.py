@@ -14,8 +14,8 @@ from deeppick.io import read_micrograph, read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
-from deeppick.pipeline import (PickConfig, effective_threshold, pick_micrograph, pick_micrographs, pick_paths,
-                               select_threshold)
+from deeppick.pipeline import (PickConfig, adopt_label_edge_margin, effective_threshold, pick_micrograph,
+                               pick_micrographs, pick_paths, select_threshold)
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import prepare_micrograph
 from deeppick.scan import model_step_px, score_positions
@@ -79,6 +79,41 @@ def test_threshold_filters_the_candidates_and_top_n(sim_dataset, trained):
     assert list(top["score"]) == list(all_picks["score"][:3])
 
 
+def test_edge_margin_is_learned_from_the_labels_and_honoured_by_pick(sim_dataset, trained):
+    model = load_model(trained)
+    path = sim_dataset.paths("test")[0]
+    image = read_micrograph(path)
+    rows, cols = image.shape
+
+    def edge_box(picks):
+        return np.minimum.reduce([picks["x"], picks["y"], cols - 1 - picks["x"], rows - 1 - picks["y"]]) / model.box_px
+
+    # Every local maximum is a candidate (score floor 0), so some lie near the edge.
+    everything = pick_micrograph(model, image, path.stem, PickConfig(keep_all=True, candidate_min_score=0,
+                                                                     post=PostprocessConfig(edge_margin_box=0)))
+    assert (edge_box(everything) < 0.5).any()  # candidates near the edge exist, so the cut below is tested
+    for margin in (0.5, 1.0):
+        picks = pick_micrograph(model, image, path.stem, PickConfig(keep_all=True, candidate_min_score=0,
+                                                                    post=PostprocessConfig(edge_margin_box=margin)))
+        assert (edge_box(picks) >= margin).all()
+        assert len(picks) == int((edge_box(everything) >= margin).sum())  # nothing else changes
+
+    # Labels that keep ≥ 1.5 boxes from the edge: the model learns that margin and pick applies it.
+    patches = extract_dataset_patches(sim_dataset, "train", box_px=DIAMETER_PX, seed=0)
+    centre_edge = []
+    for i in np.flatnonzero(patches.labels == 1):
+        r, c = patches.metadata["sources"][patches.source[i]]["shape"]
+        centre_edge.append(min(patches.x[i], patches.y[i], c - 1 - patches.x[i], r - 1 - patches.y[i]))
+    keep = np.ones(len(patches), bool)
+    keep[np.flatnonzero(patches.labels == 1)[np.array(centre_edge) < 1.5 * DIAMETER_PX]] = False
+    far = patches.subset(np.flatnonzero(keep))
+    adopted = adopt_label_edge_margin(load_model(trained), far)
+    learned = adopted.info["postprocess"]["edge_margin_box"]
+    assert 1.45 <= learned < 2.5 and adopted.info["edge_margin"]["from_labels"] == far.n_positive
+    picks = pick_micrograph(adopted, image, path.stem, PickConfig(keep_all=True, candidate_min_score=0))
+    assert (edge_box(picks) >= learned).all() and len(picks) == int((edge_box(everything) >= learned).sum())
+
+
 def test_threshold_is_chosen_on_validation_and_saved(sim_dataset, trained, tmp_path):
     model = load_model(trained)
     assert model.threshold is None and effective_threshold(model, PickConfig()) == 0.5
@@ -132,6 +167,15 @@ def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
     result = runner.invoke(cli, ["pick", "--model", str(tmp_path / "missing.pt"), "--micrographs", str(mics),
                                  "-o", str(tmp_path / "o2")])
     assert result.exit_code == 2 and "no such model file" in result.stderr
+    result = runner.invoke(cli, ["pick", "--model", str(trained), "--micrographs", str(mics), "--keep-all",
+                                 "--edge-margin", "1.5", "-o", str(tmp_path / "margin")])
+    assert result.exit_code == 0, result.output
+    margin_picks = read_picks(tmp_path / "margin")
+    rows, cols = read_micrograph(sim_dataset.paths()[0]).shape
+    edge = np.minimum.reduce([margin_picks["x"], margin_picks["y"], cols - 1 - margin_picks["x"],
+                              rows - 1 - margin_picks["y"]])
+    assert len(margin_picks) and (edge >= 1.5 * DIAMETER_PX).all()
+    assert len(margin_picks) < len(picks)
 
 
 def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):

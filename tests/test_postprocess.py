@@ -13,8 +13,10 @@ from deeppick.io import make_picks
 from deeppick.postprocess import (
     PostprocessConfig,
     clean_score_map,
+    edge_mask,
     extreme_pixel_mask,
     find_peaks,
+    learn_edge_margin,
     sort_picks,
     top_n,
 )
@@ -261,3 +263,28 @@ def test_sort_and_top_n():
     assert len(top_n(make_picks([], [], []), 3)) == 0
     with pytest.raises(ConfigError):
         top_n(picks, -1)
+
+
+def test_edge_mask_keeps_centres_at_least_the_margin_inside():
+    x = np.array([0.0, 9.9, 10.0, 50.0, 89.0, 89.1, 50.0, 50.0])
+    y = np.array([50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 9.0, 59.0])  # image 70 rows × 100 columns
+    keep = edge_mask((70, 100), x, y, 10.0)
+    assert keep.tolist() == [False, False, True, True, True, False, False, True]
+    assert edge_mask((70, 100), x, y, 0.0).all()
+
+
+def test_learn_edge_margin_follows_the_labels():
+    rng = np.random.default_rng(0)
+    distances = 1.2 + rng.exponential(3.0, size=2000)  # an annotator who never picked within 1.2 boxes
+    margin = learn_edge_margin(distances)
+    assert margin == pytest.approx(np.percentile(distances, 1) - 0.05)
+    assert 1.1 < margin < 1.25
+    assert learn_edge_margin([]) is None
+    assert learn_edge_margin([0.01, 0.02]) == 0.0  # labels up to the edge: no margin
+
+
+def test_edge_margin_default_and_validation():
+    assert PostprocessConfig().edge_margin_box == 0.5  # the box inside the micrograph, as extraction needs
+    assert PostprocessConfig.from_dict({"edge_margin_box": 1.2}).edge_margin_box == 1.2
+    with pytest.raises(ConfigError):
+        PostprocessConfig(edge_margin_box=-0.1)

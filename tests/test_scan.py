@@ -16,10 +16,10 @@ from deeppick.scan import ScanConfig, ScoreMap, model_step_px, naive_scan, scan_
 TOLERANCE = 1e-5  # issue 5: max |fast − naive| on probabilities
 
 
-def random_model(arch: str, seed: int) -> PickerModel:
+def random_model(arch: str, seed: int, **arch_kwargs) -> PickerModel:
     """A network with random weights, its logits rescaled to mean 0 and SD 2 so that scores spread over (0, 1)."""
     torch.manual_seed(seed)
-    net = build_net(arch).eval()
+    net = build_net(arch, **arch_kwargs).eval()
     with torch.no_grad():
         for module in net.body:
             if isinstance(module, torch.nn.Conv2d):
@@ -67,6 +67,19 @@ def test_fast_scan_equals_naive(model, shape, step_px, rotations):
     assert fast.scores.dtype == np.float32
     assert naive.scores.std() > 0.02, "scores too flat for the comparison to mean anything"
     assert np.abs(fast.scores - naive.scores).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("shape, step_px", [((26, 21), 2), ((31, 44), 4), ((70, 41), 8)])
+def test_fast_scan_equals_naive_with_an_even_first_kernel(shape, step_px):
+    # The first conv + pool runs as a space-to-depth conv; an even kernel on an odd tile side needs the
+    # zero padding that conv adds, which the 9-px kernels of the shipped networks never exercise.
+    model = random_model("deeppicker", seed=11, kernels=(8, 5, 3, 2))
+    prepared = prepared_image(*shape, seed=step_px)
+    for tile in (5 * step_px, 7 * step_px):  # tile sides (m − 1)·step + 64 of both parities
+        config = ScanConfig(step_px=step_px, rotations=True, tile_px=tile, snap_step=False)
+        fast, naive = scan_micrograph(model, prepared, config), naive_scan(model, prepared, config)
+        assert naive.scores.std() > 0.02
+        assert np.abs(fast.scores - naive.scores).max() <= TOLERANCE
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
