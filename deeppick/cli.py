@@ -631,11 +631,13 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
 @click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")
 @click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
+@click.option("--edge-margin", type=float,
+              help="drop picks centred nearer the edge than this × box [default: 0.5, the box inside the micrograph]")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @user_errors
 def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, fmt, threshold, keep_all, step_px,
-             no_rotations, seed, quiet):
+             no_rotations, edge_margin, seed, quiet):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/<micrograph>.star and OUTPUT/autopick_model.pt. No coordinate file is read.
@@ -646,7 +648,7 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
     from .train import TrainConfig
 
     model = load_general_model(model_path, device=default_device())
-    pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None)
+    pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None, edge_margin=edge_margin)
     result = run_autopick(model, list(micrographs), box_px, output,
                           AutopickConfig(iterations=iterations, top=top, seed=seed),
                           TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet)
