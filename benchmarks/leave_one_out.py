@@ -15,6 +15,10 @@ Models and figures are cached in ``--out`` (rerun to resume); ``--fast`` scans w
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/cli.py
+
 import argparse
 import json
 import sys

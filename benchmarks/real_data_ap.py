@@ -12,6 +12,10 @@ Needs ../shared/realdata (the real packs); takes several minutes per pack on 2 c
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/cli.py
+
 import argparse
 import json
 import time

@@ -9,6 +9,10 @@ measured time to the target; timings on a shared machine vary, so run it on an i
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/cli.py
+
 import argparse
 import os
 import sys
