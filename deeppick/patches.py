@@ -244,8 +244,9 @@ def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:
 
 
 def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, min_distance_px: float,
-                            rng: np.random.Generator, max_tries: int = 50) -> np.ndarray:
-    """Draw up to ``n`` random centres in an image of ``shape`` at least ``min_distance_px`` from every particle.
+                            rng: np.random.Generator, max_tries: int = 50, edge_margin_px: float = 0.0) -> np.ndarray:
+    """Draw up to ``n`` random centres in an image of ``shape`` at least ``min_distance_px`` from every particle
+    (and at least ``edge_margin_px`` from the image edge).
 
     Returns an (M, 2) array of ``(x, y)`` micrograph-pixel centres, ``M <= n`` (fewer only when the
     image is so crowded that ``max_tries`` rounds of candidates did not find ``n``).
@@ -261,7 +262,8 @@ def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n:
         if n_found >= n:
             break
         batch = max(64, 4 * (n - n_found))
-        cand = np.column_stack([rng.uniform(0, cols - 1, batch), rng.uniform(0, rows - 1, batch)])
+        mx, my = min(edge_margin_px, (cols - 1) / 2), min(edge_margin_px, (rows - 1) / 2)
+        cand = np.column_stack([rng.uniform(mx, cols - 1 - mx, batch), rng.uniform(my, rows - 1 - my, batch)])
         if tree is not None:
             dist, _ = tree.query(cand, k=1)
             cand = cand[dist >= min_distance_px]

@@ -309,13 +309,18 @@ def _pick_all(model: PickerModel, images: dict, config: PickConfig) -> pd.DataFr
 
 
 def _self_training_patches(images: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
-                           model: PickerModel, config: AutopickConfig, rng: np.random.Generator) -> PatchSet:
+                           model: PickerModel, config: AutopickConfig, rng: np.random.Generator,
+                           edge_margin_px: float = 0.0) -> PatchSet:
+    """Top picks as particles; background ≥ 0.6 box from every candidate, drawn only where candidates can
+    be (``edge_margin_px`` from the edge): the edge band holds no candidates because pick leaves it out,
+    not because it is empty, and crowded micrographs would otherwise draw nearly all background there."""
     negatives = {}
     for stem, (_, image) in images.items():
         all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
         n_pos = int((top["micrograph"] == stem).sum())
         negatives[stem] = sample_negative_centres(image.shape, all_xy, int(round(config.negative_ratio * n_pos)),
-                                                  config.min_negative_distance_box * box_px, rng)
+                                                  config.min_negative_distance_box * box_px, rng,
+                                                  edge_margin_px=edge_margin_px)
     patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box)
     arrays = {stem: image for stem, (_, image) in images.items()}
     return extract_patches(arrays, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
@@ -367,7 +372,8 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         if len(top) == 0:
             raise ConfigError(f"the general model found no particle candidates in {len(paths)} micrograph(s); "
                               "check --box-px (the particle diameter in px) and the micrographs")
-        patches = _self_training_patches(images, candidates, top, box_px, current, config, rng)
+        margin_px = postprocess_config(current, pick_config).edge_margin_box * box_px
+        patches = _self_training_patches(images, candidates, top, box_px, current, config, rng, margin_px)
         tuned = train_model(patches, replace(train_config, seed=train_config.seed + round_), box_px=box_px,
                             init=current, progress=progress)
         tuned.net.to(next(current.net.parameters()).device)  # pick where the general model picked (CUDA)

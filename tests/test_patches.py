@@ -92,6 +92,14 @@ def test_sampled_negatives_respect_the_distance_rule(seed, n_particles, min_box)
         assert len(got) == 25
 
 
+def test_sampled_negatives_keep_the_edge_margin(rng):
+    got = sample_negative_centres((120, 200), np.zeros((0, 2)), 400, 10, rng, edge_margin_px=25)
+    assert len(got) == 400
+    assert got[:, 0].min() >= 25 and got[:, 0].max() <= 199 - 25
+    assert got[:, 1].min() >= 25 and got[:, 1].max() <= 119 - 25
+    assert got[:, 1].min() < 30 and got[:, 0].max() > 170  # the whole inner area, up to the margin
+
+
 def test_crowded_micrograph_gives_fewer_negatives_not_a_hang(rng):
     grid = np.stack(np.meshgrid(np.arange(0, 200, 10.0), np.arange(0, 200, 10.0)), -1).reshape(-1, 2)
     assert len(sample_negative_centres((200, 200), grid, 50, 30, rng, max_tries=5)) == 0

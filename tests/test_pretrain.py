@@ -156,6 +156,35 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
     assert not result.candidates[0]["score"].equals(result.candidates[1]["score"])
 
 
+def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_margin(general, target, tmp_path,
+                                                                                      monkeypatch):
+    import deeppick.pretrain as pretrain_module
+
+    seen = []
+    real_train = pretrain_module.train_model
+
+    def recording_train(patches, *args, **kwargs):
+        seen.append(patches)
+        return real_train(patches, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "train_model", recording_train)
+    margin_box = 0.8
+    post = replace(pretrain_module.postprocess_config(general), edge_margin_box=margin_box)
+    result = autopick(general, target / "micrographs", 56, None, AutopickConfig(min_top=5), FAST_TRAIN,
+                      replace(FAST_PICK, post=post))
+    rows, cols = 256, 256  # the simulated target's micrographs
+    margin = margin_box * 56
+
+    def inside(x, y):
+        return (x >= margin) & (y >= margin) & (x <= cols - 1 - margin) & (y <= rows - 1 - margin)
+
+    for candidates in result.candidates:
+        assert len(candidates) and inside(candidates["x"], candidates["y"]).all()
+    (patches,) = seen
+    background = patches.labels == 0
+    assert background.sum() >= 5 and inside(patches.x[background], patches.y[background]).all()
+
+
 def test_autopick_threshold_override_and_zero_iterations(general, target, tmp_path):
     result = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
                       FAST_TRAIN, replace(FAST_PICK, threshold=0.99))
