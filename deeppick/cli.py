@@ -442,7 +442,8 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
     save_model(model, output)
     info = model.info
     click.echo(f"wrote {output}: box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} "
-               f"model px, cleaning {'on' if info['postprocess']['max_area_factor'] != float('inf') else 'off'}; "
+               f"model px, cleaning {'on' if info['postprocess']['max_area_factor'] != float('inf') else 'off'}, "
+               f"edge margin {info['postprocess']['edge_margin_box']:.2f} box; "
                f"held-out AP {info['threshold']['ap']:.3f}, F2 {info['threshold']['fbeta']:.3f} at threshold "
                f"{model.threshold:.3f}")
 

@@ -200,6 +200,9 @@ def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
     ap = model.info["cleaning_ap"]
     stored = model.info["postprocess"]["max_area_factor"]
     assert stored == (float("inf") if ap["without"] > ap["with_cleaning"] else 4.0)
+    # the edge margin the train labels keep is stored with the chosen post-processing
+    assert model.info["postprocess"]["edge_margin_box"] == pytest.approx(model.info["edge_margin"]["box"])
+    assert model.info["edge_margin"]["from_labels"] > 0
 
 
 def test_fit_command_writes_a_tuned_model(sim_dataset, tmp_path):
@@ -209,3 +212,4 @@ def test_fit_command_writes_a_tuned_model(sim_dataset, tmp_path):
     model = load_model(tmp_path / "fit.pt")
     assert model.threshold is not None and "box_px_tried" in model.info["dataset"]
     assert f"box {model.box_px:g} px" in result.output
+    assert f"edge margin {model.info['postprocess']['edge_margin_box']:.2f} box" in result.output
