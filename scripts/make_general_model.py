@@ -3,9 +3,10 @@
     python scripts/make_general_model.py [--realdata ../shared/realdata] [--work /tmp/deeppick-general]
 
 Recipe: :func:`deeppick.pretrain.pretrain` on a balanced mix of the train splits of the three annotated
-real packs (ribosome80s-10028, betagal-10017, cryoppp-10059; at most ``--max-train`` micrographs each)
-and the six simulated molecules of :func:`deeppick.pretrain.simulate_zoo` (written under ``--work``,
-never into the repository); the F2 threshold is chosen on the pooled held-out micrographs of all nine
+real packs (ribosome80s-10028, betagal-10017, cryoppp-10059; all their train micrographs unless
+``--max-train`` says fewer) and the six simulated molecules of :func:`deeppick.pretrain.simulate_zoo`
+(written under ``--work``, never into the repository, with enough micrographs for each molecule's share
+of ``--positives``); the F2 threshold is chosen on the pooled held-out micrographs of all nine
 sources. The recipe, the sources and their counts are stored in the model's ``info`` and in
 ``deeppick/pretrained/general.json``.
 """
@@ -30,8 +31,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "deeppick" / "pretrained" / "general.pt")
     parser.add_argument("--positives", type=int, default=10_000, help="particles in the mix (DeepPicker: 10,000)")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: TrainConfig's]")
-    parser.add_argument("--max-train", type=int, default=4, help="train micrographs per real pack")
+    parser.add_argument("--max-train", type=int, default=None,
+                        help="train micrographs per source [default: all; each source's quota spreads over them]")
     parser.add_argument("--max-valid", type=int, default=1, help="threshold micrographs per source")
+    parser.add_argument("--zoo-micrographs", type=int, default=None,
+                        help="micrographs per simulated molecule [default: enough for each molecule's quota]")
     parser.add_argument("--fast", action="store_true", help="choose the threshold scanning without rotations")
     args = parser.parse_args(argv)
 
@@ -39,7 +43,7 @@ def main(argv=None) -> int:
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import PretrainConfig, pretrain, simulate_zoo
+    from deeppick.pretrain import ZOO_DIAMETERS_PX, PretrainConfig, pretrain, simulate_zoo
     from deeppick.scan import ScanConfig
     from deeppick.train import TrainConfig
 
@@ -48,7 +52,10 @@ def main(argv=None) -> int:
         print(f"needs the real packs {', '.join(missing)} in {args.realdata}")
         return 1
     start = time.perf_counter()
-    zoo = simulate_zoo(args.work / "zoo", n_micrographs=8)
+    if args.zoo_micrographs:
+        zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs)
+    else:
+        zoo = _zoo_for_quota(args.work, -(-args.positives // (len(PACKS) + len(ZOO_DIAMETERS_PX))))
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
     train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
@@ -60,9 +67,12 @@ def main(argv=None) -> int:
         "script": "scripts/make_general_model.py",
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                       if k not in ("realdata", "work", "out")},
-        "real_packs": {p: "train split, first %d micrographs" % args.max_train for p in PACKS},
-        "simulated_zoo": "deeppick.pretrain.simulate_zoo(n_micrographs=8): 6 molecules, 1024 px, SNR 0.1, "
-                         "density 0.15, diameters deeppick.pretrain.ZOO_DIAMETERS_PX",
+        "real_packs": {p: "train split" + (f", first {args.max_train} micrographs" if args.max_train else "")
+                       for p in PACKS},
+        "simulated_zoo": "deeppick.pretrain.simulate_zoo: 6 molecules, 1024 px, SNR 0.1, density 0.15, diameters "
+                         "deeppick.pretrain.ZOO_DIAMETERS_PX; micrographs per molecule"
+                         + ("" if args.zoo_micrographs else " (enough for its quota)") + ": "
+                         + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),
         "threshold_scan": "no rotations" if args.fast else "default",
     }
     model.info.pop("history", None)  # keep the shipped file small and its metadata readable
@@ -77,6 +87,34 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+PILOT_MICROGRAPHS = 8
+
+
+def _zoo_for_quota(work: Path, quota: int) -> list[Path]:
+    """The simulated zoo with enough micrographs that every molecule can give ``quota`` train particles.
+
+    Large molecules fit few particles in a micrograph (klh-like: ~13 in 1024²), so a fixed count leaves
+    them far under quota. A pilot of 8 micrographs per molecule measures particles per micrograph; a
+    molecule short of its quota is simulated again with enough micrographs (75 % of them train).
+    """
+    import json as _json
+
+    from deeppick.pretrain import simulate_zoo
+
+    pilot = simulate_zoo(work / "zoo", n_micrographs=PILOT_MICROGRAPHS)
+    zoo = []
+    for folder in pilot:
+        entries = _json.loads((folder / "dataset.json").read_text())["micrographs"]
+        per_micrograph = sum(e["particles"] for e in entries) / len(entries)
+        needed = -(-quota // max(per_micrograph * 0.75, 1e-9))
+        n = max(PILOT_MICROGRAPHS, int(1.6 * needed))  # 1.6: particles cut by the edge are not used
+        if n == PILOT_MICROGRAPHS:
+            zoo.append(folder)
+        else:
+            zoo += simulate_zoo(work / f"zoo-{n}", molecules=[folder.name], n_micrographs=n)
+    return zoo
 
 
 if __name__ == "__main__":
