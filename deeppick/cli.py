@@ -6,14 +6,8 @@ Every command turns a :class:`~deeppick.errors.DeepPickError` into one line on s
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
-
-# Idle OpenMP threads sleep instead of spinning. On a shared node or beside another job, spinning threads
-# wait on descheduled peers: 2 threads then ran ~15× slower (measured at load 13 on 2 cores); on a quiet
-# machine passive waiting costs little. Set before torch loads; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click
 

@@ -58,3 +58,15 @@ def test_convert_to_single_topaz_table(tmp_path):
     result = CliRunner().invoke(cli, ["convert", str(tmp_path / "all.star"), str(tmp_path / "t.txt"), "--to", "coord"])
     assert result.exit_code == 0, result.output
     assert set(read_picks(tmp_path / "t.txt", "coord")["micrograph"]) == {"a", "b"}
+
+
+def test_importing_deeppick_makes_idle_openmp_threads_sleep_unless_the_user_chose():
+    import os
+
+    code = "import os, deeppick; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
