@@ -3,7 +3,8 @@
     python benchmarks/leave_one_out.py [--packs ribosome80s-10028 ...] [--max-test N] [--fast]
 
 For each annotated real pack: a general model is pretrained on the *other* packs' train splits plus the
-simulated molecule zoo (:func:`deeppick.pretrain.simulate_zoo`); it autopicks the held-out pack's test
+simulated molecule zoo (:func:`deeppick.pretrain.simulate_zoo_for_quota`: enough micrographs for each
+molecule's share of ``--positives``); it autopicks the held-out pack's test
 split at the pack's box with no labels (:func:`deeppick.pretrain.autopick`, one self-training round), and
 the candidates are evaluated against the references at 0.25 × diameter. AP before (general model) and
 after self-training are printed beside Topaz's general model (Bepler et al.). The Einstein-from-noise
@@ -62,7 +63,10 @@ def main(argv=None) -> int:
     parser.add_argument("--positives", type=int, default=10_000, help="particles in the pretraining mix")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: TrainConfig's]")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="most fine-tuning epochs")
-    parser.add_argument("--max-train", type=int, default=4, help="train micrographs per real source")
+    parser.add_argument("--max-train", type=int, default=None,
+                        help="train micrographs per source [default: all; each source's quota spreads over them]")
+    parser.add_argument("--zoo-micrographs", type=int, default=None,
+                        help="micrographs per simulated molecule [default: enough for each molecule's quota]")
     parser.add_argument("--max-valid", type=int, default=1, help="threshold micrographs per source")
     parser.add_argument("--max-test", type=int, default=None, help="autopick the first N test micrographs")
     parser.add_argument("--no-zoo", action="store_true", help="pretrain on the real packs only")
@@ -73,7 +77,8 @@ def main(argv=None) -> int:
     from deeppick.metrics import evaluate_picks
     from deeppick.model import load_model, save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import AutopickConfig, PretrainConfig, autopick, pretrain, simulate_zoo
+    from deeppick.pretrain import (ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick, pretrain, simulate_zoo,
+                                   simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
     from deeppick.train import TrainConfig
 
@@ -84,7 +89,13 @@ def main(argv=None) -> int:
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
     train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
     tune_config = TrainConfig() if args.finetune_epochs is None else TrainConfig(epochs=args.finetune_epochs)
-    zoo = [] if args.no_zoo else simulate_zoo(args.out / "zoo", n_micrographs=8)
+    quota = -(-args.positives // (len(PACKS) - 1 + len(ZOO_DIAMETERS_PX)))
+    if args.no_zoo:
+        zoo = []
+    elif args.zoo_micrographs:
+        zoo = simulate_zoo(args.out / "zoo", n_micrographs=args.zoo_micrographs)
+    else:
+        zoo = simulate_zoo_for_quota(args.out, quota)
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
     rows = []

@@ -46,7 +46,7 @@ from .train import TrainConfig, train_model
 
 __all__ = ["PretrainConfig", "AutopickConfig", "AutopickResult", "pretrain", "pretrain_patches",
            "pooled_threshold", "with_box", "autopick", "select_self_training", "shipped_model_path",
-           "load_general_model", "simulate_zoo", "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE"]
+           "load_general_model", "simulate_zoo", "simulate_zoo_for_quota", "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 SHIPPED_MODEL = "general.pt"
@@ -442,3 +442,32 @@ def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = N
                           diameters_px={m: diameters[m] for m in todo}, split_fractions=(0.75, 0.25, 0.0),
                           overwrite=True)
     return [out_dir / m for m in molecules]
+
+
+ZOO_PILOT_MICROGRAPHS = 8
+
+
+def simulate_zoo_for_quota(work: str | os.PathLike, quota: int, **kwargs) -> list[Path]:
+    """The simulated zoo with enough micrographs that every molecule can give ``quota`` train particles.
+
+    Large molecules fit few particles in a micrograph (klh-like: ~19 in 1024², ~13 of them usable), so a
+    fixed count leaves them far under quota. A pilot of 8 micrographs per molecule (``work/zoo``)
+    measures particles per micrograph; a molecule short of its quota is simulated again with enough
+    micrographs (``work/zoo-N``; 75 % of them train, × 1.6 for particles too near the edge to use).
+    ``kwargs`` go to :func:`simulate_zoo`.
+    """
+    import json
+
+    work = Path(work)
+    zoo = []
+    molecules = kwargs.pop("molecules", None)
+    for folder in simulate_zoo(work / "zoo", molecules, n_micrographs=ZOO_PILOT_MICROGRAPHS, **kwargs):
+        entries = json.loads((folder / "dataset.json").read_text())["micrographs"]
+        per_micrograph = sum(e["particles"] for e in entries) / len(entries)
+        needed = math.ceil(quota / max(per_micrograph * 0.75, 1e-9))
+        n = max(ZOO_PILOT_MICROGRAPHS, int(1.6 * needed))
+        if n == ZOO_PILOT_MICROGRAPHS:
+            zoo.append(folder)
+        else:
+            zoo += simulate_zoo(work / f"zoo-{n}", molecules=[folder.name], n_micrographs=n, **kwargs)
+    return zoo

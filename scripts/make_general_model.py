@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import ZOO_DIAMETERS_PX, PretrainConfig, pretrain, simulate_zoo
+    from deeppick.pretrain import ZOO_DIAMETERS_PX, PretrainConfig, pretrain, simulate_zoo, simulate_zoo_for_quota
     from deeppick.scan import ScanConfig
     from deeppick.train import TrainConfig
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     if args.zoo_micrographs:
         zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs)
     else:
-        zoo = _zoo_for_quota(args.work, -(-args.positives // (len(PACKS) + len(ZOO_DIAMETERS_PX))))
+        zoo = simulate_zoo_for_quota(args.work, -(-args.positives // (len(PACKS) + len(ZOO_DIAMETERS_PX))))
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
     train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
@@ -87,34 +87,6 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - start:.0f} s")
     return 0
-
-
-PILOT_MICROGRAPHS = 8
-
-
-def _zoo_for_quota(work: Path, quota: int) -> list[Path]:
-    """The simulated zoo with enough micrographs that every molecule can give ``quota`` train particles.
-
-    Large molecules fit few particles in a micrograph (klh-like: ~13 in 1024²), so a fixed count leaves
-    them far under quota. A pilot of 8 micrographs per molecule measures particles per micrograph; a
-    molecule short of its quota is simulated again with enough micrographs (75 % of them train).
-    """
-    import json as _json
-
-    from deeppick.pretrain import simulate_zoo
-
-    pilot = simulate_zoo(work / "zoo", n_micrographs=PILOT_MICROGRAPHS)
-    zoo = []
-    for folder in pilot:
-        entries = _json.loads((folder / "dataset.json").read_text())["micrographs"]
-        per_micrograph = sum(e["particles"] for e in entries) / len(entries)
-        needed = -(-quota // max(per_micrograph * 0.75, 1e-9))
-        n = max(PILOT_MICROGRAPHS, int(1.6 * needed))  # 1.6: particles cut by the edge are not used
-        if n == PILOT_MICROGRAPHS:
-            zoo.append(folder)
-        else:
-            zoo += simulate_zoo(work / f"zoo-{n}", molecules=[folder.name], n_micrographs=n)
-    return zoo
 
 
 if __name__ == "__main__":

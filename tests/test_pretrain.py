@@ -20,7 +20,7 @@ from deeppick.model import load_model
 from deeppick.pipeline import PickConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, PretrainConfig, autopick,
                                load_general_model, pretrain, pretrain_patches, select_self_training,
-                               shipped_model_path, with_box)
+                               shipped_model_path, simulate_zoo_for_quota, with_box)
 from deeppick.scan import ScanConfig
 from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
 from deeppick.train import TrainConfig
@@ -225,3 +225,16 @@ def test_shipped_model_loads_and_picks_a_simulated_micrograph():
     picks = pick_micrograph(with_box(model, 64), sim.image, "sim", PickConfig(scan=ScanConfig(rotations=False)))
     ev = evaluate_picks(picks, sim.picks("sim"), 64)
     assert ev.recall >= 0.5 and ev.precision >= 0.5
+
+
+def test_zoo_for_quota_simulates_enough_micrographs_for_large_molecules(tmp_path):
+    quota = 40
+    zoo = simulate_zoo_for_quota(tmp_path, quota, molecules=["klh-like", "globular"], size_px=384)
+    assert [p.name for p in zoo] == ["klh-like", "globular"]
+    counts = {}
+    for folder in zoo:
+        ds = load_dataset(folder)
+        counts[folder.name] = (len(ds.paths()), int(ds.picks["micrograph"].isin(ds.stems("train")).sum()))
+    # the small molecule fills its quota from the 8-micrograph pilot; the large one needed more micrographs
+    assert counts["globular"][0] == 8 and counts["globular"][1] >= quota
+    assert counts["klh-like"][0] > 8 and counts["klh-like"][1] >= quota
