@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from deeppick.pretrain import load_general_model
 
     model = load_general_model(args.model)
-    result = einstein_from_noise(model, Path("."), n=args.n, box_px=args.box_px)
+    result = einstein_from_noise(model, n=args.n, box_px=args.box_px)
     print(json.dumps({"model": str(args.model or "shipped"), **result}))
     print(f"{result['below']:.1%} of {result['n_candidates']} candidate scores below the threshold "
           f"{result['threshold']:.3f} (goal ≥ 95 %); {result['picks_per_micrograph']:.1f} picks per micrograph")

@@ -34,7 +34,7 @@ TOPAZ_GENERAL_AP = {"ribosome80s-10028": 0.74, "betagal-10017": 0.41, "cryoppp-1
 MATCH_FRACTION_OF_DIAMETER = 0.25
 
 
-def einstein_from_noise(model, out: Path, n: int = 3, box_px: float = 56.0, pick_config=None) -> dict:
+def einstein_from_noise(model, n: int = 3, box_px: float = 56.0, pick_config=None) -> dict:
     """Fraction of candidate scores below the model's threshold on particle-free simulated micrographs."""
     import numpy as np
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         match_px = MATCH_FRACTION_OF_DIAMETER * held.diameter_px
         before, after = (evaluate_picks(c, held.picks, box, match_px=match_px, threshold=model.threshold,
                                         micrographs=stems) for c in (result.candidates[0], result.candidates[-1]))
-        noise = einstein_from_noise(model, args.out, box_px=56.0, pick_config=pick_config)
+        noise = einstein_from_noise(model, box_px=56.0, pick_config=pick_config)
         row = {"pack": pack, "topaz_ap": TOPAZ_GENERAL_AP[pack], "ap_general": before.ap, "ap_self_trained": after.ap,
                "f2_self_trained": after.f2, "precision": after.precision, "recall": after.recall,
                "threshold": model.threshold, "n_top": result.n_top, "n_test": len(test), "box_px": box,
