@@ -424,7 +424,8 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
 
     Trains one model per box (1.0× and 1.3× the particle diameter) and low-pass, keeps the one with the
     best AP on the valid split (or held-out train micrographs), decides whether the large-region
-    cleaning helps, and stores the F2-optimal threshold: 'deeppick pick' then needs only the model.
+    cleaning helps and how wide the peak window is (narrower where particles crowd), and stores the
+    F2-optimal threshold: 'deeppick pick' then needs only the model.
     """
     from .datasets import load_dataset
     from .model import save_model
@@ -437,6 +438,7 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
     info = model.info
     click.echo(f"wrote {output}: box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} "
                f"model px, cleaning {'on' if info['postprocess']['max_area_factor'] != float('inf') else 'off'}, "
+               f"peak window {info['postprocess']['peak_window_box']:g} box, "
                f"edge margin {info['postprocess']['edge_margin_box']:.2f} box; "
                f"held-out AP {info['threshold']['ap']:.3f}, F2 {info['threshold']['fbeta']:.3f} at threshold "
                f"{model.threshold:.3f}")
@@ -445,7 +447,8 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
 # --- pick / evaluate ----------------------------------------------------------------------------------
 
 
-def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range=None, edge_margin=None):
+def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range=None, edge_margin=None,
+                 peak_window=None):
     """PickConfig from CLI options on top of the post-processing stored in ``model``."""
     from dataclasses import replace
 
@@ -454,7 +457,8 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
 
     post = postprocess_config(model)
     post = replace(post, top_n=post.top_n if top is None else top, sd_range=tuple(sd_range) if sd_range else post.sd_range,
-                   edge_margin_box=post.edge_margin_box if edge_margin is None else edge_margin)
+                   edge_margin_box=post.edge_margin_box if edge_margin is None else edge_margin,
+                   peak_window_box=post.peak_window_box if peak_window is None else peak_window)
     return PickConfig(scan=ScanConfig(step_px=step_px, rotations=not no_rotations), post=post,
                       threshold=threshold, keep_all=keep_all)
 
@@ -478,10 +482,13 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
 @click.option("--edge-margin", type=float,
               help="drop picks centred nearer the edge than this × box (default: the model's, learned from its "
                    "training labels, else 0.5: the box inside the micrograph; 0 keeps all)")
+@click.option("--peak-window", type=float,
+              help="one pick per window of this × box, picks ≥ half of it apart (default: the model's, chosen "
+                   "by 'fit' on held-out micrographs, else 0.8; lower it for crowded particles)")
 @click.option("--overwrite", is_flag=True, help="re-pick micrographs that already have an output file")
 @user_errors
 def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
-         edge_margin, overwrite):
+         edge_margin, peak_window, overwrite):
     """Pick particles in micrographs with a trained model.
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default.
@@ -492,7 +499,7 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
     from .pipeline import effective_threshold, pick_micrographs
 
     model = load_model(model_path, device=default_device())
-    config = _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range, edge_margin)
+    config = _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_range, edge_margin, peak_window)
     paths = list_micrographs(micrographs)
     result = pick_micrographs(model, paths, output, fmt, config, overwrite=overwrite, progress=len(paths) > 1)
     click.echo(result.summary(output, effective_threshold(model, config), keep_all))
@@ -634,11 +641,14 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
 @click.option("--edge-margin", type=float,
               help="drop picks centred nearer the edge than this × box [default: 0.5, the box inside the micrograph]")
+@click.option("--peak-window", type=float,
+              help="one pick per window of this × box [default: 0.8, picks ≥ 0.4 box apart; lower it for crowded "
+                   "particles]")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @user_errors
 def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, fmt, threshold, keep_all, step_px,
-             no_rotations, edge_margin, seed, quiet):
+             no_rotations, edge_margin, peak_window, seed, quiet):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/<micrograph>.star and OUTPUT/autopick_model.pt. No coordinate file is read.
@@ -649,7 +659,8 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
     from .train import TrainConfig
 
     model = load_general_model(model_path, device=default_device())
-    pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None, edge_margin=edge_margin)
+    pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None, edge_margin=edge_margin,
+                               peak_window=peak_window)
     result = run_autopick(model, list(micrographs), box_px, output,
                           AutopickConfig(iterations=iterations, top=top, seed=seed),
                           TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet)

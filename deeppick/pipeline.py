@@ -5,7 +5,8 @@
 table in micrograph pixels. ``pick_micrographs`` runs it over many files, writing one coordinate file per
 micrograph atomically, skipping those already written (so an interrupted run resumes), and going on past
 micrographs that cannot be read. ``select_threshold`` picks held-out labelled micrographs and stores the
-F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`).
+F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess`` also chooses
+the cleaning rule and peak window there, and ``fit_dataset`` (``deeppick fit``) does all of it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .model import PickerModel
 from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
                           learn_edge_margin, sort_picks, top_n)
 from .preprocess import PreprocessConfig, prepare_micrograph
-from .scan import ScanConfig, scan_micrograph
+from .scan import ScanConfig, ScoreMap, scan_micrograph
 from .threshold import choose_threshold
 
 DEFAULT_THRESHOLD = 0.5  # a model without a chosen threshold picks where the particle class wins
@@ -91,8 +92,23 @@ def pick_micrograph(model: PickerModel, image: np.ndarray, name: str, config: Pi
         Picks table (centres in micrograph px), best score first: candidates at or above the threshold,
         or every candidate with ``config.keep_all``; at most ``top_n`` of them (see :func:`postprocess_config`).
     """
-    prepared = prepare_micrograph(image, model.box_px, model.preprocess, path=str(path or name))
-    score_map = scan_micrograph(model, prepared, config.scan)
+    return picks_from_score_map(model, image, name, score_micrograph(model, image, config, path or name), config)
+
+
+def score_micrograph(model: PickerModel, image: np.ndarray, config: PickConfig = PickConfig(),
+                     path: str | os.PathLike | None = None) -> ScoreMap:
+    """The score map of one micrograph: prepare it for ``model`` and scan it (``config.scan``)."""
+    prepared = prepare_micrograph(image, model.box_px, model.preprocess, path=str(path or "micrograph"))
+    return scan_micrograph(model, prepared, config.scan)
+
+
+def picks_from_score_map(model: PickerModel, image: np.ndarray, name: str, score_map: ScoreMap,
+                         config: PickConfig = PickConfig()) -> pd.DataFrame:
+    """The post-processing half of :func:`pick_micrograph`: cleaning, peaks, edge and pixel filters, threshold.
+
+    ``score_map`` comes from :func:`score_micrograph` of the same ``image``; one map serves any number of
+    post-processing settings (the held-out choices of :func:`fit_dataset` scan each micrograph once).
+    """
     post = postprocess_config(model, config)
     cleaned = clean_score_map(score_map.scores, post.score_threshold, post.max_area_factor)
     window_grid = post.peak_window_box * model.preprocess.model_px / score_map.model_step_px
@@ -206,12 +222,18 @@ def select_threshold(model: PickerModel, paths: list[Path], references: pd.DataF
                           "give a dataset with a 'valid' split or --validation DIR")
     evaluation, _ = evaluate_model(model, paths, references, replace(config, threshold=None), match_fraction,
                                    match_px, beta)
+    return _store_threshold(model, evaluation, paths, beta, config.candidate_min_score)
+
+
+def _store_threshold(model: PickerModel, evaluation: Evaluation, paths: list[Path], beta: float,
+                     candidate_min_score: float) -> PickerModel:
+    """Set ``model.threshold`` to the F-beta optimum of ``evaluation`` (held-out ``paths``) and record it."""
     threshold, fbeta = choose_threshold(evaluation, beta)
     if not np.isfinite(threshold):
         raise ConfigError(f"no pick on the {len(paths)} validation micrograph(s) matched a reference; "
                           "the model has not learned these particles (check --box-px and the labels)")
     # A threshold below the candidate floor cannot be reproduced by pick: clamp it to the floor.
-    threshold = max(float(threshold), config.candidate_min_score)
+    threshold = max(float(threshold), candidate_min_score)
     model.threshold = threshold
     model.info["threshold"] = {
         "value": threshold, "beta": beta, "fbeta": float(fbeta), "ap": float(evaluation.ap),
@@ -260,8 +282,10 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
     ``box_px``, one model is trained per box ``factor × diameter_px`` in ``box_factors`` and the one with
     the best AP on the held-out micrographs is kept (matched at 0.2 × diameter for all, so the boxes are
     compared fairly). At that box, the first entry of ``lowpass_sigmas_model_px`` having been used, a
-    model is trained with each other low-pass σ and the best held-out AP wins again. ``info`` records
-    the micrographs used for training and threshold, and the AP of every box and low-pass tried.
+    model is trained with each other low-pass σ and the best held-out AP wins again. Each model is
+    compared at its best post-processing (cleaning and peak window, :func:`choose_postprocess`), which
+    the kept model stores. ``info`` records the micrographs used for training and threshold, and the AP
+    of every box and low-pass tried.
     """
     train_paths, valid_paths = split_for_threshold(dataset)
     if max_micrographs is not None:
@@ -277,7 +301,7 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
     def fit(box: float, sigma: float) -> PickerModel:
         preprocess = replace(PreprocessConfig(), lowpass_sigma_model_px=sigma)
         model = _train_for_box(dataset, train_paths, box, preprocess, train_config, patch_config, progress)
-        return select_threshold(model, valid_paths, dataset.picks, pick_config, match_px=match_px)
+        return choose_postprocess(model, valid_paths, dataset.picks, pick_config, match_px=match_px)
 
     best, tried_box, tried_sigma = None, {}, {}
     for box in boxes:
@@ -291,7 +315,6 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
         tried_sigma[sigma] = model.info["threshold"]["ap"]
         if tried_sigma[sigma] > best.info["threshold"]["ap"]:
             best = model
-    best = _choose_cleaning(best, valid_paths, dataset.picks, pick_config, match_px)
     best.info["dataset"] = {"name": dataset.name, "train": [micrograph_stem(p) for p in train_paths],
                             "threshold": [micrograph_stem(p) for p in valid_paths],
                             "box_px_tried": {f"{b:g}": ap for b, ap in tried_box.items()},
@@ -337,22 +360,53 @@ def adopt_label_edge_margin(model: PickerModel, patch_set) -> PickerModel:
     return model
 
 
-def _choose_cleaning(model: PickerModel, paths: list[Path], references: pd.DataFrame, pick_config: PickConfig,
-                     match_px: float) -> PickerModel:
-    """Keep DeepPicker's large-region cleaning unless switching it off gives a better held-out AP.
+# Peak windows (× box) tried on the held-out micrographs. DeepPicker's 0.8 (picks ≥ 0.4 box apart) suits
+# particles that keep their distance; where they crowd, neighbours sit closer and the window hides them
+# (cryoppp-10059: a quarter of the labels have a neighbour within 20 px = 0.56 box; window 0.8 leaves
+# candidates near only 61 % of the test labels, 0.4 near 85 %).
+PEAK_WINDOWS_BOX = (0.8, 0.6, 0.4)
 
-    In crowded micrographs touching particles merge into regions several particles large, which the
-    rule removes as if they were ice (cryoppp-10059 valid AP 0.27 with it, 0.34 without). The choice
-    is stored in the model (``info['postprocess']``) and ``pick`` follows it.
+
+def choose_postprocess(model: PickerModel, paths: list[Path], references: pd.DataFrame,
+                       pick_config: PickConfig = PickConfig(), match_px: float | None = None,
+                       windows_box=PEAK_WINDOWS_BOX, beta: float = BETA) -> PickerModel:
+    """Choose the cleaning rule and the peak window on held-out labelled micrographs; store them and the
+    F-beta threshold in ``model``.
+
+    Every combination of DeepPicker's large-region cleaning (on, off) and peak window (``windows_box``)
+    picks the held-out ``paths``, scanned once each, and the best AP wins; ties keep the earlier setting
+    (cleaning on, the widest window: the paper's). In crowded micrographs touching particles merge into
+    regions several particles large, which the cleaning removes as if they were ice (cryoppp-10059 valid
+    AP 0.27 with it, 0.34 without), and close neighbours need a narrower window. The choice is stored in
+    ``info['postprocess']`` (``pick`` follows it), the AP of each in ``info['postprocess_tried']``, and the
+    threshold as :func:`select_threshold` does.
     """
+    if not paths:
+        raise ConfigError("no held-out labelled micrographs to choose the threshold on; "
+                          "give a dataset with a 'valid' split or --validation DIR")
     base = postprocess_config(model, pick_config)
-    off = replace(base, max_area_factor=float("inf"))
-    trial = select_threshold(PickerModel(net=model.net, arch=model.arch, box_px=model.box_px,
-                                         preprocess=model.preprocess, arch_kwargs=model.arch_kwargs,
-                                         info=dict(model.info)),
-                             paths, references, replace(pick_config, post=off), match_px=match_px)
-    cleaning_ap, plain_ap = model.info["threshold"]["ap"], trial.info["threshold"]["ap"]
-    chosen = trial if plain_ap > cleaning_ap else model
-    chosen.info["postprocess"] = (off if chosen is trial else base).to_dict()
-    chosen.info["cleaning_ap"] = {"with_cleaning": cleaning_ap, "without": plain_ap}
-    return chosen
+    settings = []
+    for cleaning in dict.fromkeys([base.max_area_factor, float("inf")]):
+        for window in dict.fromkeys([float(w) for w in windows_box] or [base.peak_window_box]):
+            settings.append(replace(base, max_area_factor=cleaning, peak_window_box=window))
+    scored = []
+    for path in paths:
+        path = Path(path)
+        image = read_micrograph(path)
+        scored.append((micrograph_stem(path), image, score_micrograph(model, image, pick_config, path)))
+    stems = [stem for stem, _, _ in scored]
+    tried, best = {}, None
+    for post in settings:
+        config = replace(pick_config, post=post, keep_all=True)
+        candidates = concat_picks([picks_from_score_map(model, image, stem, score_map, config)
+                                   for stem, image, score_map in scored])
+        evaluation = evaluate_picks(candidates, references, model.box_px, match_px=match_px, beta=beta,
+                                    micrographs=stems)
+        cleaning = "off" if post.max_area_factor == float("inf") else "on"
+        tried[f"cleaning {cleaning}, window {post.peak_window_box:g}"] = float(evaluation.ap)
+        if best is None or evaluation.ap > best[0].ap:
+            best = (evaluation, post)
+    evaluation, post = best
+    model.info["postprocess"] = post.to_dict()
+    model.info["postprocess_tried"] = tried
+    return _store_threshold(model, evaluation, [Path(p) for p in paths], beta, pick_config.candidate_min_score)

@@ -4,6 +4,8 @@ files, the threshold is chosen on held-out micrographs and travels in the model 
 from __future__ import annotations
 
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,8 +16,8 @@ from deeppick.io import read_micrograph, read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
-from deeppick.pipeline import (PickConfig, adopt_label_edge_margin, effective_threshold, pick_micrograph,
-                               pick_micrographs, pick_paths, select_threshold)
+from deeppick.pipeline import (PickConfig, adopt_label_edge_margin, choose_postprocess, effective_threshold,
+                               pick_micrograph, pick_micrographs, pick_paths, select_threshold)
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import prepare_micrograph
 from deeppick.scan import model_step_px, score_positions
@@ -127,6 +129,33 @@ def test_threshold_is_chosen_on_validation_and_saved(sim_dataset, trained, tmp_p
     assert effective_threshold(again, PickConfig(threshold=0.9)) == 0.9
 
 
+def test_narrow_peak_window_is_chosen_where_references_crowd(sim_dataset, trained):
+    # References closer than DeepPicker's 0.4 box: every local maximum of the score map in a 0.25-box
+    # window, background ones included (no score floor). The 0.8 window must hide some of them, so the
+    # held-out choice has to take a narrower one.
+    model = load_model(trained)
+    valid = sim_dataset.paths("valid")
+    every_peak = PickConfig(candidate_min_score=0.0)
+    narrow = replace(PostprocessConfig(), peak_window_box=0.25, max_area_factor=float("inf"))
+    crowd = pick_paths(model, valid, replace(every_peak, post=narrow, keep_all=True))
+    close = 0
+    for _, one in crowd.groupby("micrograph"):
+        xy = one[["x", "y"]].to_numpy()
+        nearest = np.sort(np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1)), axis=1)[:, 1]
+        close += int((nearest < 0.4 * DIAMETER_PX).sum())
+    assert close >= 2  # the test means something only if some references are closer than 0.4 box
+    chosen = choose_postprocess(model, valid, crowd, every_peak, windows_box=(0.8, 0.25))
+    tried = chosen.info["postprocess_tried"]
+    assert set(tried) == {f"cleaning {c}, window {w}" for c in ("on", "off") for w in ("0.8", "0.25")}
+    assert tried["cleaning off, window 0.25"] > tried["cleaning off, window 0.8"]
+    assert chosen.info["postprocess"]["peak_window_box"] == 0.25
+    assert chosen.info["threshold"]["ap"] == max(tried.values())
+    # pick follows the stored choice: it finds the crowded references again, at the stored AP
+    picks = pick_paths(chosen, valid, replace(every_peak, keep_all=True))
+    ev = evaluate_picks(picks, crowd, box_px=DIAMETER_PX, micrographs=[p.stem for p in valid])
+    assert ev.ap == pytest.approx(chosen.info["threshold"]["ap"])
+
+
 def test_batch_resumes_and_goes_on_past_a_bad_micrograph(sim_dataset, trained, tmp_path):
     model = load_model(trained)
     good = sim_dataset.paths("test")
@@ -176,6 +205,20 @@ def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
                               rows - 1 - margin_picks["y"]])
     assert len(margin_picks) and (edge >= 1.5 * DIAMETER_PX).all()
     assert len(margin_picks) < len(picks)
+    # --peak-window: a wider window leaves fewer candidates, each pair at least half a window apart
+    result = runner.invoke(cli, ["pick", "--model", str(trained), "--micrographs", str(mics), "--keep-all",
+                                 "--peak-window", "2", "-o", str(tmp_path / "wide")])
+    assert result.exit_code == 0, result.output
+    wide = read_picks(tmp_path / "wide")
+    assert 0 < len(wide) < len(picks)
+    for _, one in wide.groupby("micrograph"):
+        xy = one[["x", "y"]].to_numpy()
+        apart = np.abs(xy[:, None] - xy[None]).max(axis=2) + np.eye(len(xy)) * 1e9
+        assert apart.min() >= DIAMETER_PX - 1  # Chebyshev distance ≥ half of 2 boxes, less sub-pixel shifts
+    result = runner.invoke(cli, ["pick", "--model", str(trained), "--micrographs", str(mics),
+                                 "--peak-window", "-1", "-o", str(tmp_path / "bad_window")])
+    assert result.exit_code == 2 and "peak_window_box must be positive" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
@@ -196,10 +239,12 @@ def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
     assert model.info["dataset"]["threshold"] == sim_dataset.stems("valid")
     assert not set(model.info["dataset"]["train"]) & set(sim_dataset.stems("valid"))
     assert model.threshold is not None
-    # the cleaning rule was tried both ways on the held-out micrographs and the better one is stored
-    ap = model.info["cleaning_ap"]
-    stored = model.info["postprocess"]["max_area_factor"]
-    assert stored == (float("inf") if ap["without"] > ap["with_cleaning"] else 4.0)
+    # cleaning and peak window were tried on the held-out micrographs and the best is stored
+    tried = model.info["postprocess_tried"]
+    assert len(tried) == 6
+    stored = model.info["postprocess"]
+    key = f"cleaning {'off' if stored['max_area_factor'] == float('inf') else 'on'}, window {stored['peak_window_box']:g}"
+    assert tried[key] == max(tried.values()) == pytest.approx(model.info["threshold"]["ap"])
     # the edge margin the train labels keep is stored with the chosen post-processing
     assert model.info["postprocess"]["edge_margin_box"] == pytest.approx(model.info["edge_margin"]["box"])
     assert model.info["edge_margin"]["from_labels"] > 0
@@ -213,3 +258,4 @@ def test_fit_command_writes_a_tuned_model(sim_dataset, tmp_path):
     assert model.threshold is not None and "box_px_tried" in model.info["dataset"]
     assert f"box {model.box_px:g} px" in result.output
     assert f"edge margin {model.info['postprocess']['edge_margin_box']:.2f} box" in result.output
+    assert f"peak window {model.info['postprocess']['peak_window_box']:g} box" in result.output
