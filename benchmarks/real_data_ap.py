@@ -6,7 +6,7 @@ candidate, and evaluate at 0.25 × diameter_px. Prints AP next to the target and
 general model on the same test splits.
 
 Usage: ``python benchmarks/real_data_ap.py [--packs ribosome80s-10028 ...] [--epochs 30]
-[--max-micrographs N] [--out DIR]``
+[--max-micrographs N] [--near-negatives R] [--out DIR]``
 Needs ../shared/realdata (the real packs); takes several minutes per pack on 2 cores.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from deeppick.datasets import load_dataset
 from deeppick.model import save_model
+from deeppick.patches import PatchConfig
 from deeppick.pipeline import PickConfig, evaluate_model, fit_dataset
 from deeppick.train import TrainConfig
 
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--max-micrographs", type=int, default=None,
                         help="train micrographs per pack [default: the whole train split, as issue 5 asks]")
+    parser.add_argument("--near-negatives", type=float, default=PatchConfig().near_negative_ratio,
+                        help="near-miss background patches per particle (PatchConfig.near_negative_ratio)")
     parser.add_argument("--out", type=Path, default=None, help="also save each model here")
     args = parser.parse_args()
 
@@ -44,7 +47,8 @@ def main() -> None:
     for pack in args.packs:
         ds = load_dataset(REALDATA / pack)
         start = time.perf_counter()
-        model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs)
+        model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs,
+                            patch_config=PatchConfig(near_negative_ratio=args.near_negatives))
         trained = time.perf_counter() - start
         if args.out:
             save_model(model, args.out / f"{pack}.pt")
@@ -52,7 +56,10 @@ def main() -> None:
         start = time.perf_counter()
         ev, _ = evaluate_model(model, test, ds.picks, PickConfig(), match_px=0.25 * ds.diameter_px)
         picked = time.perf_counter() - start
+        post = model.info["postprocess"]
         row = {"pack": pack, "box_px": model.box_px, "val_patch_acc": model.info["val_accuracy"],
+               "peak_window_box": post["peak_window_box"], "cleaning": post["max_area_factor"] != float("inf"),
+               "valid_AP": model.info["threshold"]["ap"],
                "threshold": model.threshold, "AP": ev.ap, "target": TARGET_AP.get(pack), "topaz": TOPAZ_AP.get(pack),
                "precision": ev.precision, "recall": ev.recall, "F2": ev.f2, "centre_err_box": ev.centre_error_box,
                "train_s": trained, "pick_s_per_mic": picked / len(test)}

@@ -279,6 +279,9 @@ def _patch_source_options(func):
                      help="coordinates of explicit background (ice, carbon, bad particles): file or folder"),
         click.option("--negative-ratio", type=float, default=1.0, show_default=True,
                      help="random background patches per particle (≥ 0.6 box from every particle)"),
+        click.option("--near-negatives", "near_negative_ratio", type=float,
+                     help="background patches per particle beside a particle (0.3–0.6 box from it): off-centre "
+                          "views that teach where the centre is [default: PatchConfig's]"),
         click.option("--max-per-micrograph", type=int, help="use at most this many particles per micrograph"),
         click.option("--max-micrographs", type=int, help="use at most the first N micrographs"),
         click.option("--seed", type=int, default=0, show_default=True, help="random seed"),
@@ -288,14 +291,18 @@ def _patch_source_options(func):
     return func
 
 
-def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, negative_ratio,
+def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, negative_ratio, near_negative_ratio,
                       max_per_micrograph, max_micrographs, seed, progress=True):
     """The patch set named by the shared options, and the dataset it came from (or None)."""
+    from dataclasses import replace
+
     from .errors import ConfigError
     from .io import list_micrographs, read_picks
     from .patches import PatchConfig, extract_dataset_patches, extract_patches
 
     config = PatchConfig(negative_ratio=negative_ratio, max_positives_per_micrograph=max_per_micrograph)
+    if near_negative_ratio is not None:
+        config = replace(config, near_negative_ratio=near_negative_ratio)
     neg = read_picks(negatives) if negatives is not None else None
     if dataset is not None:
         if micrographs is not None or coords is not None:

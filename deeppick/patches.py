@@ -78,9 +78,22 @@ class PatchConfig:
 
     negative_ratio: float = 1.0  # random negatives per positive (DeepPicker §4.3: as many as positives)
     min_negative_distance_box: float = 0.6  # random negatives lie ≥ 0.6 box from every particle (DeepPicker §4.3)
+    # ours: extra "near-miss" negatives per positive, off-centre views of a particle: beside a labelled
+    # particle, between near_negative_min_box and min_negative_distance_box from it and at least
+    # near_negative_min_box from every particle. They teach the network where a particle's centre is;
+    # 0 keeps DeepPicker's far negatives only.
+    near_negative_ratio: float = 0.0
+    near_negative_min_box: float = 0.3
     max_positives_per_micrograph: int | None = None  # subsample crowded/large micrographs; None keeps all
     # 0.5: a positive whose box is mostly off the image shows little particle (ours)
     min_inside_fraction: float = 0.5
+
+    def __post_init__(self):
+        if not self.negative_ratio >= 0 or not self.near_negative_ratio >= 0:
+            raise ConfigError(f"negative ratios must be ≥ 0, got {self.negative_ratio} and {self.near_negative_ratio}")
+        if self.near_negative_ratio and not 0 <= self.near_negative_min_box < self.min_negative_distance_box:
+            raise ConfigError(f"near-miss negatives need 0 ≤ near_negative_min_box < min_negative_distance_box, "
+                              f"got {self.near_negative_min_box} and {self.min_negative_distance_box}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,6 +285,39 @@ def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n:
     return np.concatenate(found) if found else np.zeros((0, 2))
 
 
+def sample_near_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, min_distance_px: float,
+                                 max_distance_px: float, rng: np.random.Generator, max_tries: int = 50) -> np.ndarray:
+    """Draw up to ``n`` centres beside particles: each lies ``min_distance_px`` to ``max_distance_px`` from a
+    randomly chosen particle (uniform in distance and direction), at least ``min_distance_px`` from every
+    particle, and inside the image of ``shape``.
+
+    Returns an (M, 2) array of ``(x, y)`` centres, ``M <= n`` (fewer where particles crowd so closely that
+    no such place is left, or when there are no particles).
+    """
+    from scipy.spatial import cKDTree
+
+    particles_xy = np.asarray(particles_xy, dtype=np.float64).reshape(-1, 2)
+    if n <= 0 or not len(particles_xy) or not max_distance_px > min_distance_px:
+        return np.zeros((0, 2))
+    rows, cols = shape
+    tree = cKDTree(particles_xy)
+    found, n_found = [], 0
+    for _ in range(max_tries):
+        if n_found >= n:
+            break
+        batch = max(64, 4 * (n - n_found))
+        anchor = particles_xy[rng.integers(len(particles_xy), size=batch)]
+        angle = rng.uniform(0.0, 2 * np.pi, batch)
+        radius = rng.uniform(min_distance_px, max_distance_px, batch)
+        cand = anchor + np.column_stack([np.cos(angle), np.sin(angle)]) * radius[:, None]
+        inside = (cand[:, 0] >= 0) & (cand[:, 0] <= cols - 1) & (cand[:, 1] >= 0) & (cand[:, 1] <= rows - 1)
+        cand = cand[inside]
+        cand = cand[tree.query(cand, k=1)[0] >= min_distance_px]
+        found.append(cand[: n - n_found])
+        n_found += len(found[-1])
+    return np.concatenate(found) if found else np.zeros((0, 2))
+
+
 def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = PatchConfig(),
                     preprocess: PreprocessConfig = PreprocessConfig(), negatives=None,
                     seed: int | np.random.Generator | None = 0, dataset: str | None = None,
@@ -281,8 +327,9 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
     Each micrograph goes through :func:`~deeppick.preprocess.prepare_micrograph` (downscale so the box is
     ``model_px``, low-pass, normalise); positives are cropped with :func:`crop_patches` at
     :func:`model_centres` of the labelled centres, random negatives at centres at least
-    ``config.min_negative_distance_box × box_px`` from every labelled particle, and explicit negatives
-    (ice, carbon, bad particles) at the centres given in ``negatives``.
+    ``config.min_negative_distance_box × box_px`` from every labelled particle, optional near-miss
+    negatives beside particles (:func:`sample_near_negative_centres`, ``config.near_negative_ratio``), and
+    explicit negatives (ice, carbon, bad particles) at the centres given in ``negatives``.
 
     Parameters
     ----------
@@ -347,6 +394,11 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
         n_neg = int(round(config.negative_ratio * len(pos)))
         rand_neg = sample_negative_centres((rows, cols), all_particles, n_neg,
                                            config.min_negative_distance_box * box_px, rng)
+        near_neg = sample_near_negative_centres((rows, cols), all_particles,
+                                                int(round(config.near_negative_ratio * len(pos))),
+                                                config.near_negative_min_box * box_px,
+                                                config.min_negative_distance_box * box_px, rng)
+        rand_neg = np.concatenate([rand_neg, near_neg])
         explicit = neg_xy.get(stem, np.zeros((0, 2)))
         explicit = explicit[(explicit[:, 0] >= 0) & (explicit[:, 0] <= cols - 1)
                             & (explicit[:, 1] >= 0) & (explicit[:, 1] <= rows - 1)]
@@ -362,7 +414,8 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
             out["y"].append(centres[:, 1])
         sources.append({"micrograph": stem, "path": path, "dataset": dataset, "box_px": float(box_px),
                         "shape": [int(rows), int(cols)], "n_positive": int(len(pos)),
-                        "n_random_negative": int(len(rand_neg)), "n_explicit_negative": int(len(explicit))})
+                        "n_random_negative": int(len(rand_neg) - len(near_neg)), "n_near_negative": int(len(near_neg)),
+                        "n_explicit_negative": int(len(explicit))})
     meta = {"format": PATCHSET_FORMAT, "format_version": PATCHSET_FORMAT_VERSION, "box_px": float(box_px),
             "model_px": model_px, "preprocess": preprocess.to_dict(), "patch_config": config.to_dict(),
             "sources": sources, "deeppick_version": __version__}

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deeppick.cli import cli
+from deeppick.errors import ConfigError
 from deeppick.io import make_picks, write_picks
 from deeppick.patches import (PatchConfig, PatchSet, PatchSetError, concat_patch_sets, crop_patches,
                               extract_dataset_patches, extract_patches, load_patch_set, model_centres,
-                              sample_negative_centres, save_patch_set)
+                              sample_near_negative_centres, sample_negative_centres, save_patch_set)
 from deeppick.preprocess import PreprocessConfig, prepare_micrograph
 
 
@@ -103,6 +104,25 @@ def test_sampled_negatives_keep_the_edge_margin(rng):
 def test_crowded_micrograph_gives_fewer_negatives_not_a_hang(rng):
     grid = np.stack(np.meshgrid(np.arange(0, 200, 10.0), np.arange(0, 200, 10.0)), -1).reshape(-1, 2)
     assert len(sample_negative_centres((200, 200), grid, 50, 30, rng, max_tries=5)) == 0
+
+
+def test_near_miss_negatives_lie_beside_particles_and_off_every_centre(rng):
+    image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
+    config = PatchConfig(near_negative_ratio=1.0, near_negative_min_box=0.3)
+    ps = extract_patches(image, xy, 32, config, seed=0)
+    src = ps.metadata["sources"][0]
+    assert src["n_near_negative"] == src["n_positive"] == 15 and src["n_random_negative"] == 15
+    neg = np.column_stack([ps.x, ps.y])[ps.labels == 0]
+    dist = np.hypot(*(neg[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
+    near = dist < 0.6 * 32
+    assert near.sum() == 15  # exactly the near-miss ones lie closer than DeepPicker's 0.6 box
+    assert (dist[near] >= 0.3 * 32).all()
+    # the default keeps DeepPicker's rule alone, and bad settings are refused
+    assert extract_patches(image, xy, 32, seed=0).metadata["sources"][0]["n_near_negative"] == 0
+    with pytest.raises(ConfigError, match="near_negative_min_box"):
+        PatchConfig(near_negative_ratio=1.0, near_negative_min_box=0.7)
+    lonely = sample_near_negative_centres((300, 300), np.zeros((0, 2)), 10, 5, 10, rng)
+    assert lonely.shape == (0, 2)
 
 
 def test_explicit_negatives_ratio_and_subsampling(rng):
@@ -230,6 +250,14 @@ def test_extract_command_writes_a_patch_set(tmp_path, rng):
                                       "--coords", str(root / "coords"), "--box-px", "32", "-o", str(out2)])
     assert result.exit_code == 0, result.output
     assert load_patch_set(out2).n_positive == 12
+    out3 = tmp_path / "near.npz"
+    result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--max-per-micrograph", "5",
+                                      "--near-negatives", "1", "-o", str(out3)])
+    assert result.exit_code == 0, result.output
+    near = load_patch_set(out3)
+    assert near.n_positive == 10 and near.n_negative == 20
+    assert sum(s["n_near_negative"] for s in near.metadata["sources"]) == 10
+    assert near.metadata["patch_config"]["near_negative_ratio"] == 1.0
 
 
 def test_extract_command_reports_missing_inputs(tmp_path):
