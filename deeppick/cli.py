@@ -360,7 +360,8 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 
     The validation micrographs of a --dataset are never trained on: the model's patch accuracy on them
     is reported, and the score threshold that maximises F2 on them is stored in the model file, so
-    'deeppick pick' needs no threshold (--validation DIR names other held-out micrographs).
+    'deeppick pick' needs no threshold (--validation DIR names other held-out micrographs). The peak
+    window and the large-region cleaning that give the best AP there are stored too.
     """
     from .model import save_model
     from .patches import load_patch_set
@@ -403,12 +404,14 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
     elif ds is not None and ds.paths("valid") and options["split"] != "valid":
         held_out = (ds.paths("valid"), ds.picks)
     if held_out is not None:
-        from .pipeline import select_threshold
+        from .pipeline import choose_postprocess
 
         try:
-            model = select_threshold(model, *held_out)
+            model = choose_postprocess(model, *held_out)
+            post = model.info["postprocess"]
             line += (f"; F2-optimal threshold {model.threshold:.3f} on {len(held_out[0])} held-out micrograph(s) "
-                     f"(F2 {model.info['threshold']['fbeta']:.3f})")
+                     f"(F2 {model.info['threshold']['fbeta']:.3f}, peak window {post['peak_window_box']:g} box, "
+                     f"cleaning {'off' if post['max_area_factor'] == float('inf') else 'on'})")
         except DeepPickError as exc:  # the model is still worth saving; say why it has no threshold
             line += f"; threshold not chosen: {exc}"
     else:

@@ -155,6 +155,9 @@ def test_train_command_on_a_dataset_keeps_validation_micrographs_out(tmp_path):
     # the threshold is chosen on the valid micrographs, or the output says why not
     if model.threshold is not None:
         assert model.info["threshold"]["micrographs"] == ["mic02"] and "F2-optimal threshold" in result.output
+        # so are the peak window and the cleaning, and pick will follow them
+        assert f"peak window {model.info['postprocess']['peak_window_box']:g} box" in result.output
+        assert len(model.info["postprocess_tried"]) == 6
     else:
         assert "threshold not chosen" in result.output
     # resume with more epochs continues the same run
