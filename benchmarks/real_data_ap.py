@@ -5,7 +5,7 @@ train micrographs) with :func:`deeppick.pipeline.fit_dataset`, pick its test spl
 candidate, and evaluate at 0.25 × diameter_px. Prints AP next to the target and to Topaz's pretrained
 general model on the same test splits.
 
-Usage: ``python benchmarks/real_data_ap.py [--packs ribosome80s-10028 ...] [--epochs 30]
+Usage: ``python benchmarks/real_data_ap.py [--packs ribosome80s-10028 ...] [--epochs 30] [--patience 6]
 [--max-micrographs N] [--near-negatives R] [--out DIR]``
 Needs ../shared/realdata (the real packs); takes several minutes per pack on 2 cores.
 """
@@ -36,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--packs", nargs="+", default=list(TARGET_AP))
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument("--patience", type=int, default=TrainConfig().patience)
     parser.add_argument("--max-micrographs", type=int, default=None,
                         help="train micrographs per pack [default: the whole train split, as issue 5 asks]")
     parser.add_argument("--near-negatives", type=float, default=PatchConfig().near_negative_ratio,
@@ -47,7 +48,8 @@ def main() -> None:
     for pack in args.packs:
         ds = load_dataset(REALDATA / pack)
         start = time.perf_counter()
-        model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs,
+        model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs, patience=args.patience),
+                            max_micrographs=args.max_micrographs,
                             patch_config=PatchConfig(near_negative_ratio=args.near_negatives))
         trained = time.perf_counter() - start
         if args.out:
