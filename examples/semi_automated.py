@@ -56,6 +56,10 @@ def main(argv=None) -> int:
         info = model.info
         print(f"   box {model.box_px:g} px kept (held-out AP per box: "
               + ", ".join(f"{b} px {ap:.3f}" for b, ap in info["dataset"]["box_px_tried"].items()) + ")")
+        post = info["postprocess"]
+        print(f"   low-pass σ {model.preprocess.lowpass_sigma_model_px:g} model px, peak window "
+              f"{post['peak_window_box']:g} box, cleaning {'off' if post['max_area_factor'] == float('inf') else 'on'}, "
+              f"edge margin {post['edge_margin_box']:.2f} box (chosen on the held-out micrographs / learned from the labels)")
         print(f"   held-out patch accuracy {info['val_accuracy']:.3f}; F2-optimal threshold {model.threshold:.3f} "
               f"chosen on {', '.join(info['threshold']['micrographs'])}; {time.perf_counter() - start:.0f} s")
 
