@@ -269,18 +269,27 @@ def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n:
     rows, cols = shape
     particles_xy = np.asarray(particles_xy, dtype=np.float64).reshape(-1, 2)
     tree = cKDTree(particles_xy) if len(particles_xy) else None
+    mx, my = min(edge_margin_px, (cols - 1) / 2), min(edge_margin_px, (rows - 1) / 2)
+
+    def propose(batch: int) -> np.ndarray:
+        cand = np.column_stack([rng.uniform(mx, cols - 1 - mx, batch), rng.uniform(my, rows - 1 - my, batch)])
+        if tree is not None:
+            dist, _ = tree.query(cand, k=1)
+            cand = cand[dist >= min_distance_px]
+        return cand
+
+    return _draw_until(n, propose, max_tries)
+
+
+def _draw_until(n: int, propose, max_tries: int) -> np.ndarray:
+    """Up to ``n`` centres from at most ``max_tries`` rounds of ``propose(batch)``, which draws ``batch``
+    candidates and returns the (k, 2) accepted ones."""
     found: list[np.ndarray] = []
     n_found = 0
     for _ in range(max_tries):
         if n_found >= n:
             break
-        batch = max(64, 4 * (n - n_found))
-        mx, my = min(edge_margin_px, (cols - 1) / 2), min(edge_margin_px, (rows - 1) / 2)
-        cand = np.column_stack([rng.uniform(mx, cols - 1 - mx, batch), rng.uniform(my, rows - 1 - my, batch)])
-        if tree is not None:
-            dist, _ = tree.query(cand, k=1)
-            cand = cand[dist >= min_distance_px]
-        found.append(cand[: n - n_found])
+        found.append(propose(max(64, 4 * (n - n_found)))[: n - n_found])
         n_found += len(found[-1])
     return np.concatenate(found) if found else np.zeros((0, 2))
 
@@ -301,21 +310,17 @@ def sample_near_negative_centres(shape: tuple[int, int], particles_xy: np.ndarra
         return np.zeros((0, 2))
     rows, cols = shape
     tree = cKDTree(particles_xy)
-    found, n_found = [], 0
-    for _ in range(max_tries):
-        if n_found >= n:
-            break
-        batch = max(64, 4 * (n - n_found))
+
+    def propose(batch: int) -> np.ndarray:
         anchor = particles_xy[rng.integers(len(particles_xy), size=batch)]
         angle = rng.uniform(0.0, 2 * np.pi, batch)
         radius = rng.uniform(min_distance_px, max_distance_px, batch)
         cand = anchor + np.column_stack([np.cos(angle), np.sin(angle)]) * radius[:, None]
         inside = (cand[:, 0] >= 0) & (cand[:, 0] <= cols - 1) & (cand[:, 1] >= 0) & (cand[:, 1] <= rows - 1)
         cand = cand[inside]
-        cand = cand[tree.query(cand, k=1)[0] >= min_distance_px]
-        found.append(cand[: n - n_found])
-        n_found += len(found[-1])
-    return np.concatenate(found) if found else np.zeros((0, 2))
+        return cand[tree.query(cand, k=1)[0] >= min_distance_px]
+
+    return _draw_until(n, propose, max_tries)
 
 
 def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = PatchConfig(),
