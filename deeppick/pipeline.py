@@ -217,12 +217,16 @@ def select_threshold(model: PickerModel, paths: list[Path], references: pd.DataF
     The model's ``threshold`` is set and ``info['threshold']`` records how it was chosen. If no candidate
     matches a reference the threshold stays unset and a :class:`ConfigError` explains why.
     """
-    if not paths:
-        raise ConfigError("no held-out labelled micrographs to choose the threshold on; "
-                          "give a dataset with a 'valid' split or --validation DIR")
+    _require_held_out(paths)
     evaluation, _ = evaluate_model(model, paths, references, replace(config, threshold=None), match_fraction,
                                    match_px, beta)
     return _store_threshold(model, evaluation, paths, beta, config.candidate_min_score)
+
+
+def _require_held_out(paths) -> None:
+    if not paths:
+        raise ConfigError("no held-out labelled micrographs to choose the threshold on; "
+                          "give a dataset with a 'valid' split or --validation DIR")
 
 
 def _store_threshold(model: PickerModel, evaluation: Evaluation, paths: list[Path], beta: float,
@@ -381,9 +385,7 @@ def choose_postprocess(model: PickerModel, paths: list[Path], references: pd.Dat
     ``info['postprocess']`` (``pick`` follows it), the AP of each in ``info['postprocess_tried']``, and the
     threshold as :func:`select_threshold` does.
     """
-    if not paths:
-        raise ConfigError("no held-out labelled micrographs to choose the threshold on; "
-                          "give a dataset with a 'valid' split or --validation DIR")
+    _require_held_out(paths)
     base = postprocess_config(model, pick_config)
     settings = []
     for cleaning in dict.fromkeys([base.max_area_factor, float("inf")]):
