@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
+from deeppick.errors import ConfigError
 from deeppick.io import read_micrograph, read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
@@ -150,6 +151,9 @@ def test_narrow_peak_window_is_chosen_where_references_crowd(sim_dataset, traine
     assert tried["cleaning off, window 0.25"] > tried["cleaning off, window 0.8"]
     assert chosen.info["postprocess"]["peak_window_box"] == 0.25
     assert chosen.info["threshold"]["ap"] == max(tried.values())
+    for choose in (choose_postprocess, select_threshold):  # nothing held out: a clear error, not a crash
+        with pytest.raises(ConfigError, match="no held-out labelled micrographs"):
+            choose(model, [], crowd)
     # pick follows the stored choice: it finds the crowded references again, at the stored AP
     picks = pick_paths(chosen, valid, replace(every_peak, keep_all=True))
     ev = evaluate_picks(picks, crowd, box_px=DIAMETER_PX, micrographs=[p.stem for p in valid])
