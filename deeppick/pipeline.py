@@ -391,18 +391,18 @@ def choose_postprocess(model: PickerModel, paths: list[Path], references: pd.Dat
     for cleaning in dict.fromkeys([base.max_area_factor, float("inf")]):
         for window in dict.fromkeys([float(w) for w in windows_box] or [base.peak_window_box]):
             settings.append(replace(base, max_area_factor=cleaning, peak_window_box=window))
-    scored = []
-    for path in paths:
-        path = Path(path)
+    # One micrograph in memory at a time: its score map serves every setting, only the picks are kept.
+    tables: list[list[pd.DataFrame]] = [[] for _ in settings]
+    for path in map(Path, paths):
         image = read_micrograph(path)
-        scored.append((micrograph_stem(path), image, score_micrograph(model, image, pick_config, path)))
-    stems = [stem for stem, _, _ in scored]
+        score_map = score_micrograph(model, image, pick_config, path)
+        for table, post in zip(tables, settings):
+            table.append(picks_from_score_map(model, image, micrograph_stem(path), score_map,
+                                              replace(pick_config, post=post, keep_all=True)))
+    stems = [micrograph_stem(p) for p in paths]
     tried, best = {}, None
-    for post in settings:
-        config = replace(pick_config, post=post, keep_all=True)
-        candidates = concat_picks([picks_from_score_map(model, image, stem, score_map, config)
-                                   for stem, image, score_map in scored])
-        evaluation = evaluate_picks(candidates, references, model.box_px, match_px=match_px, beta=beta,
+    for table, post in zip(tables, settings):
+        evaluation = evaluate_picks(concat_picks(table), references, model.box_px, match_px=match_px, beta=beta,
                                     micrographs=stems)
         cleaning = "off" if post.max_area_factor == float("inf") else "on"
         tried[f"cleaning {cleaning}, window {post.peak_window_box:g}"] = float(evaluation.ap)
