@@ -388,7 +388,8 @@ def choose_postprocess(model: PickerModel, paths: list[Path], references: pd.Dat
     _require_held_out(paths)
     base = postprocess_config(model, pick_config)
     settings = []
-    for cleaning in dict.fromkeys([base.max_area_factor, float("inf")]):
+    cleaning_on = base.max_area_factor if np.isfinite(base.max_area_factor) else PostprocessConfig().max_area_factor
+    for cleaning in (cleaning_on, float("inf")):  # a model tuned before is tried both ways again
         for window in dict.fromkeys([float(w) for w in windows_box] or [base.peak_window_box]):
             settings.append(replace(base, max_area_factor=cleaning, peak_window_box=window))
     # One micrograph in memory at a time: its score map serves every setting, only the picks are kept.
