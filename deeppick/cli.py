@@ -281,7 +281,7 @@ def _patch_source_options(func):
                      help="random background patches per particle (≥ 0.6 box from every particle)"),
         click.option("--near-negatives", "near_negative_ratio", type=float,
                      help="background patches per particle beside a particle (0.3–0.6 box from it): off-centre "
-                          "views that teach where the centre is [default: PatchConfig's]"),
+                          "views that teach where the centre is [default: 0, none; 1 helped crowded particles]"),
         click.option("--max-per-micrograph", type=int, help="use at most this many particles per micrograph"),
         click.option("--max-micrographs", type=int, help="use at most the first N micrographs"),
         click.option("--seed", type=int, default=0, show_default=True, help="random seed"),
