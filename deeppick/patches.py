@@ -403,12 +403,11 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
                                                 int(round(config.near_negative_ratio * len(pos))),
                                                 config.near_negative_min_box * box_px,
                                                 config.min_negative_distance_box * box_px, rng)
-        rand_neg = np.concatenate([rand_neg, near_neg])
         explicit = neg_xy.get(stem, np.zeros((0, 2)))
         explicit = explicit[(explicit[:, 0] >= 0) & (explicit[:, 0] <= cols - 1)
                             & (explicit[:, 1] >= 0) & (explicit[:, 1] <= rows - 1)]
-        centres = np.concatenate([pos, rand_neg, explicit])
-        labels = np.concatenate([np.ones(len(pos)), np.zeros(len(rand_neg) + len(explicit))])
+        centres = np.concatenate([pos, rand_neg, near_neg, explicit])
+        labels = np.concatenate([np.ones(len(pos)), np.zeros(len(rand_neg) + len(near_neg) + len(explicit))])
         if len(centres):
             padded = pad_for_patches(prepared.image, model_px)
             cx, cy = model_centres(prepared, centres[:, 0], centres[:, 1])
@@ -419,7 +418,7 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
             out["y"].append(centres[:, 1])
         sources.append({"micrograph": stem, "path": path, "dataset": dataset, "box_px": float(box_px),
                         "shape": [int(rows), int(cols)], "n_positive": int(len(pos)),
-                        "n_random_negative": int(len(rand_neg) - len(near_neg)), "n_near_negative": int(len(near_neg)),
+                        "n_random_negative": int(len(rand_neg)), "n_near_negative": int(len(near_neg)),
                         "n_explicit_negative": int(len(explicit))})
     meta = {"format": PATCHSET_FORMAT, "format_version": PATCHSET_FORMAT_VERSION, "box_px": float(box_px),
             "model_px": model_px, "preprocess": preprocess.to_dict(), "patch_config": config.to_dict(),
