@@ -408,10 +408,8 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 
         try:
             model = choose_postprocess(model, *held_out)
-            post = model.info["postprocess"]
             line += (f"; F2-optimal threshold {model.threshold:.3f} on {len(held_out[0])} held-out micrograph(s) "
-                     f"(F2 {model.info['threshold']['fbeta']:.3f}, peak window {post['peak_window_box']:g} box, "
-                     f"cleaning {'off' if post['max_area_factor'] == float('inf') else 'on'})")
+                     f"(F2 {model.info['threshold']['fbeta']:.3f}, {postprocess_summary(model)})")
         except DeepPickError as exc:  # the model is still worth saving; say why it has no threshold
             line += f"; threshold not chosen: {exc}"
     else:
@@ -447,11 +445,18 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
     save_model(model, output)
     info = model.info
     click.echo(f"wrote {output}: box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} "
-               f"model px, cleaning {'on' if info['postprocess']['max_area_factor'] != float('inf') else 'off'}, "
-               f"peak window {info['postprocess']['peak_window_box']:g} box, "
+               f"model px, {postprocess_summary(model)}, "
                f"edge margin {info['postprocess']['edge_margin_box']:.2f} box; "
                f"held-out AP {info['threshold']['ap']:.3f}, F2 {info['threshold']['fbeta']:.3f} at threshold "
                f"{model.threshold:.3f}")
+
+
+def postprocess_summary(model) -> str:
+    """'peak window W box, cleaning on|off': the post-processing choices stored in ``model``."""
+    post = model.info.get("postprocess", {})
+    window = post.get("peak_window_box")
+    cleaning = "off" if post.get("max_area_factor") == float("inf") else "on"
+    return f"peak window {'default' if window is None else format(window, 'g') + ' box'}, cleaning {cleaning}"
 
 
 # --- pick / evaluate ----------------------------------------------------------------------------------
@@ -489,10 +494,10 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
 @click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")
 @click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
 @click.option("--sd-range", nargs=2, type=float, help="keep patches whose SD is in [LO, HI] × micrograph SD")
-@click.option("--edge-margin", type=float,
+@click.option("--edge-margin", type=click.FloatRange(min=0),
               help="drop picks centred nearer the edge than this × box (default: the model's, learned from its "
                    "training labels, else 0.5: the box inside the micrograph; 0 keeps all)")
-@click.option("--peak-window", type=float,
+@click.option("--peak-window", type=click.FloatRange(min=0, min_open=True),
               help="one pick per window of this × box, picks ≥ half of it apart (default: the model's, chosen "
                    "by 'fit' on held-out micrographs, else 0.8; lower it for crowded particles)")
 @click.option("--overwrite", is_flag=True, help="re-pick micrographs that already have an output file")
@@ -581,24 +586,31 @@ def evaluate(picks_path, references, dataset, split, model_path, box_px, thresho
 @click.option("--validation", type=click.Path(path_type=Path),
               help="a dataset folder of held-out labelled micrographs (all of them are used)")
 @click.option("--beta", type=float, default=2.0, show_default=True, help="F-beta to maximise")
+@click.option("--threshold-only", is_flag=True,
+              help="keep the model's cleaning and peak window; choose only the threshold")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="write here instead of updating --model")
 @user_errors
-def threshold(model_path, dataset, split, validation, beta, output):
-    """Choose the F-beta-optimal score threshold on held-out labelled micrographs; store it in the model."""
+def threshold(model_path, dataset, split, validation, beta, threshold_only, output):
+    """Choose the F-beta-optimal score threshold on held-out labelled micrographs; store it in the model.
+
+    Unless --threshold-only is given, the region cleaning (on/off) and the peak window (0.8, 0.6, 0.4 box)
+    are chosen on the same micrographs first, by AP, as 'train' and 'fit' do.
+    """
     from .datasets import load_dataset
     from .errors import ConfigError
     from .model import load_model, save_model
-    from .pipeline import select_threshold
+    from .pipeline import choose_postprocess, select_threshold
 
     if (dataset is None) == (validation is None):
         raise ConfigError("give exactly one of --dataset DIR (with --split) or --validation DIR")
     ds = load_dataset(dataset or validation)
     paths = ds.paths(split) if dataset is not None else ds.paths()
-    model = select_threshold(load_model(model_path), paths, ds.picks, beta=beta)
+    choose = select_threshold if threshold_only else choose_postprocess
+    model = choose(load_model(model_path), paths, ds.picks, beta=beta)
     save_model(model, output or model_path)
-    info = model.info["threshold"]
+    info, post = model.info["threshold"], postprocess_summary(model)
     click.echo(f"threshold {model.threshold:.3g} (F{beta:g} {info['fbeta']:.3f}, AP {info['ap']:.3f} on "
-               f"{len(paths)} micrographs) stored in {output or model_path}")
+               f"{len(paths)} micrographs; {post}) stored in {output or model_path}")
 
 # --- pretrain / autopick ------------------------------------------------------------------------------
 
@@ -649,9 +661,9 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
 @click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")
 @click.option("--no-rotations", is_flag=True, help="score only the 0° patch (4× faster, less robust)")
-@click.option("--edge-margin", type=float,
+@click.option("--edge-margin", type=click.FloatRange(min=0),
               help="drop picks centred nearer the edge than this × box [default: 0.5, the box inside the micrograph]")
-@click.option("--peak-window", type=float,
+@click.option("--peak-window", type=click.FloatRange(min=0, min_open=True),
               help="one pick per window of this × box [default: 0.8, picks ≥ 0.4 box apart; lower it for crowded "
                    "particles]")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")

@@ -130,6 +130,29 @@ def test_threshold_is_chosen_on_validation_and_saved(sim_dataset, trained, tmp_p
     assert effective_threshold(again, PickConfig(threshold=0.9)) == 0.9
 
 
+def test_threshold_command_chooses_postprocessing_unless_told_not_to(sim_dataset, trained, tmp_path):
+    runner = CliRunner()
+    model = load_model(trained)
+    model.info["postprocess"] = replace(PostprocessConfig(), peak_window_box=1.5).to_dict()
+    save_model(model, tmp_path / "wide.pt")
+    args = ["threshold", "--model", str(tmp_path / "wide.pt"), "--dataset", str(sim_dataset.root)]
+    result = runner.invoke(cli, [*args, "--threshold-only", "-o", str(tmp_path / "kept.pt")])
+    assert result.exit_code == 0, result.output
+    kept = load_model(tmp_path / "kept.pt")
+    assert kept.info["postprocess"]["peak_window_box"] == 1.5 and "postprocess_tried" not in kept.info
+    assert "peak window 1.5 box" in result.stdout
+    result = runner.invoke(cli, [*args, "-o", str(tmp_path / "chosen.pt")])
+    assert result.exit_code == 0, result.output
+    chosen = load_model(tmp_path / "chosen.pt")
+    tried = chosen.info["postprocess_tried"]
+    assert len(tried) == 6 and chosen.info["threshold"]["ap"] == max(tried.values())
+    assert chosen.info["postprocess"]["peak_window_box"] in (0.8, 0.6, 0.4)
+    assert chosen.info["threshold"]["micrographs"] == sim_dataset.stems("valid")
+    assert load_model(tmp_path / "wide.pt").threshold is None  # -o leaves the input model alone
+    result = runner.invoke(cli, ["threshold", "--model", str(trained)])
+    assert result.exit_code == 2 and "exactly one of --dataset" in result.stderr
+
+
 def test_narrow_peak_window_is_chosen_where_references_crowd(sim_dataset, trained):
     # References closer than DeepPicker's 0.4 box: every local maximum of the score map in a 0.25-box
     # window, background ones included (no score floor). The 0.8 window must hide some of them, so the
@@ -226,7 +249,7 @@ def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
         assert apart.min() >= DIAMETER_PX - 1  # Chebyshev distance ≥ half of 2 boxes, less sub-pixel shifts
     result = runner.invoke(cli, ["pick", "--model", str(trained), "--micrographs", str(mics),
                                  "--peak-window", "-1", "-o", str(tmp_path / "bad_window")])
-    assert result.exit_code == 2 and "peak_window_box must be positive" in result.stderr
+    assert result.exit_code == 2 and "--peak-window" in result.stderr
     assert "Traceback" not in result.output
 
 
