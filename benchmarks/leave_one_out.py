@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     from deeppick.metrics import evaluate_picks
     from deeppick.model import load_model, save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import (ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick, pretrain, simulate_zoo,
-                                   simulate_zoo_for_quota)
+    from deeppick.pretrain import (ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick, positives_per_source,
+                                   pretrain, simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
     from deeppick.train import TrainConfig
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
     train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
     tune_config = TrainConfig() if args.finetune_epochs is None else TrainConfig(epochs=args.finetune_epochs)
-    quota = -(-args.positives // (len(PACKS) - 1 + len(ZOO_DIAMETERS_PX)))
+    quota = positives_per_source(args.positives, len(PACKS) - 1 + len(ZOO_DIAMETERS_PX))
     if args.no_zoo:
         zoo = []
     elif args.zoo_micrographs:

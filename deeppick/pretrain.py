@@ -46,7 +46,8 @@ from .train import TrainConfig, train_model
 
 __all__ = ["PretrainConfig", "AutopickConfig", "AutopickResult", "pretrain", "pretrain_patches",
            "pooled_threshold", "with_box", "autopick", "select_self_training", "shipped_model_path",
-           "load_general_model", "simulate_zoo", "simulate_zoo_for_quota", "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE"]
+           "load_general_model", "positives_per_source", "simulate_zoo", "simulate_zoo_for_quota",
+           "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 SHIPPED_MODEL = "general.pt"
@@ -125,7 +126,7 @@ def pretrain_patches(sources: Sequence, config: PretrainConfig = PretrainConfig(
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise DatasetError(f"pretraining datasets share a name ({', '.join(names)}); give each molecule once")
-    quota = int(math.ceil(config.total_positives / len(datasets)))
+    quota = positives_per_source(config.total_positives, len(datasets))
     rng = np.random.default_rng(config.seed)
     sets = []
     for ds in datasets:
@@ -144,6 +145,11 @@ def pretrain_patches(sources: Sequence, config: PretrainConfig = PretrainConfig(
     mixed.metadata["pretrain"] = {"config": config.to_dict(), "quota_per_source": quota,
                                   "sources": [_describe_source(d, s, config) for d, s in zip(datasets, sets)]}
     return mixed
+
+
+def positives_per_source(total_positives: int, n_sources: int) -> int:
+    """Each molecule's share of the mix: ``total_positives`` split equally, rounded up."""
+    return int(math.ceil(total_positives / max(n_sources, 1)))
 
 
 def _cut_to_quota(ps: PatchSet, quota: int, negative_ratio: float, rng: np.random.Generator) -> PatchSet:

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import ZOO_DIAMETERS_PX, PretrainConfig, pretrain, simulate_zoo, simulate_zoo_for_quota
+    from deeppick.pretrain import (ZOO_DIAMETERS_PX, PretrainConfig, positives_per_source, pretrain, simulate_zoo,
+                                   simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
     from deeppick.train import TrainConfig
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     if args.zoo_micrographs:
         zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs)
     else:
-        zoo = simulate_zoo_for_quota(args.work, -(-args.positives // (len(PACKS) + len(ZOO_DIAMETERS_PX))))
+        zoo = simulate_zoo_for_quota(args.work, positives_per_source(args.positives, len(PACKS) + len(ZOO_DIAMETERS_PX)))
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
     train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
