@@ -3,10 +3,19 @@ small simulated stand-in, so every example runs from the project alone and downl
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+def example_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every example shares: ``--pack`` (which real pack) and ``--out`` (where results go)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--pack", default="ribosome80s-10028", help="folder name in ../shared/realdata")
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output", help="where results go")
+    return parser
 
 
 def find_dataset(pack: str, out: Path) -> Path:

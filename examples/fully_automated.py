@@ -15,19 +15,16 @@ clone) it simulates a small data set first, so it runs from the project alone an
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from example_data import ROOT, find_dataset
+from example_data import example_parser, find_dataset
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pack", default="ribosome80s-10028", help="folder name in ../shared/realdata")
-    parser.add_argument("--out", type=Path, default=ROOT / "demo-output", help="where results go")
+    parser = example_parser(__doc__)
     parser.add_argument("--model", type=Path, default=None, help="general model [default: the shipped one]")
     parser.add_argument("--max-micrographs", type=int, default=None, help="autopick at most N test micrographs")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
