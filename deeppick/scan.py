@@ -166,6 +166,7 @@ class _DensePlan:
     n_phase_pools: int  # later pools evaluated at both offsets (phases into the batch)
     subsample: int  # the odd (or beyond-pools) rest of the step, taken from the dense map
     first_weight: torch.Tensor | None = None  # first conv + strided pool as a space-to-depth conv, if so run
+    first_kinds: tuple[str, str] | None = None  # (activation, pool) fused with it when ``first_weight`` is set
 
     @property
     def phase_px(self) -> int:
@@ -189,12 +190,13 @@ def _plan(model: PickerModel, step: int) -> _DensePlan:
     n_strided = 0
     while n_strided < n_pools and step % (2 ** (n_strided + 1)) == 0:
         n_strided += 1
-    first_weight = None
-    kinds = [kind for kind, _ in layers[:3]]
-    if (n_strided >= 1 and kinds[:1] == ["conv"] and layers[0][1].in_channels == 1
-            and kinds[1:3] in (["relu", "maxpool"], ["sigmoid", "avgpool"], ["sigmoid", "maxpool"])):
-        first_weight = _space_to_depth_weight(layers[0][1].weight.detach())
-    return _DensePlan(tuple(layers), n_strided, n_pools - n_strided, step // 2 ** n_strided, first_weight)
+    first_weight, first_kinds = None, None
+    kinds = tuple(kind for kind, _ in layers[:3])
+    if (n_strided >= 1 and kinds[:1] == ("conv",) and layers[0][1].in_channels == 1
+            and kinds[1:3] in (("relu", "maxpool"), ("sigmoid", "avgpool"), ("sigmoid", "maxpool"))):
+        first_weight, first_kinds = _space_to_depth_weight(layers[0][1].weight.detach()), kinds[1:3]
+    return _DensePlan(tuple(layers), n_strided, n_pools - n_strided, step // 2 ** n_strided, first_weight,
+                      first_kinds)
 
 
 def _pool_phases(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -319,10 +321,8 @@ def _dense_logits(model: PickerModel, plan: _DensePlan, x: torch.Tensor) -> torc
             body[i], body[i + 1] = body[i + 1], body[i]
     pools_done = 0
     if plan.first_weight is not None:  # conv → activation → strided pool as one space-to-depth conv
-        conv, kinds = body[0][1], [kind for kind, _ in body[:3]]
-        activation = next((k for k in kinds if k in ("relu", "sigmoid")), None)
-        pool = next(k for k in kinds if k in ("maxpool", "avgpool"))
-        x = _first_conv_pool(x, conv, plan.first_weight, activation, pool)
+        activation, pool = plan.first_kinds
+        x = _first_conv_pool(x, body[0][1], plan.first_weight, activation, pool)
         body = body[3:]
         pools_done = 1
     q, r = plan.n_phase_pools, plan.subsample
