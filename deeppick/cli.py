@@ -667,17 +667,21 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
               help="one pick per window of this × box [default: 0.8, picks ≥ 0.4 box apart; lower it for crowded "
                    "particles]")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
+@click.option("--overwrite", is_flag=True,
+              help="fine-tune and pick again even where an earlier run left its model and picks in OUTPUT")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @user_errors
 def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, fmt, threshold, keep_all, step_px,
-             no_rotations, edge_margin, peak_window, seed, quiet):
+             no_rotations, edge_margin, peak_window, seed, overwrite, quiet):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
-    Writes OUTPUT/<micrograph>.star and OUTPUT/autopick_model.pt. No coordinate file is read.
+    Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
+    coordinate file is read. A rerun with the same options reuses the fine-tuned model and skips the
+    micrographs already picked; unreadable micrographs are left out and listed at the end (exit 2).
     """
     from .model import default_device
     from .pipeline import effective_threshold
-    from .pretrain import AutopickConfig, autopick as run_autopick, load_general_model
+    from .pretrain import AUTOPICK_MODEL, AutopickConfig, autopick as run_autopick, load_general_model
     from .train import TrainConfig
 
     model = load_general_model(model_path, device=default_device())
@@ -685,10 +689,14 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
                                peak_window=peak_window)
     result = run_autopick(model, list(micrographs), box_px, output,
                           AutopickConfig(iterations=iterations, top=top, seed=seed),
-                          TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet)
-    rounds = ", ".join(str(n) for n in result.n_top) or "none"
-    click.echo(f"self-trained on the top {rounds} picks; "
-               + result.batch.summary(output, effective_threshold(result.model, pick_config), keep_all))
+                          TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet,
+                          resume=not overwrite)
+    if result.resumed:
+        trained = f"reused the fine-tuned model in {output / AUTOPICK_MODEL}"
+    else:
+        trained = f"self-trained on the top {', '.join(str(n) for n in result.n_top) or 'no'} picks"
+    click.echo(f"{trained}; " + result.batch.summary(output, effective_threshold(result.model, pick_config), keep_all))
+    _report_failures(result.batch.failed)
 
 
 if __name__ == "__main__":

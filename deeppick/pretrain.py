@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -33,8 +34,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DatasetError, ModelFileError
-from .io import concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph, write_picks
+from .errors import ConfigError, DatasetError, DeepPickError, ModelFileError
+from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph,
+                 write_picks)
 from .metrics import BETA
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches, sample_negative_centres
@@ -285,14 +287,20 @@ class AutopickConfig:
         return asdict(self)
 
 
+AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
+
+
 @dataclass
 class AutopickResult:
     """What :func:`autopick` did: the fine-tuned model, the candidates of every round, the batch result."""
 
     model: PickerModel
-    candidates: list[pd.DataFrame] = field(default_factory=list)  # round 0 = general model, every candidate
-    batch: BatchResult | None = None
+    # round 0 = general model, every candidate; a resumed run has only the final round's, of the
+    # micrographs it picked
+    candidates: list[pd.DataFrame] = field(default_factory=list)
+    batch: BatchResult = field(default_factory=BatchResult)  # written, skipped (resumed) and failed micrographs
     n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
+    resumed: bool = False  # the fine-tuned model of an interrupted run was reused
 
 
 def select_self_training(candidates: pd.DataFrame, threshold: float, config: AutopickConfig = AutopickConfig()
@@ -308,34 +316,73 @@ def select_self_training(candidates: pd.DataFrame, threshold: float, config: Aut
     return ranked.head(n).reset_index(drop=True)
 
 
-def _pick_all(model: PickerModel, images: dict, config: PickConfig) -> pd.DataFrame:
-    keep_all = replace(config, keep_all=True, post=replace(postprocess_config(model, config), top_n=None))
-    tables = [pick_micrograph(model, image, stem, keep_all, path=path) for stem, (path, image) in images.items()]
+def _candidates_config(model: PickerModel, config: PickConfig) -> PickConfig:
+    """Every candidate, no top-N cut: what self-training ranks and evaluation scores."""
+    return replace(config, keep_all=True, post=replace(postprocess_config(model, config), top_n=None))
+
+
+def _pick_all(model: PickerModel, paths: list[Path], config: PickConfig, shapes: dict,
+              failed: list[tuple[str, str]]) -> pd.DataFrame:
+    """Every candidate of ``paths``, one micrograph in memory at a time. Records each image's shape in
+    ``shapes``; a micrograph that cannot be used goes to ``failed`` and the batch goes on."""
+    keep_all = _candidates_config(model, config)
+    tables = []
+    for path in paths:
+        try:
+            image = read_micrograph(path)
+            tables.append(pick_micrograph(model, image, micrograph_stem(path), keep_all, path=path))
+        except DeepPickError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        shapes[micrograph_stem(path)] = image.shape
     return concat_picks(tables) if tables else empty_picks()
 
 
-def _self_training_patches(images: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
+def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
                            model: PickerModel, config: AutopickConfig, rng: np.random.Generator,
                            edge_margin_px: float = 0.0) -> PatchSet:
     """Top picks as particles; background ≥ 0.6 box from every candidate, drawn only where candidates can
     be (``edge_margin_px`` from the edge): the edge band holds no candidates because pick leaves it out,
-    not because it is empty, and crowded micrographs would otherwise draw nearly all background there."""
+    not because it is empty, and crowded micrographs would otherwise draw nearly all background there.
+    ``paths`` maps stem → micrograph file (read one at a time), ``shapes`` stem → image shape."""
     negatives = {}
-    for stem, (_, image) in images.items():
+    for stem in paths:
         all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
         n_pos = int((top["micrograph"] == stem).sum())
-        negatives[stem] = sample_negative_centres(image.shape, all_xy, int(round(config.negative_ratio * n_pos)),
+        negatives[stem] = sample_negative_centres(shapes[stem], all_xy, int(round(config.negative_ratio * n_pos)),
                                                   config.min_negative_distance_box * box_px, rng,
                                                   edge_margin_px=edge_margin_px)
     patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box)
-    arrays = {stem: image for stem, (_, image) in images.items()}
-    return extract_patches(arrays, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
+    return extract_patches(paths, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
+
+
+def _autopick_record(model: PickerModel, stems: list[str], box_px: float, config: AutopickConfig) -> dict:
+    """What makes a fine-tuned model reusable by a rerun: same general model, micrographs, box, rules."""
+    return {"general_model": model.info.get("name"), "requested": list(stems), "box_px": float(box_px),
+            "config": config.to_dict()}
+
+
+def _resumable_model(path: Path, record: dict, device) -> PickerModel | None:
+    """The fine-tuned model an interrupted run left at ``path``, if it was made the way this run would."""
+    if not path.is_file():
+        return None
+    try:
+        model = load_model(path, device=device)
+    except DeepPickError:
+        return None  # damaged or from another version: fine-tune again
+    done = model.info.get("autopick", {})
+    same = all(done.get(key) == value for key, value in record.items())
+    return model if same and done.get("round") == record["config"]["iterations"] else None
 
 
 def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.PathLike | None = None,
              config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = TrainConfig(),
-             pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False) -> AutopickResult:
+             pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False,
+             resume: bool = False) -> AutopickResult:
     """Pick a new molecule with no labels: general model → top picks → fine-tune → pick again.
+
+    Micrographs are read one at a time (a folder of any size fits in memory); one that cannot be used is
+    listed in ``result.batch.failed`` and the others go on.
 
     Parameters
     ----------
@@ -347,14 +394,18 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
     box_px
         The target's box side in micrograph px; replaces the model's (the network works in the model frame).
     out_dir
-        If given: one coordinate file per micrograph (atomic, like ``pick``) and the fine-tuned model as
-        ``OUT/autopick_model.pt``.
+        If given: the fine-tuned model as ``OUT/autopick_model.pt`` as soon as it is trained, then one
+        coordinate file per micrograph as soon as it is picked (both atomic, like ``pick``).
     config
         Rounds, how many top picks become particles, background distance.
     train_config
         Fine-tuning settings (``init`` is the current model).
     pick_config
         Scan and post-processing; ``threshold`` overrides the inherited one (see the module docstring).
+    resume
+        With ``out_dir``: reuse the fine-tuned model an interrupted run of the same general model, box,
+        micrographs and ``config`` left there, and skip micrographs whose output it already wrote.
+        Otherwise (or without such a model) everything is fine-tuned and written again.
 
     Returns
     -------
@@ -363,50 +414,102 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         candidate, sub-threshold ones included, for evaluation).
     """
     paths = list_micrographs(micrographs)
-    rng = np.random.default_rng(config.seed)
-    images = {micrograph_stem(p): (p, read_micrograph(p)) for p in paths}
-    if len(images) != len(paths):
+    stems = [micrograph_stem(p) for p in paths]
+    if len(set(stems)) != len(stems):
         raise ConfigError("several micrographs share a name stem; their picks cannot be told apart")
+    if out_dir is not None and fmt not in FORMAT_SUFFIX:
+        raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
+    start = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
     current = with_box(model, box_px)
+    device = next(current.net.parameters()).device
     general_threshold = effective_threshold(current, replace(pick_config, threshold=None))
     result = AutopickResult(model=current)
-    candidates = _pick_all(current, images, pick_config)
-    result.candidates.append(candidates)
-    for round_ in range(config.iterations):
-        top = select_self_training(candidates, general_threshold, config)
-        result.n_top.append(len(top))
-        if len(top) == 0:
-            raise ConfigError(f"the general model found no particle candidates in {len(paths)} micrograph(s); "
-                              "check --box-px (the particle diameter in px) and the micrographs")
-        margin_px = postprocess_config(current, pick_config).edge_margin_box * box_px
-        patches = _self_training_patches(images, candidates, top, box_px, current, config, rng, margin_px)
-        tuned = train_model(patches, replace(train_config, seed=train_config.seed + round_), box_px=box_px,
-                            init=current, progress=progress)
-        tuned.net.to(next(current.net.parameters()).device)  # pick where the general model picked (CUDA)
-        tuned.threshold = general_threshold
-        tuned.info["name"] = f"self-trained from {model.info.get('name', 'a general model')}"
-        tuned.info["autopick"] = {"round": round_ + 1, "config": config.to_dict(), "n_top": len(top),
-                                  "top_min_score": float(top["score"].min()), "box_px": float(box_px),
-                                  "micrographs": list(images), "general_model": model.info.get("name")}
-        tuned.info["threshold"] = {"value": general_threshold, "rule": NO_LABEL_THRESHOLD_RULE,
-                                   "general": model.info.get("threshold")}
-        current = tuned
-        candidates = _pick_all(current, images, pick_config)
+    record = _autopick_record(model, stems, box_px, config)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
+    candidates = None  # the current model's candidates of every usable micrograph, when known
+    if reused is not None:
+        current, result.resumed, usable = reused, True, paths
+    else:
+        if out_dir is not None and config.iterations == 0:  # the model the picks come from, for a rerun
+            current.info["autopick"] = {**record, "round": 0}
+            save_model(current, out_dir / AUTOPICK_MODEL)
+        shapes = {}
+        candidates = _pick_all(current, paths, pick_config, shapes, result.batch.failed)
         result.candidates.append(candidates)
+        usable = [p for p in paths if micrograph_stem(p) in shapes]
+        if not usable:
+            raise ConfigError(f"none of the {len(paths)} micrograph(s) could be used; the first: "
+                              f"{result.batch.failed[0][1]}")
+        for round_ in range(config.iterations):
+            top = select_self_training(candidates, general_threshold, config)
+            result.n_top.append(len(top))
+            if len(top) == 0:
+                raise ConfigError(f"the general model found no particle candidates in {len(usable)} "
+                                  "micrograph(s); check --box-px (the particle diameter in px) and the micrographs")
+            margin_px = postprocess_config(current, pick_config).edge_margin_box * box_px
+            patches = _self_training_patches({micrograph_stem(p): p for p in usable}, shapes, candidates, top,
+                                             box_px, current, config, rng, margin_px)
+            tuned = train_model(patches, replace(train_config, seed=train_config.seed + round_), box_px=box_px,
+                                init=current, progress=progress)
+            tuned.net.to(device)  # pick where the general model picked (CUDA)
+            tuned.threshold = general_threshold
+            tuned.info["name"] = f"self-trained from {model.info.get('name', 'a general model')}"
+            tuned.info["autopick"] = {**record, "round": round_ + 1, "n_top": len(top),
+                                      "top_min_score": float(top["score"].min()),
+                                      "micrographs": [micrograph_stem(p) for p in usable]}
+            tuned.info["threshold"] = {"value": general_threshold, "rule": NO_LABEL_THRESHOLD_RULE,
+                                       "general": model.info.get("threshold")}
+            current = tuned
+            if out_dir is not None:  # saved now: an interruption while picking keeps the fine-tuning
+                save_model(current, out_dir / AUTOPICK_MODEL)
+            # The last round's picking is left to the writing below, one file as soon as it is picked.
+            last = out_dir is not None and round_ == config.iterations - 1
+            candidates = None if last else _pick_all(current, usable, pick_config, shapes, [])
+            if candidates is not None:
+                result.candidates.append(candidates)
     result.model = current
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        threshold = effective_threshold(current, pick_config)
-        batch = BatchResult()
-        final = candidates if pick_config.keep_all else candidates[candidates["score"] >= threshold]
-        for stem in images:
-            picks = top_n(final[final["micrograph"] == stem], postprocess_config(current, pick_config).top_n)
-            write_picks(picks, output_path(out_dir, images[stem][0], fmt), fmt, box_px=box_px)
-            batch.counts[stem] = len(picks)
-        save_model(current, out_dir / "autopick_model.pt")
-        result.batch = batch
+        # Outputs already there are kept only if they came from this very model.
+        final = _write_picks(current, usable, out_dir, fmt, pick_config, result.batch, result.resumed, candidates)
+        if candidates is None:
+            result.candidates.append(final)
+    result.batch.seconds = time.perf_counter() - start
     return result
+
+
+def _write_picks(model: PickerModel, paths: list[Path], out_dir: Path, fmt: str, config: PickConfig,
+                 batch: BatchResult, skip_existing: bool, candidates: pd.DataFrame | None) -> pd.DataFrame:
+    """Write one coordinate file per micrograph as soon as it is picked (``candidates``: already picked).
+
+    Returns every candidate of the micrographs picked here. With ``skip_existing`` a micrograph whose
+    output exists is skipped; one that cannot be used goes to ``batch.failed``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threshold = effective_threshold(model, config)
+    keep_n = postprocess_config(model, config).top_n
+    tables = []
+    for path in paths:
+        stem, out = micrograph_stem(path), output_path(out_dir, path, fmt)
+        if skip_existing and out.exists():
+            batch.skipped.append(stem)
+            continue
+        if candidates is not None:
+            found = candidates[candidates["micrograph"] == stem]
+        else:
+            try:
+                found = pick_micrograph(model, read_micrograph(path), stem, _candidates_config(model, config),
+                                        path=path)
+            except DeepPickError as exc:
+                batch.failed.append((str(path), str(exc)))
+                continue
+            tables.append(found)
+        kept = found if config.keep_all else found[found["score"] >= threshold]
+        picks = top_n(kept, keep_n)
+        write_picks(picks, out, fmt, box_px=model.box_px)
+        batch.counts[stem] = len(picks)
+    return concat_picks(tables) if tables else empty_picks()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -185,11 +185,60 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
     assert background.sum() >= 5 and inside(patches.x[background], patches.y[background]).all()
 
 
+def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, target, tmp_path, monkeypatch):
+    import deeppick.pretrain as pretrain_module
+
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    good = load_dataset(target).paths()
+    for p in good:
+        shutil.copy(p, mics / p.name)
+    (mics / "broken.mrc").write_bytes(b"\0" * 64)
+    out = tmp_path / "out"
+    first = autopick(general, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
+    assert [Path(f).name for f, _ in first.batch.failed] == ["broken.mrc"]
+    assert sorted(first.batch.counts) == sorted(p.stem for p in good) and not first.resumed
+    for candidates in first.candidates:
+        assert set(candidates["micrograph"]) == {p.stem for p in good}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt"])
+    written = (out / f"{good[0].stem}.star").read_bytes()
+
+    trained = []
+    real_train = pretrain_module.train_model
+    monkeypatch.setattr(pretrain_module, "train_model", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    # interrupted after fine-tuning, one output missing: the rerun reuses the model and picks only that one
+    (out / f"{good[0].stem}.star").unlink()
+    again = autopick(general, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
+    assert again.resumed and trained == []
+    assert list(again.batch.counts) == [good[0].stem] and again.batch.skipped == [good[1].stem]
+    assert (out / f"{good[0].stem}.star").read_bytes() == written
+    assert [Path(f).name for f, _ in again.batch.failed] == ["broken.mrc"]
+    # another box is another model: fine-tuned again, every micrograph picked again without resume
+    other = autopick(general, mics, 60, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
+    assert not other.resumed and trained == [1] and load_model(out / "autopick_model.pt").box_px == 60
+    fresh = autopick(general, mics, 60, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK)
+    assert trained == [1, 1] and sorted(fresh.batch.counts) == sorted(p.stem for p in good)
+    # the command line lists the bad micrograph after the summary and exits 2
+    res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(mics), "--box-px", "56", "-o", str(out),
+                                   "--step-px", "8", "--no-rotations", "--epochs", "1", "--quiet"])
+    assert res.exit_code == 2 and "broken.mrc" in res.stderr
+    assert "in 2 micrographs" in res.stdout  # the box-60 picks there were replaced, not kept
+    assert "Traceback" not in res.output
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    (nothing / "broken.mrc").write_bytes(b"\0" * 64)
+    with pytest.raises(ConfigError, match="none of the 1 micrograph"):
+        autopick(general, nothing, 56, None, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK)
+
+
 def test_autopick_threshold_override_and_zero_iterations(general, target, tmp_path):
     result = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
                       FAST_TRAIN, replace(FAST_PICK, threshold=0.99))
     assert len(result.candidates) == 1 and result.n_top == []
     assert (read_picks(tmp_path / "out")["score"] >= 0.99).all()
+    again = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
+                     FAST_TRAIN, replace(FAST_PICK, threshold=0.99), resume=True)
+    assert again.resumed and again.batch.counts == {} and len(again.batch.skipped) == 2
 
 
 def test_autopick_cli_bad_model_is_one_line(target, tmp_path):
