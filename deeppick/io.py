@@ -393,8 +393,10 @@ def _read_star(path: Path) -> pd.DataFrame:
     return make_picks(names, table["rlnCoordinateX"], table["rlnCoordinateY"], score)
 
 
-def _fmt_float(values) -> list[str]:
-    return [f"{v:.6g}" if np.isfinite(v) else "nan" for v in values]
+def _score_text(score: float, missing: str) -> str:
+    """A score with 9 significant digits: every float32 score (what the scanner makes) reads back exactly,
+    so the near-1 scores of confident picks keep their order after a round trip through a file."""
+    return f"{score:.9g}" if np.isfinite(score) else missing
 
 
 def _star_text(picks: pd.DataFrame, box_px) -> str:
@@ -414,7 +416,7 @@ def _star_text(picks: pd.DataFrame, box_px) -> str:
         if multi:
             fields.append(str(row.micrograph))
         if has_score:
-            fields += [f"{row.score:.6g}" if np.isfinite(row.score) else "0", "0", "-999"]
+            fields += [_score_text(row.score, "0"), "0", "-999"]
         lines.append("\t".join(fields))
     return "\n".join(lines) + "\n\n"
 
@@ -451,7 +453,7 @@ def _read_coord(path: Path) -> pd.DataFrame:
 
 def _coord_text(picks: pd.DataFrame, box_px) -> str:
     lines = ["image_name\tx_coord\ty_coord\tscore"]
-    lines += [f"{m}\t{x:.2f}\t{y:.2f}\t{s:.6g}" for m, x, y, s in
+    lines += [f"{m}\t{x:.2f}\t{y:.2f}\t{_score_text(s, 'nan')}" for m, x, y, s in
               zip(picks["micrograph"], picks["x"], picks["y"], picks["score"])]
     return "\n".join(lines) + "\n"
 
@@ -473,7 +475,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _csv_text(picks: pd.DataFrame, box_px) -> str:
-    lines = ["x,y,score"] + [f"{x:.2f},{y:.2f},{s:.6g}" for x, y, s in zip(picks["x"], picks["y"], picks["score"])]
+    lines = ["x,y,score"] + [f"{x:.2f},{y:.2f},{_score_text(s, 'nan')}"
+                             for x, y, s in zip(picks["x"], picks["y"], picks["score"])]
     return "\n".join(lines) + "\n"
 
 
@@ -503,7 +506,7 @@ def _cbox_text(picks: pd.DataFrame, box_px) -> str:
     lines = ["", "data_global", "", "_version 1.9.0", "", "data_cryolo", "", "loop_"]
     lines += [f"_{c} #{i + 1}" for i, c in enumerate(cols)]
     for x, y, s in zip(picks["x"], picks["y"], picks["score"]):
-        conf = f"{s:.6g}" if np.isfinite(s) else "<NA>"
+        conf = _score_text(s, "<NA>")
         lines.append(f"{x - half:.2f}\t{y - half:.2f}\t<NA>\t{box_px:g}\t{box_px:g}\t<NA>\t<NA>\t<NA>\t{conf}\t<NA>\t<NA>")
     return "\n".join(lines) + "\n\n"
 

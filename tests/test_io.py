@@ -123,7 +123,8 @@ def test_unknown_suffix_and_missing_file(tmp_path):
 # --- coordinates ------------------------------------------------------------------------------------
 
 coordinate = st.floats(min_value=0, max_value=8000, allow_nan=False).map(lambda v: round(v, 2))
-score = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_subnormal=False)
+# float32, as the scanner's scores are: they must read back exactly
+score = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_subnormal=False, width=32)
 picks_strategy = st.lists(st.tuples(coordinate, coordinate, score), min_size=0, max_size=30)
 
 
@@ -137,7 +138,7 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame, with_score=True, xy_tol=0.005
     np.testing.assert_allclose(b["x"], a["x"], atol=xy_tol)
     np.testing.assert_allclose(b["y"], a["y"], atol=xy_tol)
     if with_score:
-        np.testing.assert_allclose(b["score"], a["score"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(b["score"].to_numpy(np.float32), a["score"].to_numpy(np.float32))
     assert (b["micrograph"] == a["micrograph"]).all()
 
 
@@ -150,6 +151,17 @@ def test_picks_round_trip_through_each_format(tmp_path_factory, rows, fmt):
     write_picks(picks, path, fmt, box_px=100)
     back = read_picks(path, fmt)
     _assert_same(picks, back, with_score=len(rows) > 0)
+
+
+@pytest.mark.parametrize("fmt", ["star", "coord", "csv", "cbox"])
+def test_confident_scores_keep_their_order_through_a_file(tmp_path, fmt):
+    # Confident picks score within a few float32 steps of 1; six digits would write them all as "1".
+    scores = np.float32(1) - np.arange(5, dtype=np.float32) * np.finfo(np.float32).epsneg
+    picks = make_picks("mic_001", np.arange(5.0) * 10, np.arange(5.0) * 10, scores)
+    path = tmp_path / f"mic_001.{ {'coord': 'txt'}.get(fmt, fmt) }"
+    write_picks(picks, path, fmt, box_px=100)
+    back = read_picks(path, fmt)["score"].to_numpy()
+    assert len(np.unique(back)) == 5 and (np.diff(back) < 0).all()
 
 
 @settings(max_examples=25, deadline=None)
