@@ -282,6 +282,9 @@ def _patch_source_options(func):
         click.option("--near-negatives", "near_negative_ratio", type=float,
                      help="background patches per particle beside a particle (0.3–0.6 box from it): off-centre "
                           "views that teach where the centre is [default: 0, none; 1 helped crowded particles]"),
+        click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0),
+                     help="off-centre views per particle, within 0.5 box of it, with a soft target that falls "
+                          "with the distance to the nearest particle (sharper peaks) [default: 4; 0: none]"),
         click.option("--max-per-micrograph", type=int, help="use at most this many particles per micrograph"),
         click.option("--max-micrographs", type=int, help="use at most the first N micrographs"),
         click.option("--seed", type=int, default=0, show_default=True, help="random seed"),
@@ -292,7 +295,7 @@ def _patch_source_options(func):
 
 
 def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, negative_ratio, near_negative_ratio,
-                      max_per_micrograph, max_micrographs, seed, progress=True):
+                      off_centre_ratio, max_per_micrograph, max_micrographs, seed, progress=True):
     """The patch set named by the shared options, and the dataset it came from (or None)."""
     from dataclasses import replace
 
@@ -303,6 +306,8 @@ def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, ne
     config = PatchConfig(negative_ratio=negative_ratio, max_positives_per_micrograph=max_per_micrograph)
     if near_negative_ratio is not None:
         config = replace(config, near_negative_ratio=near_negative_ratio)
+    if off_centre_ratio is not None:
+        config = replace(config, off_centre_ratio=off_centre_ratio)
     neg = read_picks(negatives) if negatives is not None else None
     if dataset is not None:
         if micrographs is not None or coords is not None:

@@ -136,7 +136,8 @@ def pretrain_patches(sources: Sequence, config: PretrainConfig = PretrainConfig(
         per_mic = int(math.ceil(quota / max(len(train), 1)))
         patch_config = PatchConfig(negative_ratio=config.negative_ratio,
                                    min_negative_distance_box=config.min_negative_distance_box,
-                                   max_positives_per_micrograph=per_mic)
+                                   max_positives_per_micrograph=per_mic,
+                                   off_centre_ratio=0.0)  # the shipped model's recipe (not tried with them)
         ps = extract_patches(train, ds.picks, ds.default_box_px(), patch_config, preprocess, seed=rng,
                              dataset=ds.name, progress=progress)
         if ps.n_positive == 0:
@@ -352,7 +353,9 @@ def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, 
         negatives[stem] = sample_negative_centres(shapes[stem], all_xy, int(round(config.negative_ratio * n_pos)),
                                                   config.min_negative_distance_box * box_px, rng,
                                                   edge_margin_px=edge_margin_px)
-    patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box)
+    # DeepPicker's patches, as the leave-one-out figures were measured (off-centre views not tried here)
+    patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box,
+                               off_centre_ratio=0.0)
     return extract_patches(paths, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
 
 

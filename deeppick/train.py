@@ -142,9 +142,10 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
 
     train_idx, val_idx = split_validation(labels, config.val_fraction, config.seed)
     x_all = torch.from_numpy(np.ascontiguousarray(patch_set.patches)).unsqueeze(1)
-    y_all = torch.from_numpy(labels.astype(np.float32))
-    x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
-    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
+    y_all = torch.from_numpy(patch_set.training_targets)
+    hard_all = torch.from_numpy(patch_set.hard)  # accuracy counts particle and background patches only
+    x_train, y_train, hard_train = x_all[train_idx].to(device), y_all[train_idx].to(device), hard_all[train_idx].to(device)
+    x_val, y_val, hard_val = x_all[val_idx].to(device), y_all[val_idx].to(device), hard_all[val_idx].to(device)
 
     if init is not None:
         arch, arch_kwargs = init.arch, dict(init.arch_kwargs)
@@ -176,6 +177,7 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
         net.train()
         order = torch.randperm(len(y_train), generator=gen).to(device)
         total_loss, total_correct = 0.0, 0
+        n_hard = max(int(hard_train.sum()), 1)
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
             xb = augment(x_train[idx], gen, config)
@@ -186,10 +188,10 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
             loss.backward()
             optimiser.step()
             total_loss += float(loss.detach()) * len(idx)
-            total_correct += int(((logits > 0).float() == yb).sum())
-        record = {"epoch": epoch + 1, "loss": total_loss / len(order), "accuracy": total_correct / len(order)}
+            total_correct += int((((logits > 0).float() == yb) & hard_train[idx]).sum())
+        record = {"epoch": epoch + 1, "loss": total_loss / len(order), "accuracy": total_correct / n_hard}
         if len(val_idx):
-            val_loss, val_acc = _evaluate(net, x_val, y_val, loss_fn)
+            val_loss, val_acc = _evaluate(net, x_val, y_val, hard_val, loss_fn)
             record.update(val_loss=val_loss, val_accuracy=val_acc)
             if val_loss < state["best_loss"]:
                 state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0,
@@ -272,9 +274,12 @@ def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 @torch.no_grad()
 def evaluate_patches(model: PickerModel, patch_set: PatchSet, device: str | torch.device | None = None,
                      batch_size: int = 512) -> dict:
-    """Accuracy, loss, precision and recall of ``model`` on labelled patches (threshold 0.5)."""
+    """Accuracy, loss, precision and recall of ``model`` on labelled patches (threshold 0.5).
+
+    Off-centre views (soft targets) are left out: the figures are about particle vs background."""
     device = torch.device(device) if device else default_device()
     net = model.net.to(device).eval()
+    patch_set = patch_set.subset(np.flatnonzero(patch_set.hard))
     x = torch.from_numpy(np.ascontiguousarray(patch_set.patches)).unsqueeze(1).to(device)
     y = torch.from_numpy(patch_set.labels.astype(np.float32)).to(device)
     logits = torch.cat([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else y
@@ -301,6 +306,7 @@ def describe_patch_set(patch_set: PatchSet) -> dict:
         "n_patches": len(patch_set),
         "n_positive": patch_set.n_positive,
         "n_negative": patch_set.n_negative,
+        "n_off_centre": patch_set.n_off_centre,
         "box_px": patch_set.box_px,
         "split": (patch_set.metadata.get("dataset") or {}).get("split"),
         "patch_config": patch_set.metadata.get("patch_config"),
@@ -311,6 +317,8 @@ def patch_set_fingerprint(patch_set: PatchSet) -> str:
     """A short hash of the patches and labels (a checkpoint only resumes on the same data)."""
     h = hashlib.sha1()
     h.update(np.ascontiguousarray(patch_set.labels).tobytes())
+    if patch_set.targets is not None:
+        h.update(np.ascontiguousarray(patch_set.targets).tobytes())
     h.update(np.ascontiguousarray(patch_set.patches).tobytes())
     return h.hexdigest()[:16]
 
@@ -345,10 +353,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def _evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int = 512):
+def _evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, loss_fn, batch_size: int = 512):
     net.eval()
     logits = torch.cat([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-    return float(loss_fn(logits, y)), float(((logits > 0).float() == y).float().mean())
+    correct = ((logits > 0).float() == y)[hard]
+    return float(loss_fn(logits, y)), float(correct.float().mean()) if len(correct) else float("nan")
 
 
 def _cpu_state(net: nn.Module) -> dict:

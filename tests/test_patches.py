@@ -63,16 +63,16 @@ def test_training_patches_are_the_pixels_the_scanner_sees(rng):
     # positives sit exactly on the labelled centres, in the given order
     pos = ps.labels == 1
     np.testing.assert_allclose(np.column_stack([ps.x[pos], ps.y[pos]]), xy, atol=1e-3)
-    # the particle is bright in the centre of its positive patch, not in the negatives
+    # the particle is bright in the centre of its positive patch, not in the background ones
     centre = ps.patches[:, 28:36, 28:36].mean(axis=(1, 2))
-    assert centre[pos].min() > centre[~pos].max()
+    assert centre[pos].min() > centre[ps.hard & ~pos].max()
 
 
 def test_negatives_keep_06_box_from_every_particle_and_match_positives_in_number(rng):
     image, xy = synthetic_micrograph(rng, size=320, box_px=32, n=20)
     ps = extract_patches(image, xy, box_px=32, seed=3)
-    neg = ps.labels == 0
-    assert neg.sum() == (~neg).sum() == 20
+    neg = ps.hard & (ps.labels == 0)
+    assert neg.sum() == ps.n_positive == ps.n_negative == 20
     negatives = np.column_stack([ps.x[neg], ps.y[neg]])
     dist = np.hypot(negatives[:, None, 0] - xy[None, :, 0], negatives[:, None, 1] - xy[None, :, 1]).min(axis=1)
     assert dist.min() >= 0.6 * 32
@@ -108,7 +108,7 @@ def test_crowded_micrograph_gives_fewer_negatives_not_a_hang(rng):
 
 def test_near_miss_negatives_lie_beside_particles_and_off_every_centre(rng):
     image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
-    config = PatchConfig(near_negative_ratio=1.0, near_negative_min_box=0.3)
+    config = PatchConfig(near_negative_ratio=1.0, near_negative_min_box=0.3, off_centre_ratio=0.0)
     ps = extract_patches(image, xy, 32, config, seed=0)
     src = ps.metadata["sources"][0]
     assert src["n_near_negative"] == src["n_positive"] == 15 and src["n_random_negative"] == 15
@@ -125,11 +125,42 @@ def test_near_miss_negatives_lie_beside_particles_and_off_every_centre(rng):
     assert lonely.shape == (0, 2)
 
 
+def test_off_centre_views_carry_soft_targets_of_the_nearest_particle(rng, tmp_path):
+    image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
+    config = PatchConfig(off_centre_ratio=2.0, off_centre_max_box=0.5, off_centre_sigma_box=0.1)
+    ps = extract_patches(image, xy, 32, config, seed=0)
+    off = ~ps.hard
+    assert off.sum() == ps.n_off_centre == ps.metadata["sources"][0]["n_off_centre"] == 30
+    assert (ps.labels[off] == 0).all() and ps.n_positive == ps.n_negative == 15
+    centres = np.column_stack([ps.x[off], ps.y[off]])
+    dist = np.hypot(*(centres[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
+    assert dist.max() <= 0.5 * 32 + 1e-3
+    assert dist.min() < 3.2 and dist.max() > 9.6  # they cover the peak and its flank
+    np.testing.assert_allclose(ps.targets[off], np.exp(-0.5 * (dist / 3.2) ** 2), atol=1e-4)
+    np.testing.assert_array_equal(ps.targets[ps.hard], ps.labels[ps.hard])
+    # files keep the targets; patch sets without off-centre views have none, old (format 1) files too
+    save_patch_set(ps, tmp_path / "p.npz")
+    back = load_patch_set(tmp_path / "p.npz")
+    np.testing.assert_array_equal(back.targets, ps.targets)
+    assert "30 off-centre" in back.summary()
+    plain = extract_patches(image, xy, 32, PatchConfig(off_centre_ratio=0.0), seed=0)
+    assert plain.targets is None and plain.hard.all()
+    with open(tmp_path / "v1.npz", "wb") as fh:
+        np.savez(fh, patches=plain.patches, labels=plain.labels, source=plain.source, x=plain.x, y=plain.y,
+                 metadata_json=np.array(json.dumps({**plain.metadata, "format_version": 1})))
+    assert load_patch_set(tmp_path / "v1.npz").targets is None
+    joined = concat_patch_sets([plain, ps])
+    np.testing.assert_array_equal(joined.training_targets, np.r_[plain.labels, ps.targets].astype(np.float32))
+    assert len(ps.subset(np.flatnonzero(off)[:3]).targets) == 3
+    with pytest.raises(ConfigError, match="off-centre"):
+        PatchConfig(off_centre_ratio=-1.0)
+
+
 def test_explicit_negatives_ratio_and_subsampling(rng):
     image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
     explicit = np.array([[20.0, 20.0], [280.0, 40.0], [999.0, 5.0]])  # the last lies off the image
-    ps = extract_patches(image, xy, 32, PatchConfig(negative_ratio=0.0, max_positives_per_micrograph=5),
-                         negatives=explicit, seed=0)
+    ps = extract_patches(image, xy, 32, PatchConfig(negative_ratio=0.0, max_positives_per_micrograph=5,
+                                                    off_centre_ratio=0.0), negatives=explicit, seed=0)
     assert ps.n_positive == 5 and ps.n_negative == 2
     np.testing.assert_allclose(np.column_stack([ps.x, ps.y])[ps.labels == 0], explicit[:2])
     src = ps.metadata["sources"][0]
@@ -258,6 +289,14 @@ def test_extract_command_writes_a_patch_set(tmp_path, rng):
     assert near.n_positive == 10 and near.n_negative == 20
     assert sum(s["n_near_negative"] for s in near.metadata["sources"]) == 10
     assert near.metadata["patch_config"]["near_negative_ratio"] == 1.0
+    assert near.n_off_centre == 40  # the default: 4 off-centre views per particle
+    out4 = tmp_path / "plain.npz"
+    result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--max-per-micrograph", "5",
+                                      "--off-centre", "0", "-o", str(out4)])
+    assert result.exit_code == 0, result.output
+    assert load_patch_set(out4).targets is None and "off-centre" not in result.output
+    result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--off-centre", "-1", "-o", str(out4)])
+    assert result.exit_code == 2 and "--off-centre" in result.output
 
 
 def test_extract_command_reports_missing_inputs(tmp_path):

@@ -20,7 +20,8 @@ FAST = TrainConfig(epochs=3, batch_size=32, optimizer="adam", patience=100)
 
 @pytest.fixture(scope="module")
 def separable():
-    """Bright discs vs pure noise: a patch set any working classifier separates."""
+    """Bright discs vs pure noise: a patch set any working classifier separates (default patches:
+    particles, background and off-centre views)."""
     rng = np.random.default_rng(7)
     images = {f"m{i}": synthetic_micrograph(rng, size=256, box_px=32, n=20, contrast=2.5) for i in range(4)}
     return extract_patches({k: v[0] for k, v in images.items()}, {k: v[1] for k, v in images.items()}, 32,
@@ -29,8 +30,9 @@ def separable():
 
 @pytest.fixture(scope="module")
 def small(separable):
-    """60 patches of the separable set: enough for the mechanics of training (seeds, checkpoints)."""
-    index = np.r_[np.flatnonzero(separable.labels == 1)[:30], np.flatnonzero(separable.labels == 0)[:30]]
+    """60 particle and background patches of the separable set: enough for the mechanics of training."""
+    background = separable.hard & (separable.labels == 0)
+    index = np.r_[np.flatnonzero(separable.labels == 1)[:30], np.flatnonzero(background)[:30]]
     return separable.subset(np.sort(index))
 
 
@@ -50,6 +52,32 @@ def test_learns_a_trivially_separable_patch_set(separable):
     assert model.info["trained_on"]["n_patches"] == len(separable)
     assert model.info["trained_on"]["micrographs"] == ["m0", "m1", "m2", "m3"]
     assert model.info["training"]["n_val"] == pytest.approx(len(separable) / 9, abs=2)
+
+
+def test_off_centre_targets_are_fitted_and_left_out_of_the_accuracy(small):
+    # The particle patches again as "off-centre views" with a low or a high target: the same pixels, so
+    # only the targets can make the two trainings differ, and the one told "high" must score them higher.
+    particles = np.flatnonzero(small.labels == 1)
+    n = len(particles)
+
+    def with_views(target: float) -> PatchSet:
+        return PatchSet(np.r_[small.patches, small.patches[particles]], np.r_[small.labels, np.zeros(n)],
+                        np.r_[small.source, small.source[particles]], np.r_[small.x, small.x[particles]],
+                        np.r_[small.y, small.y[particles]], small.metadata,
+                        targets=np.r_[small.labels, np.full(n, target)])
+
+    assert with_views(0.0).n_off_centre == 0  # a target equal to the label is a plain background patch
+    config = TrainConfig(epochs=4, batch_size=32, optimizer="adam", patience=100, val_fraction=0.0)
+    scores = {}
+    for target in (0.05, 0.95):
+        ps = with_views(target)
+        assert ps.n_off_centre == n
+        model = train_model(ps, config, progress=False)
+        assert evaluate_patches(model, ps)["n"] == len(small)  # accuracy on particle and background only
+        with torch.no_grad():
+            logits = model.net.eval()(torch.from_numpy(small.patches[particles]).unsqueeze(1))
+        scores[target] = float(torch.sigmoid(logits).mean())
+    assert scores[0.95] > scores[0.05] + 0.05, scores
 
 
 def test_deepem_network_trains(small):
