@@ -9,7 +9,7 @@ share of false positives above the threshold that lie ≥ 0.7 diameter from ever
 misplaced or second pick of a labelled particle: an unlabelled particle, or junk).
 
 Usage: ``python benchmarks/real_data_ap.py [--packs ribosome80s-10028 ...] [--epochs 30] [--patience 6]
-[--max-micrographs N] [--near-negatives R] [--out DIR | --models DIR]``
+[--max-micrographs N] [--near-negatives R] [--off-centre R] [--out DIR | --models DIR]``
 Needs ../shared/realdata (the real packs); takes several minutes per pack on 2 cores.
 """
 
@@ -74,6 +74,8 @@ def main() -> None:
                         help="train micrographs per pack [default: the whole train split, as issue 5 asks]")
     parser.add_argument("--near-negatives", type=float, default=PatchConfig().near_negative_ratio,
                         help="near-miss background patches per particle (PatchConfig.near_negative_ratio)")
+    parser.add_argument("--off-centre", type=float, default=PatchConfig().off_centre_ratio,
+                        help="off-centre views with soft targets per particle (PatchConfig.off_centre_ratio)")
     parser.add_argument("--out", type=Path, default=None, help="also save each model here")
     parser.add_argument("--models", type=Path, default=None,
                         help="evaluate the models saved by an earlier --out DIR run instead of training (train s: 0)")
@@ -88,7 +90,8 @@ def main() -> None:
         else:
             model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs, patience=args.patience),
                                 max_micrographs=args.max_micrographs,
-                                patch_config=PatchConfig(near_negative_ratio=args.near_negatives))
+                                patch_config=PatchConfig(near_negative_ratio=args.near_negatives,
+                                                         off_centre_ratio=args.off_centre))
         trained = 0.0 if args.models else time.perf_counter() - start
         if args.out:
             save_model(model, args.out / f"{pack}.pt")

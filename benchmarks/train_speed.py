@@ -33,7 +33,8 @@ TARGET_S = 120.0  # issue 4: 800 + 800 patches, 10 epochs, ≤ 2 minutes on 2 co
 def patch_set(n_positive: int):
     pack = REALDATA / "cryoppp-10059"
     if pack.is_dir():
-        ps = extract_dataset_patches(pack, "train", config=PatchConfig(max_positives_per_micrograph=n_positive // 4 + 1),
+        ps = extract_dataset_patches(pack, "train", config=PatchConfig(max_positives_per_micrograph=n_positive // 4 + 1,
+                                                                     off_centre_ratio=0.0),
                                      seed=0)
         source = "cryoppp-10059 train"
     else:
@@ -42,8 +43,8 @@ def patch_set(n_positive: int):
         for i in range(4):
             image = rng.normal(size=(1024, 1024)).astype(np.float32)
             xy = rng.uniform(40, 984, size=(n_positive // 4 + 1, 2))
-            sets.append(extract_patches({f"m{i}": image}, {f"m{i}": xy}, 36, PatchConfig(min_negative_distance_box=0.1),
-                                        seed=i))
+            config = PatchConfig(min_negative_distance_box=0.1, off_centre_ratio=0.0)
+            sets.append(extract_patches({f"m{i}": image}, {f"m{i}": xy}, 36, config, seed=i))
         ps, source = concat_patch_sets(sets), "synthetic noise"
     pos, neg = np.flatnonzero(ps.labels == 1)[:n_positive], np.flatnonzero(ps.labels == 0)[:n_positive]
     return ps.subset(np.sort(np.r_[pos, neg])), source

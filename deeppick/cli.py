@@ -396,8 +396,8 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
     if ds is not None and ds.paths("valid"):
         from .patches import PatchConfig, extract_dataset_patches
 
-        valid = extract_dataset_patches(ds, "valid", model.box_px, PatchConfig(), model.preprocess,
-                                        seed=options["seed"])
+        valid = extract_dataset_patches(ds, "valid", model.box_px, PatchConfig(off_centre_ratio=0.0), model.preprocess,
+                                        seed=options["seed"])  # particle vs background: what accuracy measures
         model.info["valid_split"] = evaluate_patches(model, valid)
         line += f"; accuracy on the {len(valid)} patches of the valid micrographs {model.info['valid_split']['accuracy']:.3f}"
     held_out = None
