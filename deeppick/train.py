@@ -144,8 +144,10 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
     x_all = torch.from_numpy(np.ascontiguousarray(patch_set.patches)).unsqueeze(1)
     y_all = torch.from_numpy(patch_set.training_targets)
     hard_all = torch.from_numpy(patch_set.hard)  # accuracy counts particle and background patches only
-    x_train, y_train, hard_train = x_all[train_idx].to(device), y_all[train_idx].to(device), hard_all[train_idx].to(device)
-    x_val, y_val, hard_val = x_all[val_idx].to(device), y_all[val_idx].to(device), hard_all[val_idx].to(device)
+    x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
+    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
+    hard_train, hard_val = hard_all[train_idx].to(device), hard_all[val_idx].to(device)
+    n_hard = max(int(hard_train.sum()), 1)
 
     if init is not None:
         arch, arch_kwargs = init.arch, dict(init.arch_kwargs)
@@ -177,7 +179,6 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
         net.train()
         order = torch.randperm(len(y_train), generator=gen).to(device)
         total_loss, total_correct = 0.0, 0
-        n_hard = max(int(hard_train.sum()), 1)
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
             xb = augment(x_train[idx], gen, config)
