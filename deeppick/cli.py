@@ -435,10 +435,10 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 def fit(dataset, output, epochs, max_micrographs, seed, quiet):
     """Train on a labelled dataset and tune it on the held-out micrographs (what the benchmarks run).
 
-    Trains one model per box (1.0× and 1.3× the particle diameter) and low-pass, keeps the one with the
-    best AP on the valid split (or held-out train micrographs), decides whether the large-region
-    cleaning helps and how wide the peak window is (narrower where particles crowd), and stores the
-    F2-optimal threshold: 'deeppick pick' then needs only the model.
+    Trains models with and without off-centre views, then per box (1.0× and 1.3× the particle diameter)
+    and low-pass, keeps the one with the best AP on the valid split (or held-out train micrographs),
+    decides whether the large-region cleaning helps and how wide the peak window is (narrower where
+    particles crowd), and stores the F2-optimal threshold: 'deeppick pick' then needs only the model.
     """
     from .datasets import load_dataset
     from .model import save_model
@@ -449,8 +449,10 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
                         max_micrographs=max_micrographs, progress=not quiet)
     save_model(model, output)
     info = model.info
+    off_centre = model.info["trained_on"]["patch_config"].get("off_centre_ratio", 0)
     click.echo(f"wrote {output}: box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} "
-               f"model px, {postprocess_summary(model)}, "
+               f"model px, off-centre views {f'{off_centre:g} per particle' if off_centre else 'none'}, "
+               f"{postprocess_summary(model)}, "
                f"edge margin {info['postprocess']['edge_margin_box']:.2f} box; "
                f"held-out AP {info['threshold']['ap']:.3f}, F2 {info['threshold']['fbeta']:.3f} at threshold "
                f"{model.threshold:.3f}")

@@ -278,19 +278,25 @@ LOWPASS_SIGMAS_MODEL_PX = (1.0, 2.5)
 def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_config=None,
                 pick_config: PickConfig = PickConfig(), max_micrographs: int | None = None,
                 progress: bool = False, box_factors=BOX_FACTORS,
-                lowpass_sigmas_model_px=LOWPASS_SIGMAS_MODEL_PX) -> PickerModel:
+                lowpass_sigmas_model_px=LOWPASS_SIGMAS_MODEL_PX, try_without_off_centre: bool = True) -> PickerModel:
     """Semi-automated training on a labelled dataset: train, choose the box, choose the F2 threshold.
 
     Trains on the ``train`` split (at most ``max_micrographs`` of it) and stores in the model the
-    threshold that maximises F-beta on the held-out micrographs of :func:`split_for_threshold`. Without
-    ``box_px``, one model is trained per box ``factor × diameter_px`` in ``box_factors`` and the one with
-    the best AP on the held-out micrographs is kept (matched at 0.2 × diameter for all, so the boxes are
-    compared fairly). At that box, the first entry of ``lowpass_sigmas_model_px`` having been used, a
-    model is trained with each other low-pass σ and the best held-out AP wins again. Each model is
-    compared at its best post-processing (cleaning and peak window, :func:`choose_postprocess`), which
-    the kept model stores. ``info`` records the micrographs used for training and threshold, and the AP
-    of every box and low-pass tried.
+    threshold that maximises F-beta on the held-out micrographs of :func:`split_for_threshold`. Choices,
+    each by the best AP on the held-out micrographs (matched at 0.2 × diameter throughout, so boxes are
+    compared fairly), in this order:
+
+    1. with ``try_without_off_centre`` and off-centre views in ``patch_config``: whether to keep them
+       (a model with and one without, at the first box and low-pass);
+    2. without ``box_px``: the box, one model per ``factor × diameter_px`` in ``box_factors``;
+    3. at that box: the low-pass, one model per other σ in ``lowpass_sigmas_model_px``.
+
+    Ties keep the earlier choice. Each model is compared at its best post-processing (cleaning and peak
+    window, :func:`choose_postprocess`), which the kept model stores. ``info`` records the micrographs used
+    for training and threshold, and the AP of every choice tried.
     """
+    from .patches import PatchConfig
+
     train_paths, valid_paths = split_for_threshold(dataset)
     if max_micrographs is not None:
         train_paths = train_paths[:max_micrographs]
@@ -301,28 +307,42 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
         boxes = sorted({float(round(f * diameter)) for f in box_factors})
     match_px = MATCH_FRACTION * (dataset.diameter_px or boxes[0])
     sigmas = list(lowpass_sigmas_model_px) or [PreprocessConfig().lowpass_sigma_model_px]
+    patch_config = patch_config or PatchConfig()
+    recipes = [patch_config]
+    if try_without_off_centre and patch_config.off_centre_ratio:
+        recipes.append(replace(patch_config, off_centre_ratio=0.0))
 
-    def fit(box: float, sigma: float) -> PickerModel:
+    def fit(box: float, sigma: float, recipe) -> PickerModel:
         preprocess = replace(PreprocessConfig(), lowpass_sigma_model_px=sigma)
-        model = _train_for_box(dataset, train_paths, box, preprocess, train_config, patch_config, progress)
+        model = _train_for_box(dataset, train_paths, box, preprocess, train_config, recipe, progress)
         return choose_postprocess(model, valid_paths, dataset.picks, pick_config, match_px=match_px)
 
-    best, tried_box, tried_sigma = None, {}, {}
-    for box in boxes:
-        model = fit(box, sigmas[0])
-        tried_box[box] = model.info["threshold"]["ap"]
-        if best is None or tried_box[box] > best.info["threshold"]["ap"]:
+    def ap(model: PickerModel) -> float:
+        return model.info["threshold"]["ap"]
+
+    best, tried_off_centre = None, {}
+    for recipe in recipes:
+        model = fit(boxes[0], sigmas[0], recipe)
+        tried_off_centre[f"{recipe.off_centre_ratio:g}"] = ap(model)
+        if best is None or ap(model) > ap(best):
+            best, kept = model, recipe
+    tried_box = {boxes[0]: ap(best)}
+    for box in boxes[1:]:
+        model = fit(box, sigmas[0], kept)
+        tried_box[box] = ap(model)
+        if tried_box[box] > ap(best):
             best = model
-    tried_sigma[sigmas[0]] = best.info["threshold"]["ap"]
+    tried_sigma = {sigmas[0]: ap(best)}
     for sigma in sigmas[1:]:
-        model = fit(best.box_px, sigma)
-        tried_sigma[sigma] = model.info["threshold"]["ap"]
-        if tried_sigma[sigma] > best.info["threshold"]["ap"]:
+        model = fit(best.box_px, sigma, kept)
+        tried_sigma[sigma] = ap(model)
+        if tried_sigma[sigma] > ap(best):
             best = model
     best.info["dataset"] = {"name": dataset.name, "train": [micrograph_stem(p) for p in train_paths],
                             "threshold": [micrograph_stem(p) for p in valid_paths],
-                            "box_px_tried": {f"{b:g}": ap for b, ap in tried_box.items()},
-                            "lowpass_sigma_tried": {f"{g:g}": ap for g, ap in tried_sigma.items()}}
+                            "off_centre_ratio_tried": tried_off_centre,
+                            "box_px_tried": {f"{b:g}": a for b, a in tried_box.items()},
+                            "lowpass_sigma_tried": {f"{g:g}": a for g, a in tried_sigma.items()}}
     return best
 
 

@@ -54,6 +54,9 @@ def main(argv=None) -> int:
         print(f"   box {model.box_px:g} px kept (held-out AP per box: "
               + ", ".join(f"{b} px {ap:.3f}" for b, ap in info["dataset"]["box_px_tried"].items()) + ")")
         post = info["postprocess"]
+        off_centre = info["trained_on"]["patch_config"].get("off_centre_ratio", 0)
+        print(f"   off-centre views {f'{off_centre:g} per particle' if off_centre else 'none'} (held-out AP with / "
+              "without: " + ", ".join(f"{ap:.3f}" for ap in info["dataset"]["off_centre_ratio_tried"].values()) + ")")
         print(f"   low-pass σ {model.preprocess.lowpass_sigma_model_px:g} model px, peak window "
               f"{post['peak_window_box']:g} box, cleaning {'off' if post['max_area_factor'] == float('inf') else 'on'}, "
               f"edge margin {post['edge_margin_box']:.2f} box (chosen on the held-out micrographs / learned from the labels)")

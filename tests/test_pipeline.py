@@ -268,6 +268,12 @@ def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
     assert max(tried.values()) == sigmas["1"] and model.info["threshold"]["ap"] >= max(tried.values()) - 1e-12
     if best_sigma == "1":
         assert tried[f"{model.box_px:g}"] == max(tried.values())
+    # off-centre views were tried with and without, first, at the first box and σ; the boxes then
+    # used the better recipe, which the kept model was trained with
+    off = model.info["dataset"]["off_centre_ratio_tried"]
+    assert set(off) == {"4", "0"} and tried["40"] == max(off.values())
+    kept = max(off, key=lambda k: (off[k], k == "4"))  # ties keep the off-centre views
+    assert model.info["trained_on"]["patch_config"]["off_centre_ratio"] == float(kept)
     assert model.info["dataset"]["threshold"] == sim_dataset.stems("valid")
     assert not set(model.info["dataset"]["train"]) & set(sim_dataset.stems("valid"))
     assert model.threshold is not None
