@@ -117,10 +117,20 @@ def picks_from_score_map(model: PickerModel, image: np.ndarray, name: str, score
     keep = edge_mask(image.shape, x, y, post.edge_margin_box * model.box_px)
     keep[keep] = extreme_pixel_mask(image, x[keep], y[keep], model.box_px, post.extreme_sd, post.sd_range,
                                     post.max_extreme_fraction)
-    picks = sort_picks(make_picks(name, x[keep], y[keep], scores[keep]))
+    return cut_picks(model, sort_picks(make_picks(name, x[keep], y[keep], scores[keep])), config)
+
+
+def cut_picks(model: PickerModel, candidates: pd.DataFrame, config: PickConfig = PickConfig()) -> pd.DataFrame:
+    """What ``pick`` keeps of sorted candidates: those at or above the threshold (all with ``keep_all``),
+    then the best ``top_n``."""
     if not config.keep_all:
-        picks = picks[picks["score"] >= effective_threshold(model, config)].reset_index(drop=True)
-    return top_n(picks, post.top_n)
+        candidates = candidates[candidates["score"] >= effective_threshold(model, config)].reset_index(drop=True)
+    return top_n(candidates, postprocess_config(model, config).top_n)
+
+
+def candidates_config(model: PickerModel, config: PickConfig = PickConfig()) -> PickConfig:
+    """``config`` keeping every candidate: no threshold, no top-N cut (for ranking and evaluation)."""
+    return replace(config, keep_all=True, post=replace(postprocess_config(model, config), top_n=None))
 
 
 @dataclass
@@ -150,11 +160,12 @@ def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: 
 
 def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                      fmt: str = "star", config: PickConfig = PickConfig(), overwrite: bool = False,
-                     progress: bool = False) -> BatchResult:
+                     progress: bool = False, candidates: list | None = None) -> BatchResult:
     """Pick many micrographs, one coordinate file each in ``out_dir``, written atomically.
 
     A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes).
-    A micrograph that cannot be used is recorded in ``failed`` and the batch goes on.
+    A micrograph that cannot be used is recorded in ``failed`` and the batch goes on. If ``candidates`` is
+    a list, every candidate of each micrograph picked (sub-threshold ones too) is appended to it as a table.
     """
     if fmt not in FORMAT_SUFFIX:
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
@@ -166,6 +177,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
         from tqdm import tqdm
 
         iterator = tqdm(paths, desc="picking", unit="micrograph")
+    pick_config = config if candidates is None else candidates_config(model, config)
     for path in iterator:
         out = output_path(out_dir, path, fmt)
         stem = micrograph_stem(path)
@@ -174,10 +186,13 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
             continue
         try:
             image = read_micrograph(path)
-            picks = pick_micrograph(model, image, stem, config, path=path)
+            picks = pick_micrograph(model, image, stem, pick_config, path=path)
         except DeepPickError as exc:
             result.failed.append((str(path), str(exc)))
             continue
+        if candidates is not None:
+            candidates.append(picks)
+            picks = cut_picks(model, picks, config)
         write_picks(picks, out, fmt, box_px=model.box_px)
         result.counts[stem] = len(picks)
     result.seconds = time.perf_counter() - start

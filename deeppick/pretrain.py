@@ -35,14 +35,12 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DatasetError, DeepPickError, ModelFileError
-from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph,
-                 write_picks)
+from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
 from .metrics import BETA
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches, sample_negative_centres
-from .pipeline import (BatchResult, PickConfig, effective_threshold, output_path, pick_micrograph,
-                       postprocess_config)
-from .postprocess import top_n
+from .pipeline import (BatchResult, PickConfig, candidates_config, effective_threshold, pick_micrograph,
+                       pick_micrographs, postprocess_config)
 from .threshold import choose_threshold
 from .train import TrainConfig, train_model
 
@@ -317,16 +315,11 @@ def select_self_training(candidates: pd.DataFrame, threshold: float, config: Aut
     return ranked.head(n).reset_index(drop=True)
 
 
-def _candidates_config(model: PickerModel, config: PickConfig) -> PickConfig:
-    """Every candidate, no top-N cut: what self-training ranks and evaluation scores."""
-    return replace(config, keep_all=True, post=replace(postprocess_config(model, config), top_n=None))
-
-
 def _pick_all(model: PickerModel, paths: list[Path], config: PickConfig, shapes: dict,
               failed: list[tuple[str, str]]) -> pd.DataFrame:
     """Every candidate of ``paths``, one micrograph in memory at a time. Records each image's shape in
     ``shapes``; a micrograph that cannot be used goes to ``failed`` and the batch goes on."""
-    keep_all = _candidates_config(model, config)
+    keep_all = candidates_config(model, config)
     tables = []
     for path in paths:
         try:
@@ -431,20 +424,21 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
     record = _autopick_record(model, stems, box_px, config)
     out_dir = Path(out_dir) if out_dir is not None else None
     reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
-    candidates = None  # the current model's candidates of every usable micrograph, when known
     if reused is not None:
         current, result.resumed, usable = reused, True, paths
     else:
+        usable = paths
         if out_dir is not None and config.iterations == 0:  # the model the picks come from, for a rerun
             current.info["autopick"] = {**record, "round": 0}
             save_model(current, out_dir / AUTOPICK_MODEL)
-        shapes = {}
-        candidates = _pick_all(current, paths, pick_config, shapes, result.batch.failed)
-        result.candidates.append(candidates)
-        usable = [p for p in paths if micrograph_stem(p) in shapes]
-        if not usable:
-            raise ConfigError(f"none of the {len(paths)} micrograph(s) could be used; the first: "
-                              f"{result.batch.failed[0][1]}")
+        else:
+            shapes = {}
+            candidates = _pick_all(current, paths, pick_config, shapes, result.batch.failed)
+            result.candidates.append(candidates)
+            usable = [p for p in paths if micrograph_stem(p) in shapes]
+            if not usable:
+                raise ConfigError(f"none of the {len(paths)} micrograph(s) could be used; the first: "
+                                  f"{result.batch.failed[0][1]}")
         for round_ in range(config.iterations):
             top = select_self_training(candidates, general_threshold, config)
             result.n_top.append(len(top))
@@ -474,45 +468,16 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
                 result.candidates.append(candidates)
     result.model = current
     if out_dir is not None:
-        # Outputs already there are kept only if they came from this very model.
-        final = _write_picks(current, usable, out_dir, fmt, pick_config, result.batch, result.resumed, candidates)
-        if candidates is None:
-            result.candidates.append(final)
+        # Picked and written one micrograph at a time, as pick does; outputs already there are kept
+        # only if they came from this very model.
+        final: list[pd.DataFrame] = []
+        batch = pick_micrographs(current, usable, out_dir, fmt, pick_config, overwrite=not result.resumed,
+                                 candidates=final)
+        result.batch.counts, result.batch.skipped = batch.counts, batch.skipped
+        result.batch.failed += batch.failed
+        result.candidates.append(concat_picks(final) if final else empty_picks())
     result.batch.seconds = time.perf_counter() - start
     return result
-
-
-def _write_picks(model: PickerModel, paths: list[Path], out_dir: Path, fmt: str, config: PickConfig,
-                 batch: BatchResult, skip_existing: bool, candidates: pd.DataFrame | None) -> pd.DataFrame:
-    """Write one coordinate file per micrograph as soon as it is picked (``candidates``: already picked).
-
-    Returns every candidate of the micrographs picked here. With ``skip_existing`` a micrograph whose
-    output exists is skipped; one that cannot be used goes to ``batch.failed``.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    threshold = effective_threshold(model, config)
-    keep_n = postprocess_config(model, config).top_n
-    tables = []
-    for path in paths:
-        stem, out = micrograph_stem(path), output_path(out_dir, path, fmt)
-        if skip_existing and out.exists():
-            batch.skipped.append(stem)
-            continue
-        if candidates is not None:
-            found = candidates[candidates["micrograph"] == stem]
-        else:
-            try:
-                found = pick_micrograph(model, read_micrograph(path), stem, _candidates_config(model, config),
-                                        path=path)
-            except DeepPickError as exc:
-                batch.failed.append((str(path), str(exc)))
-                continue
-            tables.append(found)
-        kept = found if config.keep_all else found[found["score"] >= threshold]
-        picks = top_n(kept, keep_n)
-        write_picks(picks, out, fmt, box_px=model.box_px)
-        batch.counts[stem] = len(picks)
-    return concat_picks(tables) if tables else empty_picks()
 
 
 # --------------------------------------------------------------------------------------------------
