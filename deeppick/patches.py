@@ -340,20 +340,25 @@ def sample_off_centre(shape: tuple[int, int], anchors_xy: np.ndarray, particles_
     particles_xy = np.asarray(particles_xy, dtype=np.float64).reshape(-1, 2)
     if n <= 0 or not len(anchors_xy):
         return np.zeros((0, 2)), np.zeros(0)
-    rows, cols = shape
 
-    def propose(batch: int) -> np.ndarray:
-        anchor = anchors_xy[rng.integers(len(anchors_xy), size=batch)]
-        angle = rng.uniform(0.0, 2 * np.pi, batch)
-        radius = max_distance_px * np.sqrt(rng.uniform(0.0, 1.0, batch))  # uniform over the disk
-        cand = anchor + np.column_stack([np.cos(angle), np.sin(angle)]) * radius[:, None]
-        return cand[(cand[:, 0] >= 0) & (cand[:, 0] <= cols - 1) & (cand[:, 1] >= 0) & (cand[:, 1] <= rows - 1)]
+    def propose(batch: int) -> np.ndarray:  # uniform over the disk: radius ∝ √u
+        return _beside(anchors_xy, batch, lambda k: max_distance_px * np.sqrt(rng.uniform(0.0, 1.0, k)), shape, rng)
 
     centres = _draw_until(n, propose, max_tries=50)
     if not len(centres):
         return centres, np.zeros(0)
     distance = cKDTree(particles_xy if len(particles_xy) else anchors_xy).query(centres, k=1)[0]
     return centres, np.exp(-0.5 * (distance / sigma_px) ** 2)
+
+
+def _beside(anchors_xy: np.ndarray, batch: int, radius, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """``batch`` points at ``radius(batch)`` px in a random direction from randomly chosen anchors; those
+    inside the image of ``shape``."""
+    anchor = anchors_xy[rng.integers(len(anchors_xy), size=batch)]
+    angle = rng.uniform(0.0, 2 * np.pi, batch)
+    cand = anchor + np.column_stack([np.cos(angle), np.sin(angle)]) * radius(batch)[:, None]
+    rows, cols = shape
+    return cand[(cand[:, 0] >= 0) & (cand[:, 0] <= cols - 1) & (cand[:, 1] >= 0) & (cand[:, 1] <= rows - 1)]
 
 
 def _draw_until(n: int, propose, max_tries: int) -> np.ndarray:
@@ -383,16 +388,10 @@ def sample_near_negative_centres(shape: tuple[int, int], particles_xy: np.ndarra
     particles_xy = np.asarray(particles_xy, dtype=np.float64).reshape(-1, 2)
     if n <= 0 or not len(particles_xy) or not max_distance_px > min_distance_px:
         return np.zeros((0, 2))
-    rows, cols = shape
     tree = cKDTree(particles_xy)
 
     def propose(batch: int) -> np.ndarray:
-        anchor = particles_xy[rng.integers(len(particles_xy), size=batch)]
-        angle = rng.uniform(0.0, 2 * np.pi, batch)
-        radius = rng.uniform(min_distance_px, max_distance_px, batch)
-        cand = anchor + np.column_stack([np.cos(angle), np.sin(angle)]) * radius[:, None]
-        inside = (cand[:, 0] >= 0) & (cand[:, 0] <= cols - 1) & (cand[:, 1] >= 0) & (cand[:, 1] <= rows - 1)
-        cand = cand[inside]
+        cand = _beside(particles_xy, batch, lambda k: rng.uniform(min_distance_px, max_distance_px, k), shape, rng)
         return cand[tree.query(cand, k=1)[0] >= min_distance_px]
 
     return _draw_until(n, propose, max_tries)
