@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--realdata", type=Path, default=REALDATA)
     parser.add_argument("--out", type=Path, default=Path("/tmp/deeppick-leave-one-out"))
     parser.add_argument("--positives", type=int, default=10_000, help="particles in the pretraining mix")
-    parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: TrainConfig's]")
+    parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: PRETRAIN_TRAINING's, 30]")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="most fine-tuning epochs")
     parser.add_argument("--max-train", type=int, default=None,
                         help="train micrographs per source [default: all; each source's quota spreads over them]")
@@ -77,18 +77,18 @@ def main(argv=None) -> int:
     from deeppick.metrics import evaluate_picks
     from deeppick.model import load_model, save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import (ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick, positives_per_source,
-                                   pretrain, simulate_zoo, simulate_zoo_for_quota)
+    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick,
+                                   positives_per_source, pretrain, simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
-    from deeppick.train import TrainConfig
 
     if not (args.realdata / "README.md").is_file():
         print(f"needs the real annotated packs in {args.realdata}")
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
-    train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
-    tune_config = TrainConfig() if args.finetune_epochs is None else TrainConfig(epochs=args.finetune_epochs)
+    train_config = PRETRAIN_TRAINING if args.epochs is None else replace(PRETRAIN_TRAINING, epochs=args.epochs)
+    tune_config = (PRETRAIN_TRAINING if args.finetune_epochs is None
+                   else replace(PRETRAIN_TRAINING, epochs=args.finetune_epochs))
     quota = positives_per_source(args.positives, len(PACKS) - 1 + len(ZOO_DIAMETERS_PX))
     if args.no_zoo:
         zoo = []

@@ -8,7 +8,7 @@ from picking errors: the precision of the top-ranked picks (as many as half the 
 share of false positives above the threshold that lie ≥ 0.7 diameter from every reference (not a
 misplaced or second pick of a labelled particle: an unlabelled particle, or junk).
 
-Usage: ``python benchmarks/real_data_ap.py [--packs ribosome80s-10028 ...] [--epochs 30] [--patience 6]
+Usage: ``python benchmarks/real_data_ap.py [--packs ribosome80s-10028 ...] [--epochs 100] [--patience 10]
 [--max-micrographs N] [--near-negatives R] [--off-centre R] [--out DIR | --models DIR]``
 Needs ../shared/realdata (the real packs); takes several minutes per pack on 2 cores.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,6 +16,10 @@ from ._version import __version__
 from .errors import DeepPickError
 
 EXIT_USER_ERROR = 2
+# Training defaults shown by --help: those of train.TrainConfig and pretrain.PRETRAIN_TRAINING (a test checks),
+# written out here so the command line starts without importing torch.
+TRAIN_EPOCHS, TRAIN_PATIENCE = 100, 10
+PRETRAIN_EPOCHS = 30
 
 
 def user_errors(func):
@@ -344,11 +349,12 @@ def extract(output, **options):
 @_patch_source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="model file to write (.pt)")
 @click.option("--arch", type=click.Choice(["deeppicker", "deepem"]), default="deeppicker", show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True, help="most epochs (early stopping may end sooner)")
+@click.option("--epochs", type=int, default=TRAIN_EPOCHS, show_default=True,
+              help="most epochs (early stopping may end sooner)")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option("--lr", type=float, help="learning rate [default: 0.01 for sgd, 0.001 for adam]")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--patience", type=int, default=6, show_default=True, help="epochs without improvement before stopping")
+@click.option("--patience", type=int, default=TRAIN_PATIENCE, show_default=True, help="epochs without improvement before stopping")
 @click.option("--no-augment", is_flag=True, help="no random 90° rotations and flips")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="SD of Gaussian noise added to patches")
 @click.option("--contrast", type=float, default=0.0, show_default=True, help="contrast jitter: scale by 1 ± this")
@@ -427,7 +433,8 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 @click.option("--dataset", required=True, type=click.Path(path_type=Path),
               help="dataset folder with train and valid splits (dataset.json, micrographs/, coords/)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="model file to write (.pt)")
-@click.option("--epochs", type=int, default=30, show_default=True, help="most epochs per model trained")
+@click.option("--epochs", type=int, default=TRAIN_EPOCHS, show_default=True,
+              help="most epochs per model trained (early stopping may end sooner)")
 @click.option("--max-micrographs", type=int, help="train on at most the first N train micrographs")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -631,19 +638,19 @@ def threshold(model_path, dataset, split, validation, beta, threshold_only, outp
 @click.option("--max-micrographs", type=int, help="use at most the first N train micrographs of each dataset")
 @click.option("--max-valid", type=int, default=2, show_default=True,
               help="held-out micrographs per dataset for the pooled F2 threshold")
-@click.option("--epochs", type=int, default=30, show_default=True, help="most epochs (early stopping may end sooner)")
+@click.option("--epochs", type=int, default=PRETRAIN_EPOCHS, show_default=True,
+              help="most epochs (early stopping may end sooner)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @user_errors
 def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, seed, quiet):
     """Train a general model on several molecules (balanced mix) for picking new ones without labels."""
     from .model import save_model
-    from .pretrain import PretrainConfig, pretrain as run_pretrain
-    from .train import TrainConfig
+    from .pretrain import PRETRAIN_TRAINING, PretrainConfig, pretrain as run_pretrain
 
     config = PretrainConfig(total_positives=positives, max_train_micrographs=max_micrographs,
                             max_valid_micrographs=max_valid, seed=seed)
-    model = run_pretrain(list(datasets), config, TrainConfig(epochs=epochs, seed=seed), progress=not quiet)
+    model = run_pretrain(list(datasets), config, replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), progress=not quiet)
     save_model(model, output)
     sources = model.info["pretrain"]["sources"]
     mix = ", ".join(f"{s['dataset']} {s['n_positive']} (box {s['box_px']:g})" for s in sources)
@@ -661,7 +668,7 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
               help="general model [default: the one shipped with deeppick]")
 @click.option("--iterations", type=int, default=1, show_default=True, help="self-training rounds (0: no fine-tuning)")
 @click.option("--top", type=int, help="particles to self-train on [default: half the picks, at most 10,000]")
-@click.option("--epochs", type=int, default=30, show_default=True, help="most fine-tuning epochs")
+@click.option("--epochs", type=int, default=PRETRAIN_EPOCHS, show_default=True, help="most fine-tuning epochs")
 @click.option("--format", "fmt", default="star", show_default=True,
               type=click.Choice(["star", "box", "coord", "csv", "cbox"]), help="coordinate format")
 @click.option("--threshold", type=float, help="score cut [default: the general model's, see the docs]")
@@ -688,15 +695,14 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
     """
     from .model import default_device
     from .pipeline import effective_threshold
-    from .pretrain import AUTOPICK_MODEL, AutopickConfig, autopick as run_autopick, load_general_model
-    from .train import TrainConfig
+    from .pretrain import AUTOPICK_MODEL, PRETRAIN_TRAINING, AutopickConfig, autopick as run_autopick, load_general_model
 
     model = load_general_model(model_path, device=default_device())
     pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None, edge_margin=edge_margin,
                                peak_window=peak_window)
     result = run_autopick(model, list(micrographs), box_px, output,
                           AutopickConfig(iterations=iterations, top=top, seed=seed),
-                          TrainConfig(epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet,
+                          replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet,
                           resume=not overwrite)
     if result.resumed:
         trained = f"reused the fine-tuned model in {output / AUTOPICK_MODEL}"

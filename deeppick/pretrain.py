@@ -47,7 +47,7 @@ from .train import TrainConfig, train_model
 __all__ = ["PretrainConfig", "AutopickConfig", "AutopickResult", "pretrain", "pretrain_patches",
            "pooled_threshold", "with_box", "autopick", "select_self_training", "shipped_model_path",
            "load_general_model", "positives_per_source", "simulate_zoo", "simulate_zoo_for_quota",
-           "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE"]
+           "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE", "PRETRAIN_TRAINING"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 SHIPPED_MODEL = "general.pt"
@@ -55,6 +55,9 @@ NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the 
                            "of the pretraining molecules; no labels of the target are used")
 
 # Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
+# Pretraining and self-training keep the training length they were measured with (30 epochs, patience 6);
+# TrainConfig's longer default (100, 10) was measured for semi-automated training only (README).
+PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6)
 ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "bell": 76.0,
                     "elongated": 92.0, "globular": 36.0}
 
@@ -215,7 +218,7 @@ def pooled_threshold(model: PickerModel, sources: Sequence, config: PretrainConf
 
 
 def pretrain(sources: Sequence, config: PretrainConfig = PretrainConfig(),
-             train_config: TrainConfig = TrainConfig(), pick_config: PickConfig = PickConfig(),
+             train_config: TrainConfig = PRETRAIN_TRAINING, pick_config: PickConfig = PickConfig(),
              progress: bool = False, checkpoint: str | os.PathLike | None = None) -> PickerModel:
     """Train a general model on a balanced mix of molecules and choose its pooled F2 threshold.
 
@@ -372,7 +375,7 @@ def _resumable_model(path: Path, record: dict, device) -> PickerModel | None:
 
 
 def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.PathLike | None = None,
-             config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = TrainConfig(),
+             config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = PRETRAIN_TRAINING,
              pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False,
              resume: bool = False) -> AutopickResult:
     """Pick a new molecule with no labels: general model → top picks → fine-tune → pick again.

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 from example_data import example_parser, find_dataset
 
 
 def main(argv=None) -> int:
     parser = example_parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=30, help="most training epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="most training epochs [default: TrainConfig's, 100]")
     parser.add_argument("--max-micrographs", type=int, default=None, help="train on at most N micrographs")
     args = parser.parse_args(argv)
 
@@ -47,7 +46,7 @@ def main(argv=None) -> int:
     else:
         print(f"1. training on the train split of {dataset.name} (particle diameter {dataset.default_box_px()} px; "
               "boxes of 1.0× and 1.3× it are tried)")
-        model = fit_dataset(dataset, train_config=TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs,
+        model = fit_dataset(dataset, train_config=TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs,
                             progress=sys.stderr.isatty())
         save_model(model, model_path)
         info = model.info

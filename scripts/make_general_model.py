@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/deeppick-general"), help="simulated zoo goes here")
     parser.add_argument("--out", type=Path, default=ROOT / "deeppick" / "pretrained" / "general.pt")
     parser.add_argument("--positives", type=int, default=10_000, help="particles in the mix (DeepPicker: 10,000)")
-    parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: TrainConfig's]")
+    parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: PRETRAIN_TRAINING's, 30]")
     parser.add_argument("--max-train", type=int, default=None,
                         help="train micrographs per source [default: all; each source's quota spreads over them]")
     parser.add_argument("--max-valid", type=int, default=1, help="threshold micrographs per source")
@@ -43,10 +44,9 @@ def main(argv=None) -> int:
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import (ZOO_DIAMETERS_PX, PretrainConfig, positives_per_source, pretrain, simulate_zoo,
-                                   simulate_zoo_for_quota)
+    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DIAMETERS_PX, PretrainConfig, positives_per_source, pretrain,
+                                   simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
-    from deeppick.train import TrainConfig
 
     missing = [p for p in PACKS if not (args.realdata / p / "dataset.json").is_file()]
     if missing:
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         zoo = simulate_zoo_for_quota(args.work, positives_per_source(args.positives, len(PACKS) + len(ZOO_DIAMETERS_PX)))
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
-    train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+    train_config = PRETRAIN_TRAINING if args.epochs is None else replace(PRETRAIN_TRAINING, epochs=args.epochs)
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
     model = pretrain([*(args.realdata / p for p in PACKS), *zoo], config, train_config, pick_config,
                      progress=sys.stderr.isatty())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -70,3 +71,21 @@ def test_importing_deeppick_makes_idle_openmp_threads_sleep_unless_the_user_chos
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def _option_default(command: str, option: str):
+    return next(p.default for p in cli.commands[command].params if p.name == option)
+
+
+def test_training_defaults_on_the_command_line_are_the_librarys():
+    # cli writes the defaults out so it starts without torch; they must be the ones the library trains with
+    from deeppick.pretrain import PRETRAIN_TRAINING, autopick, pretrain
+    from deeppick.train import TrainConfig
+
+    assert _option_default("train", "epochs") == _option_default("fit", "epochs") == TrainConfig().epochs
+    assert _option_default("train", "patience") == TrainConfig().patience
+    assert _option_default("pretrain", "epochs") == _option_default("autopick", "epochs") == PRETRAIN_TRAINING.epochs
+    # pretraining and self-training keep their own (shorter) measured recipe, also when called from Python
+    for function in (pretrain, autopick):
+        assert inspect.signature(function).parameters["train_config"].default is PRETRAIN_TRAINING
+    assert PRETRAIN_TRAINING != TrainConfig()
