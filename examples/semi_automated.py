@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     out = args.out / dataset.name
     model_path = out / "model.pt"
     start = time.perf_counter()
-    if model_path.is_file():
+    retrained = not model_path.is_file()  # picks written by an earlier model are then stale
+    if not retrained:
         print(f"1. reusing the model trained before: {model_path} (delete it to retrain)")
         model = load_model(model_path)
     else:
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
 
     test = dataset.paths("test")
     print(f"2. picking the {len(test)} test micrographs")
-    result = pick_micrographs(model, test, out / "picks", "star", PickConfig(keep_all=True))
+    result = pick_micrographs(model, test, out / "picks", "star", PickConfig(keep_all=True),
+                              overwrite=retrained)
     print("   " + result.summary(out / "picks", model.threshold, keep_all=True))
 
     print("3. evaluating against the test split's references")
