@@ -354,7 +354,8 @@ def extract(output, **options):
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option("--lr", type=float, help="learning rate [default: 0.01 for sgd, 0.001 for adam]")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--patience", type=int, default=TRAIN_PATIENCE, show_default=True, help="epochs without improvement before stopping")
+@click.option("--patience", type=int, default=TRAIN_PATIENCE, show_default=True,
+              help="epochs without improvement before stopping")
 @click.option("--no-augment", is_flag=True, help="no random 90° rotations and flips")
 @click.option("--noise", type=float, default=0.0, show_default=True, help="SD of Gaussian noise added to patches")
 @click.option("--contrast", type=float, default=0.0, show_default=True, help="contrast jitter: scale by 1 ± this")
@@ -650,7 +651,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 
     config = PretrainConfig(total_positives=positives, max_train_micrographs=max_micrographs,
                             max_valid_micrographs=max_valid, seed=seed)
-    model = run_pretrain(list(datasets), config, replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), progress=not quiet)
+    model = run_pretrain(list(datasets), config, replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed),
+                         progress=not quiet)
     save_model(model, output)
     sources = model.info["pretrain"]["sources"]
     mix = ", ".join(f"{s['dataset']} {s['n_positive']} (box {s['box_px']:g})" for s in sources)
@@ -702,8 +704,8 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
                                peak_window=peak_window)
     result = run_autopick(model, list(micrographs), box_px, output,
                           AutopickConfig(iterations=iterations, top=top, seed=seed),
-                          replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), pick_config, fmt=fmt, progress=not quiet,
-                          resume=not overwrite)
+                          replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), pick_config, fmt=fmt,
+                          progress=not quiet, resume=not overwrite)
     if result.resumed:
         trained = f"reused the fine-tuned model in {output / AUTOPICK_MODEL}"
     else:

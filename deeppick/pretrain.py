@@ -54,10 +54,11 @@ SHIPPED_MODEL = "general.pt"
 NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
                            "of the pretraining molecules; no labels of the target are used")
 
-# Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
 # Pretraining and self-training keep the training length they were measured with (30 epochs, patience 6);
 # TrainConfig's longer default (100, 10) was measured for semi-automated training only (README).
 PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6)
+
+# Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
 ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "bell": 76.0,
                     "elongated": 92.0, "globular": 36.0}
 

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     else:
         print(f"1. training on the train split of {dataset.name} (particle diameter {dataset.default_box_px()} px; "
               "boxes of 1.0× and 1.3× it are tried)")
-        model = fit_dataset(dataset, train_config=TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs), max_micrographs=args.max_micrographs,
+        train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+        model = fit_dataset(dataset, train_config=train_config, max_micrographs=args.max_micrographs,
                             progress=sys.stderr.isatty())
         save_model(model, model_path)
         info = model.info
