@@ -515,7 +515,9 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
 @click.option("--peak-window", type=click.FloatRange(min=0, min_open=True),
               help="one pick per window of this × box, picks ≥ half of it apart (default: the model's, chosen "
                    "by 'fit' on held-out micrographs, else 0.8; lower it for crowded particles)")
-@click.option("--overwrite", is_flag=True, help="re-pick micrographs that already have an output file")
+@click.option("--overwrite", is_flag=True,
+              help="re-pick micrographs that already have an output file (needed when another model or other "
+                   "settings wrote them)")
 @user_errors
 def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
          edge_margin, peak_window, overwrite):
@@ -523,6 +525,8 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default.
     A rerun skips micrographs already picked; unreadable micrographs are listed at the end (exit 2).
+    Files another model or other settings wrote in OUTPUT are not mixed with these: the run stops with
+    one line unless --overwrite.
     """
     from .io import list_micrographs
     from .model import default_device, load_model

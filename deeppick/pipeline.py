@@ -4,16 +4,20 @@
 (:mod:`~deeppick.scan`) → cleaning, peaks and pixel filters (:mod:`~deeppick.postprocess`) → a picks
 table in micrograph pixels. ``pick_micrographs`` runs it over many files, writing one coordinate file per
 micrograph atomically, skipping those already written (so an interrupted run resumes), and going on past
-micrographs that cannot be read. ``select_threshold`` picks held-out labelled micrographs and stores the
+micrographs that cannot be read. A record in the output folder (``PICK_RECORD``) says which model and
+settings wrote each file, so a rerun with another model or other settings is refused instead of leaving
+a folder that mixes two pickers' files. ``select_threshold`` picks held-out labelled micrographs and stores the
 F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess`` also chooses
 the cleaning rule and peak window there, and ``fit_dataset`` (``deeppick fit``) does all of it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -21,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DeepPickError
-from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, make_picks, micrograph_stem, read_micrograph,
-                 write_picks)
+from .io import (FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, make_picks, micrograph_stem,
+                 read_micrograph, write_picks)
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
 from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
@@ -32,6 +36,7 @@ from .scan import ScanConfig, ScoreMap, scan_micrograph
 from .threshold import choose_threshold
 
 DEFAULT_THRESHOLD = 0.5  # a model without a chosen threshold picks where the particle class wins
+PICK_RECORD = ".deeppick-picks.json"  # in an output folder: which model and settings wrote which file
 
 
 @dataclass(frozen=True)
@@ -166,10 +171,17 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes).
     A micrograph that cannot be used is recorded in ``failed`` and the batch goes on. If ``candidates`` is
     a list, every candidate of each micrograph picked (sub-threshold ones too) is appended to it as a table.
+
+    Raises
+    ------
+    ConfigError
+        Without ``overwrite``, if ``out_dir`` holds outputs for these micrographs that another model or
+        other pick settings wrote (:func:`claim_outputs`): skipping them would mix two pickers' files.
     """
     if fmt not in FORMAT_SUFFIX:
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
     paths = [Path(p) for p in paths]
+    claim_outputs(model, config, [output_path(out_dir, p, fmt) for p in paths], overwrite)
     result = BatchResult()
     start = time.perf_counter()
     iterator = paths
@@ -197,6 +209,74 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
         result.counts[stem] = len(picks)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def model_fingerprint(model: PickerModel) -> str:
+    """A short hash of what makes a model pick as it does: weights, box, preprocessing, threshold, and the
+    post-processing it stores. Equal for a model in memory and the same model saved and loaded again."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"arch": model.arch, "box_px": float(model.box_px),
+                              "preprocess": model.preprocess.to_dict(), "threshold": model.threshold,
+                              "postprocess": model.info.get("postprocess")}, sort_keys=True, default=float).encode())
+    for name, tensor in sorted(model.net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def pick_settings(model: PickerModel, config: PickConfig) -> dict:
+    """The settings that decide what ``pick`` writes (tiling only changes the speed, so it is left out)."""
+    settings = {"step_px": config.scan.step_px, "rotations": config.scan.rotations, "snap_step": config.scan.snap_step,
+            "post": asdict(postprocess_config(model, config)), "keep_all": config.keep_all,
+            "threshold": None if config.keep_all else effective_threshold(model, config),
+            "candidate_min_score": config.candidate_min_score if config.keep_all else None}
+    return json.loads(json.dumps(settings, default=float))  # plain JSON values (numpy scalars → float)
+
+
+def read_pick_record(out_dir: str | os.PathLike) -> dict:
+    """The record of ``out_dir`` (:data:`PICK_RECORD`): ``runs`` (key → model and settings) and ``files``
+    (output file name → key). Empty when there is none or it cannot be read (files it named count as of
+    unknown origin, as files from before records were kept)."""
+    try:
+        record = json.loads((Path(out_dir) / PICK_RECORD).read_text())
+    except (OSError, ValueError):
+        return {"runs": {}, "files": {}}
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), dict) \
+            or not isinstance(record.get("files"), dict):
+        return {"runs": {}, "files": {}}
+    return record
+
+
+def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], overwrite: bool = False) -> str:
+    """Check that ``outputs`` may be written or kept by this model and these settings, and record them.
+
+    An existing output that the folder's record attributes to another model or other settings would be
+    skipped by a resumed batch and so mix two pickers' results: without ``overwrite`` that raises
+    :class:`ConfigError` before anything is written. Outputs the record does not know (written before
+    records were kept, or by hand) are kept as before. The record is updated atomically before picking,
+    so an interrupted batch leaves every file it wrote attributed. Returns this run's key.
+    """
+    settings = pick_settings(model, config)
+    fingerprint = model_fingerprint(model)
+    key = hashlib.sha256(json.dumps([fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
+    if not outputs:
+        return key
+    out_dir = outputs[0].parent
+    record = read_pick_record(out_dir)
+    if not overwrite:
+        clash = [out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key]
+        if clash:
+            raise ConfigError(f"{out_dir}: {len(clash)} pick file(s) there, e.g. {clash[0]}, were written by "
+                              "another model or other pick settings; pass --overwrite to replace them, or pick "
+                              "into another folder")
+    files = {**record["files"], **{out.name: key for out in outputs}}
+    used = set(files.values())
+    runs = {k: v for k, v in record["runs"].items() if k in used}
+    runs[key] = {"model": fingerprint, "model_name": model.info.get("name"), "box_px": float(model.box_px),
+                 "settings": settings}
+    atomic_write_text(out_dir / PICK_RECORD, json.dumps({"format": "deeppick-picks-record", "version": 1,
+                                                         "runs": runs, "files": files}, indent=1, sort_keys=True))
+    return key
 
 
 def pick_paths(model: PickerModel, paths: Iterable[str | os.PathLike], config: PickConfig = PickConfig()) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from deeppick.cli import cli
@@ -17,8 +18,9 @@ from deeppick.io import read_micrograph, read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
-from deeppick.pipeline import (PickConfig, adopt_label_edge_margin, choose_postprocess, effective_threshold,
-                               pick_micrograph, pick_micrographs, pick_paths, select_threshold)
+from deeppick.pipeline import (PICK_RECORD, PickConfig, adopt_label_edge_margin, choose_postprocess,
+                               effective_threshold, model_fingerprint, pick_micrograph, pick_micrographs, pick_paths,
+                               select_threshold)
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import prepare_micrograph
 from deeppick.scan import model_step_px, score_positions
@@ -207,6 +209,51 @@ def test_batch_resumes_and_goes_on_past_a_bad_micrograph(sim_dataset, trained, t
     (out / f"{good[0].stem}.star").unlink()
     third = pick_micrographs(model, good, out)
     assert list(third.counts) == [good[0].stem]
+
+
+def test_a_folder_of_picks_never_mixes_two_models_or_settings(sim_dataset, trained, tmp_path):
+    model = load_model(trained)
+    good = sim_dataset.paths("test")
+    out = tmp_path / "picks"
+    pick_micrographs(model, good, out)
+    assert (out / PICK_RECORD).is_file() and not list(out.glob("*.part"))
+    # The same model loaded again (another process, another day) resumes: same fingerprint, nothing re-picked.
+    assert model_fingerprint(load_model(trained)) == model_fingerprint(model)
+    assert pick_micrographs(load_model(trained), good, out).counts == {}
+    # Another model (one weight nudged) or another threshold would skip these files: refused, nothing written.
+    other = load_model(trained)
+    with torch.no_grad():
+        next(other.net.parameters()).view(-1)[0] += 1e-3
+    assert model_fingerprint(other) != model_fingerprint(model)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    for rival, config in [(other, PickConfig()), (model, PickConfig(threshold=0.9))]:
+        with pytest.raises(ConfigError, match="another model or other pick settings.*--overwrite"):
+            pick_micrographs(rival, good, out, config=config)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # --overwrite replaces them and the record follows: the original model is now the stranger.
+    assert sorted(pick_micrographs(other, good, out, overwrite=True).counts) == sorted(p.stem for p in good)
+    with pytest.raises(ConfigError):
+        pick_micrographs(model, good, out)
+    # Other micrographs in the same folder are this run's own; the files it does not touch keep their owner.
+    (out / f"{good[0].stem}.star").unlink()
+    assert list(pick_micrographs(model, good[:1], out).counts) == [good[0].stem]
+    assert pick_micrographs(other, good[1:], out).counts == {}
+    # Files from before records were kept (or a damaged record) are of unknown origin: kept, as before.
+    (out / PICK_RECORD).write_text("{not json")
+    assert pick_micrographs(model, good, out).counts == {}
+
+
+def test_pick_command_refuses_a_folder_picked_by_another_model(sim_dataset, trained, tmp_path):
+    runner = CliRunner()
+    mics = [str(p) for p in sim_dataset.paths("test")]
+    args = ["pick", "--model", str(trained), *sum((["--micrographs", m] for m in mics), []), "-o", str(tmp_path)]
+    assert runner.invoke(cli, args).exit_code == 0
+    result = runner.invoke(cli, [*args, "--threshold", "0.99"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().count("\n") == 0 and "--overwrite" in result.stderr and str(tmp_path) in result.stderr
+    result = runner.invoke(cli, [*args, "--threshold", "0.99", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert (read_picks(tmp_path)["score"] >= 0.99).all()
 
 
 def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):

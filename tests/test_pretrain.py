@@ -17,7 +17,7 @@ from deeppick.errors import ConfigError, DeepPickError
 from deeppick.io import read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
-from deeppick.pipeline import PickConfig
+from deeppick.pipeline import PICK_RECORD, PickConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, PretrainConfig, autopick,
                                load_general_model, pretrain, pretrain_patches, select_self_training,
                                shipped_model_path, simulate_zoo_for_quota, with_box)
@@ -200,7 +200,8 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     assert sorted(first.batch.counts) == sorted(p.stem for p in good) and not first.resumed
     for candidates in first.candidates:
         assert set(candidates["micrograph"]) == {p.stem for p in good}
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt",
+                                                         PICK_RECORD])
     written = (out / f"{good[0].stem}.star").read_bytes()
 
     trained = []
