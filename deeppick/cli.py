@@ -416,7 +416,7 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
     elif ds is not None and ds.paths("valid") and options["split"] != "valid":
         held_out = (ds.paths("valid"), ds.picks)
     if held_out is not None:
-        from .pipeline import choose_postprocess
+        from .pipeline import choose_postprocess, postprocess_summary
 
         try:
             model = choose_postprocess(model, *held_out)
@@ -450,28 +450,15 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
     """
     from .datasets import load_dataset
     from .model import save_model
-    from .pipeline import fit_dataset
+    from .pipeline import fit_dataset, recipe_summary
     from .train import TrainConfig
 
     model = fit_dataset(load_dataset(dataset), train_config=TrainConfig(epochs=epochs, seed=seed),
                         max_micrographs=max_micrographs, progress=not quiet)
     save_model(model, output)
     info = model.info
-    off_centre = model.info["trained_on"]["patch_config"].get("off_centre_ratio", 0)
-    click.echo(f"wrote {output}: box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} "
-               f"model px, off-centre views {f'{off_centre:g} per particle' if off_centre else 'none'}, "
-               f"{postprocess_summary(model)}, "
-               f"edge margin {info['postprocess']['edge_margin_box']:.2f} box; "
-               f"held-out AP {info['threshold']['ap']:.3f}, F2 {info['threshold']['fbeta']:.3f} at threshold "
-               f"{model.threshold:.3f}")
-
-
-def postprocess_summary(model) -> str:
-    """'peak window W box, cleaning on|off': the post-processing choices stored in ``model``."""
-    post = model.info.get("postprocess", {})
-    window = post.get("peak_window_box")
-    cleaning = "off" if post.get("max_area_factor") == float("inf") else "on"
-    return f"peak window {'default' if window is None else format(window, 'g') + ' box'}, cleaning {cleaning}"
+    click.echo(f"wrote {output}: {recipe_summary(model)}; held-out AP {info['threshold']['ap']:.3f}, "
+               f"F2 {info['threshold']['fbeta']:.3f} at threshold {model.threshold:.3f}")
 
 
 # --- pick / evaluate ----------------------------------------------------------------------------------
@@ -618,7 +605,7 @@ def threshold(model_path, dataset, split, validation, beta, threshold_only, outp
     from .datasets import load_dataset
     from .errors import ConfigError
     from .model import load_model, save_model
-    from .pipeline import choose_postprocess, select_threshold
+    from .pipeline import choose_postprocess, postprocess_summary, select_threshold
 
     if (dataset is None) == (validation is None):
         raise ConfigError("give exactly one of --dataset DIR (with --split) or --validation DIR")

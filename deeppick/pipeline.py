@@ -441,6 +441,24 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
     return best
 
 
+def postprocess_summary(model: PickerModel) -> str:
+    """'peak window W box, cleaning on|off': the post-processing choices stored in ``model``."""
+    post = model.info.get("postprocess", {})
+    window = post.get("peak_window_box")
+    cleaning = "off" if post.get("max_area_factor") == float("inf") else "on"
+    return f"peak window {'default' if window is None else format(window, 'g') + ' box'}, cleaning {cleaning}"
+
+
+def recipe_summary(model: PickerModel) -> str:
+    """What :func:`fit_dataset` chose, on one line: box, low-pass, off-centre views, post-processing, edge
+    margin (``deeppick fit`` and the semi-automated example print it)."""
+    views = model.info.get("trained_on", {}).get("patch_config", {}).get("off_centre_ratio", 0)
+    margin = model.info.get("postprocess", {}).get("edge_margin_box")
+    return (f"box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} model px, "
+            f"off-centre views {f'{views:g} per particle' if views else 'none'}, {postprocess_summary(model)}"
+            + ("" if margin is None else f", edge margin {margin:.2f} box"))
+
+
 def _train_for_box(dataset, train_paths, box_px, preprocess, train_config, patch_config, progress) -> PickerModel:
     from .patches import PatchConfig, extract_patches
     from .train import TrainConfig, train_model

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from deeppick.datasets import load_dataset
     from deeppick.metrics import evaluate_picks
     from deeppick.model import load_model, save_model
-    from deeppick.pipeline import PickConfig, fit_dataset, pick_micrographs
+    from deeppick.pipeline import PickConfig, fit_dataset, pick_micrographs, recipe_summary
     from deeppick.io import read_picks
     from deeppick.report import write_report
     from deeppick.train import TrainConfig
@@ -52,15 +52,12 @@ def main(argv=None) -> int:
                             progress=sys.stderr.isatty())
         save_model(model, model_path)
         info = model.info
-        print(f"   box {model.box_px:g} px kept (held-out AP per box: "
-              + ", ".join(f"{b} px {ap:.3f}" for b, ap in info["dataset"]["box_px_tried"].items()) + ")")
-        post = info["postprocess"]
-        off_centre = info["trained_on"]["patch_config"].get("off_centre_ratio", 0)
-        print(f"   off-centre views {f'{off_centre:g} per particle' if off_centre else 'none'} (held-out AP with / "
-              "without: " + ", ".join(f"{ap:.3f}" for ap in info["dataset"]["off_centre_ratio_tried"].values()) + ")")
-        print(f"   low-pass σ {model.preprocess.lowpass_sigma_model_px:g} model px, peak window "
-              f"{post['peak_window_box']:g} box, cleaning {'off' if post['max_area_factor'] == float('inf') else 'on'}, "
-              f"edge margin {post['edge_margin_box']:.2f} box (chosen on the held-out micrographs / learned from the labels)")
+        print(f"   kept {recipe_summary(model)}")
+        tried = info["dataset"]
+        print("   held-out AP per box " + ", ".join(f"{b} px {ap:.3f}" for b, ap in tried["box_px_tried"].items())
+              + "; per low-pass σ " + ", ".join(f"{s} {ap:.3f}" for s, ap in tried["lowpass_sigma_tried"].items())
+              + "; per number of off-centre views " + ", ".join(f"{n} {ap:.3f}" for n, ap
+                                                                  in tried["off_centre_ratio_tried"].items()))
         print(f"   held-out patch accuracy {info['val_accuracy']:.3f}; F2-optimal threshold {model.threshold:.3f} "
               f"chosen on {', '.join(info['threshold']['micrographs'])}; {time.perf_counter() - start:.0f} s")
 
