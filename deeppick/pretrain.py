@@ -39,8 +39,8 @@ from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micr
 from .metrics import BETA
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches, sample_negative_centres
-from .pipeline import (BatchResult, PickConfig, candidates_config, effective_threshold, pick_micrograph,
-                       pick_micrographs, postprocess_config)
+from .pipeline import (BatchResult, PickConfig, candidates_config, effective_threshold, model_fingerprint,
+                       pick_micrograph, pick_micrographs, pick_settings, postprocess_config)
 from .threshold import choose_threshold
 from .train import TrainConfig, train_model
 
@@ -356,10 +356,14 @@ def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, 
     return extract_patches(paths, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
 
 
-def _autopick_record(model: PickerModel, stems: list[str], box_px: float, config: AutopickConfig) -> dict:
-    """What makes a fine-tuned model reusable by a rerun: same general model, micrographs, box, rules."""
-    return {"general_model": model.info.get("name"), "requested": list(stems), "box_px": float(box_px),
-            "config": config.to_dict()}
+def _autopick_record(model: PickerModel, stems: list[str], box_px: float, config: AutopickConfig,
+                     pick_config: PickConfig) -> dict:
+    """What makes a fine-tuned model reusable by a rerun: the same general model (its weights, not only its
+    name), micrographs, box, self-training rules, and the scan and peak settings its candidates came from
+    (the threshold and top-N only decide what is written, so they may change)."""
+    return {"general_model": model.info.get("name"), "general_fingerprint": model_fingerprint(model),
+            "requested": list(stems), "box_px": float(box_px), "config": config.to_dict(),
+            "candidates": pick_settings(model, candidates_config(model, pick_config))}
 
 
 def _resumable_model(path: Path, record: dict, device) -> PickerModel | None:
@@ -425,7 +429,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
     device = next(current.net.parameters()).device
     general_threshold = effective_threshold(current, replace(pick_config, threshold=None))
     result = AutopickResult(model=current)
-    record = _autopick_record(model, stems, box_px, config)
+    record = _autopick_record(model, stems, box_px, config, pick_config)
     out_dir = Path(out_dir) if out_dir is not None else None
     reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
     if reused is not None:

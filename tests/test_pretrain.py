@@ -214,6 +214,17 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     assert list(again.batch.counts) == [good[0].stem] and again.batch.skipped == [good[1].stem]
     assert (out / f"{good[0].stem}.star").read_bytes() == written
     assert [Path(f).name for f, _ in again.batch.failed] == ["broken.mrc"]
+    # another peak window gives other candidates, so other pseudo-labels: fine-tuned again, not reused
+    wider = replace(FAST_PICK, post=replace(pretrain_module.postprocess_config(general), peak_window_box=1.0))
+    assert not autopick(general, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, wider, resume=True).resumed
+    assert trained == [1]
+    # a retrained general model under the same name is another model too
+    retrained = load_model(out / "autopick_model.pt")  # any other weights will do
+    retrained.info = dict(general.info)
+    assert not autopick(retrained, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK,
+                        resume=True).resumed
+    assert trained == [1, 1]
+    trained.clear()
     # another box is another model: fine-tuned again, every micrograph picked again without resume
     other = autopick(general, mics, 60, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
     assert not other.resumed and trained == [1] and load_model(out / "autopick_model.pt").box_px == 60
