@@ -684,7 +684,8 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
     coordinate file is read. A rerun with the same options reuses the fine-tuned model and skips the
-    micrographs already picked; unreadable micrographs are left out and listed at the end (exit 2).
+    micrographs already picked (with only another --threshold or --keep-all it reuses the model and picks
+    them again); unreadable micrographs are left out and listed at the end (exit 2).
     """
     from .model import default_device
     from .pipeline import effective_threshold

@@ -165,10 +165,13 @@ def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: 
 
 def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                      fmt: str = "star", config: PickConfig = PickConfig(), overwrite: bool = False,
-                     progress: bool = False, candidates: list | None = None) -> BatchResult:
+                     progress: bool = False, candidates: list | None = None,
+                     replace_others: bool = False) -> BatchResult:
     """Pick many micrographs, one coordinate file each in ``out_dir``, written atomically.
 
-    A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes).
+    A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes);
+    with ``replace_others`` the outputs another model or other settings wrote are picked again instead of
+    refused (autopick's resumed run: its folder, its model).
     A micrograph that cannot be used is recorded in ``failed`` and the batch goes on. If ``candidates`` is
     a list, every candidate of each micrograph picked (sub-threshold ones too) is appended to it as a table.
 
@@ -181,7 +184,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     if fmt not in FORMAT_SUFFIX:
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
     paths = [Path(p) for p in paths]
-    claim_outputs(model, config, [output_path(out_dir, p, fmt) for p in paths], overwrite)
+    redo = claim_outputs(model, config, [output_path(out_dir, p, fmt) for p in paths], overwrite, replace_others)
     result = BatchResult()
     start = time.perf_counter()
     iterator = paths
@@ -193,7 +196,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     for path in iterator:
         out = output_path(out_dir, path, fmt)
         stem = micrograph_stem(path)
-        if out.exists() and not overwrite:
+        if out.exists() and not overwrite and out.name not in redo:
             result.skipped.append(stem)
             continue
         try:
@@ -247,28 +250,34 @@ def read_pick_record(out_dir: str | os.PathLike) -> dict:
     return record
 
 
-def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], overwrite: bool = False) -> str:
+def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], overwrite: bool = False,
+                  replace_others: bool = False) -> set[str]:
     """Check that ``outputs`` may be written or kept by this model and these settings, and record them.
 
     An existing output that the folder's record attributes to another model or other settings would be
-    skipped by a resumed batch and so mix two pickers' results: without ``overwrite`` that raises
-    :class:`ConfigError` before anything is written. Outputs the record does not know (written before
-    records were kept, or by hand) are kept as before. The record is updated atomically before picking,
-    so an interrupted batch leaves every file it wrote attributed. Returns this run's key.
+    skipped by a resumed batch and so mix two pickers' results: unless ``overwrite`` or ``replace_others``
+    that raises :class:`ConfigError` before anything is written. Outputs the record does not know (written
+    before records were kept, or by hand) are kept as before. The record is updated atomically before
+    picking, so an interrupted batch leaves every file it wrote attributed.
+
+    Returns
+    -------
+    set of str
+        Names of the existing outputs another model or other settings wrote: to be picked again.
     """
     settings = pick_settings(model, config)
     fingerprint = model_fingerprint(model)
     key = hashlib.sha256(json.dumps([fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
     if not outputs:
-        return key
+        return set()
     out_dir = outputs[0].parent
     record = read_pick_record(out_dir)
-    if not overwrite:
-        clash = [out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key]
-        if clash:
-            raise ConfigError(f"{out_dir}: {len(clash)} pick file(s) there, e.g. {clash[0]}, were written by "
-                              "another model or other pick settings; pass --overwrite to replace them, or pick "
-                              "into another folder")
+    others = {out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key}
+    if others and not (overwrite or replace_others):
+        clash = sorted(others)
+        raise ConfigError(f"{out_dir}: {len(clash)} pick file(s) there, e.g. {clash[0]}, were written by "
+                          "another model or other pick settings; pass --overwrite to replace them, or pick "
+                          "into another folder")
     files = {**record["files"], **{out.name: key for out in outputs}}
     used = set(files.values())
     runs = {k: v for k, v in record["runs"].items() if k in used}
@@ -276,7 +285,7 @@ def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], o
                  "settings": settings}
     atomic_write_text(out_dir / PICK_RECORD, json.dumps({"format": "deeppick-picks-record", "version": 1,
                                                          "runs": runs, "files": files}, indent=1, sort_keys=True))
-    return key
+    return others
 
 
 def pick_paths(model: PickerModel, paths: Iterable[str | os.PathLike], config: PickConfig = PickConfig()) -> pd.DataFrame:

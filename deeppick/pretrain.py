@@ -408,7 +408,8 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         Scan and post-processing; ``threshold`` overrides the inherited one (see the module docstring).
     resume
         With ``out_dir``: reuse the fine-tuned model an interrupted run of the same general model, box,
-        micrographs and ``config`` left there, and skip micrographs whose output it already wrote.
+        micrographs, ``config`` and candidate settings left there, and skip micrographs whose output it
+        already wrote with the same pick settings (others, e.g. at another threshold, are picked again).
         Otherwise (or without such a model) everything is fine-tuned and written again.
 
     Returns
@@ -480,7 +481,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         # only if they came from this very model.
         final: list[pd.DataFrame] = []
         batch = pick_micrographs(current, usable, out_dir, fmt, pick_config, overwrite=not result.resumed,
-                                 candidates=final)
+                                 candidates=final, replace_others=True)
         result.batch.counts, result.batch.skipped = batch.counts, batch.skipped
         result.batch.failed += batch.failed
         result.candidates.append(concat_picks(final) if final else empty_picks())

@@ -251,6 +251,12 @@ def test_autopick_threshold_override_and_zero_iterations(general, target, tmp_pa
     again = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
                      FAST_TRAIN, replace(FAST_PICK, threshold=0.99), resume=True)
     assert again.resumed and again.batch.counts == {} and len(again.batch.skipped) == 2
+    # another threshold does not change the model: reused, and every file picked again at the new cut
+    lower = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
+                     FAST_TRAIN, replace(FAST_PICK, threshold=0.5), resume=True)
+    assert lower.resumed and len(lower.batch.counts) == 2 and lower.batch.skipped == []
+    picks = read_picks(tmp_path / "out")
+    assert (picks["score"] >= 0.5).all() and (picks["score"] < 0.99).any()
 
 
 def test_autopick_cli_bad_model_is_one_line(target, tmp_path):
