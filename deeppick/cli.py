@@ -6,6 +6,7 @@ Every command turns a :class:`~deeppick.errors.DeepPickError` into one line on s
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,8 @@ PRETRAIN_EPOCHS = 30
 
 
 def user_errors(func):
-    """Print a DeepPickError as one line (no traceback) and exit 2."""
+    """Print a DeepPickError, or a file the system would not read or write, as one line (no traceback);
+    exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -31,9 +33,31 @@ def user_errors(func):
             return func(*args, **kwargs)
         except DeepPickError as exc:
             click.echo(f"deeppick: error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:  # an output folder that is a file, no permission, a full disk
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"deeppick: error: {where}{exc.strerror or exc}; check the path, its permissions and the "
+                       "free space", err=True)
+        sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def check_output_file(path: Path, what: str, folder: bool = False) -> None:
+    """Fail at once, not after training, when ``path`` (a file to write, or with ``folder`` a folder to
+    write into) cannot be written."""
+    from .errors import ConfigError
+
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: is a file, not a folder; choose another folder for the {what}")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name for the {what}")
+    folder = path if folder else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{path}: {folder} is a file, not a folder; choose another path for the {what}")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{path}: no permission to write in {folder}; choose another path for the {what}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -339,6 +363,7 @@ def extract(output, **options):
     """Crop labelled training patches (particles and background) into a reusable patch set."""
     from .patches import save_patch_set
 
+    check_output_file(output, "patch set")
     ps, _ = _labelled_patches(**options)
     save_patch_set(ps, output)
     click.echo(f"wrote {ps.summary()} to {output}")
@@ -379,6 +404,7 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
     from .patches import load_patch_set
     from .train import TrainConfig, evaluate_patches, train_model
 
+    check_output_file(output, "model")
     ds = None
     if patches is not None:
         if options["dataset"] is not None or options["micrographs"] is not None:
@@ -453,6 +479,7 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
     from .pipeline import fit_dataset, recipe_summary
     from .train import TrainConfig
 
+    check_output_file(output, "model")
     model = fit_dataset(load_dataset(dataset), train_config=TrainConfig(epochs=epochs, seed=seed),
                         max_micrographs=max_micrographs, progress=not quiet)
     save_model(model, output)
@@ -640,6 +667,7 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
     from .model import save_model
     from .pretrain import PRETRAIN_TRAINING, PretrainConfig, pretrain as run_pretrain
 
+    check_output_file(output, "general model")
     config = PretrainConfig(total_positives=positives, max_train_micrographs=max_micrographs,
                             max_valid_micrographs=max_valid, seed=seed)
     model = run_pretrain(list(datasets), config, replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed),
@@ -691,6 +719,7 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
     from .pipeline import effective_threshold
     from .pretrain import AUTOPICK_MODEL, PRETRAIN_TRAINING, AutopickConfig, autopick as run_autopick, load_general_model
 
+    check_output_file(output, "picks and the fine-tuned model", folder=True)
     model = load_general_model(model_path, device=default_device())
     pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None, edge_margin=edge_margin,
                                peak_window=peak_window)

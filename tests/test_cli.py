@@ -89,3 +89,27 @@ def test_training_defaults_on_the_command_line_are_the_librarys():
     for function in (pretrain, autopick):
         assert inspect.signature(function).parameters["train_config"].default is PRETRAIN_TRAINING
     assert PRETRAIN_TRAINING != TrainConfig()
+
+
+def test_an_output_path_that_cannot_be_written_fails_at_once_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    missing = str(tmp_path / "no-such-dataset")  # checked after the output: the output error comes first
+    runner = CliRunner()
+    for args in (["fit", "--dataset", missing, "-o", str(blocker / "m.pt")],
+                 ["train", "--dataset", missing, "-o", str(blocker / "sub" / "m.pt")],
+                 ["extract", "--dataset", missing, "-o", str(blocker / "p.npz")],
+                 ["pretrain", "--dataset", missing, "-o", str(blocker / "g.pt")],
+                 ["autopick", "--micrographs", missing, "--box-px", "56", "-o", str(blocker / "picks")]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
+        assert f"{blocker} is a file, not a folder" in result.stderr, result.stderr
+    result = runner.invoke(cli, ["fit", "--dataset", missing, "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder; give a file name for the model" in result.stderr
+    # a system error while writing (here: the output folder is a file) is one line too
+    write_picks(make_picks("m1", [100], [50], [0.9]), tmp_path / "in" / "m1.star")
+    result = runner.invoke(cli, ["convert", str(tmp_path / "in"), str(blocker / "out"), "--to", "box", "--box-px", "40"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("deeppick: error: ") and result.stderr.strip().count("\n") == 0
+    assert "check the path, its permissions and the free space" in result.stderr
