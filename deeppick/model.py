@@ -154,6 +154,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
         If the file is missing, corrupt, not a deeppick model or from an incompatible format version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder; give the model file (.pt) itself")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file; train one with 'deeppick train' or check the path")
     try:

@@ -76,6 +76,8 @@ def test_corrupt_and_truncated_files_give_a_clear_error(tmp_path, model):
         load_model(tmp_path / "junk.pt")
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "missing.pt")
+    with pytest.raises(ModelFileError, match="is a folder; give the model file"):
+        load_model(tmp_path)
 
 
 def test_incompatible_or_foreign_files_are_refused(tmp_path, model):
