@@ -51,13 +51,13 @@ def check_output_file(path: Path, what: str, folder: bool = False) -> None:
         raise ConfigError(f"{path}: is a file, not a folder; choose another folder for the {what}")
     if not folder and path.is_dir():
         raise ConfigError(f"{path}: is a folder; give a file name for the {what}")
-    folder = path if folder else path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{path}: {folder} is a file, not a folder; choose another path for the {what}")
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{path}: no permission to write in {folder}; choose another path for the {what}")
+    existing = path if folder else path.parent  # the nearest folder that exists is where writing starts
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{path}: {existing} is a file, not a folder; choose another path for the {what}")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{path}: no permission to write in {existing}; choose another path for the {what}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

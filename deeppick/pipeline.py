@@ -6,8 +6,8 @@ table in micrograph pixels. ``pick_micrographs`` runs it over many files, writin
 micrograph atomically, skipping those already written (so an interrupted run resumes), and going on past
 micrographs that cannot be read. A record in the output folder (``PICK_RECORD``) says which model and
 settings wrote each file, so a rerun with another model or other settings is refused instead of leaving
-a folder that mixes two pickers' files. ``select_threshold`` picks held-out labelled micrographs and stores the
-F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess`` also chooses
+a folder that mixes two pickers' files. ``select_threshold`` picks held-out labelled micrographs and
+stores the F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess`` also chooses
 the cleaning rule and peak window there, and ``fit_dataset`` (``deeppick fit``) does all of it.
 """
 
@@ -178,7 +178,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     Raises
     ------
     ConfigError
-        Without ``overwrite``, if ``out_dir`` holds outputs for these micrographs that another model or
+        Without ``overwrite`` or ``replace_others``, if ``out_dir`` holds outputs for these micrographs that another model or
         other pick settings wrote (:func:`claim_outputs`): skipping them would mix two pickers' files.
     """
     if fmt not in FORMAT_SUFFIX:
@@ -229,10 +229,11 @@ def model_fingerprint(model: PickerModel) -> str:
 
 def pick_settings(model: PickerModel, config: PickConfig) -> dict:
     """The settings that decide what ``pick`` writes (tiling only changes the speed, so it is left out)."""
-    settings = {"step_px": config.scan.step_px, "rotations": config.scan.rotations, "snap_step": config.scan.snap_step,
-            "post": asdict(postprocess_config(model, config)), "keep_all": config.keep_all,
-            "threshold": None if config.keep_all else effective_threshold(model, config),
-            "candidate_min_score": config.candidate_min_score if config.keep_all else None}
+    settings = {"step_px": config.scan.step_px, "rotations": config.scan.rotations,
+                "snap_step": config.scan.snap_step, "post": asdict(postprocess_config(model, config)),
+                "keep_all": config.keep_all,
+                "threshold": None if config.keep_all else effective_threshold(model, config),
+                "candidate_min_score": config.candidate_min_score if config.keep_all else None}
     return json.loads(json.dumps(settings, default=float))  # plain JSON values (numpy scalars → float)
 
 
