@@ -557,6 +557,8 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 @cli.command()
 @click.option("--picks", "picks_path", required=True, type=click.Path(path_type=Path),
               help="picked coordinates: a folder or a file")
+@click.option("--picks-format", "picks_fmt", type=click.Choice(["star", "box", "coord", "csv", "cbox"]),
+              help="read only this format's files (default: from the suffix; needed where a folder holds several)")
 @click.option("--references", type=click.Path(path_type=Path), help="reference coordinates: folder or file")
 @click.option("--dataset", type=click.Path(path_type=Path), help="a dataset folder holding the references")
 @click.option("--split", default=None, help="with --dataset: evaluate only this split (e.g. test)")
@@ -568,7 +570,8 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 @click.option("--beta", type=float, default=2.0, show_default=True, help="F-beta for the optimal threshold")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="folder for the plots and JSON")
 @user_errors
-def evaluate(picks_path, references, dataset, split, model_path, box_px, threshold, match_px, beta, output):
+def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_px, threshold, match_px, beta,
+             output):
     """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots."""
     from .errors import ConfigError
     from .io import read_picks
@@ -595,7 +598,7 @@ def evaluate(picks_path, references, dataset, split, model_path, box_px, thresho
             threshold = model.threshold
     if not box_px:
         raise ConfigError("the box size is unknown: give --box-px, --model or a dataset with diameter_px")
-    picks = read_picks(picks_path)
+    picks = read_picks(picks_path, picks_fmt)
     ev = evaluate_picks(picks, refs, box_px, match_px=match_px, threshold=threshold, beta=beta,
                         micrographs=micrographs)
     cut = "all picks" if ev.threshold is None else f"threshold {ev.threshold:.3g}"

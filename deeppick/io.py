@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -307,7 +308,10 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
     Parameters
     ----------
     path
-        A file, or a folder whose files with a known coordinate suffix are all read.
+        A file, or a folder whose files with a known coordinate suffix are all read (with ``fmt``: only
+        the files of that format). A folder holding one micrograph's coordinates in two formats (say
+        ``m1.star`` and ``m1.box``) without ``fmt`` is refused: read together they would count every
+        particle twice.
     fmt
         ``star``, ``box``, ``coord`` (Topaz table), ``csv`` or ``cbox``; guessed from the suffix if None.
     box_px
@@ -321,8 +325,17 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
                        {*FORMAT_SUFFIX.values(), ".coord", ".tsv"})
+        if fmt is not None:
+            files = [f for f in files if detect_format(f) == fmt]
         if not files:
-            raise CoordinateError(f"{path}: no coordinate files (.star, .box, .cbox, .csv, .txt) in this folder")
+            which = f"{fmt} coordinate files" if fmt else "coordinate files (.star, .box, .cbox, .csv, .txt)"
+            raise CoordinateError(f"{path}: no {which} in this folder")
+        twice = sorted(stem for stem, n in Counter(f.stem for f in files).items() if n > 1)
+        if twice:
+            raise CoordinateError(f"{path}: {len(twice)} micrograph(s) have coordinates in several formats here "
+                                  f"(e.g. {', '.join(f.name for f in files if f.stem == twice[0])}); say which "
+                                  "format to read (evaluate --picks-format, convert --from) or keep one format "
+                                  "per folder")
         return concat_picks(read_picks(f, fmt) for f in files)
     if not path.is_file():
         raise CoordinateError(f"{path}: no such coordinate file; check the path")

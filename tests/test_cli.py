@@ -113,3 +113,16 @@ def test_an_output_path_that_cannot_be_written_fails_at_once_in_one_line(tmp_pat
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.stderr.startswith("deeppick: error: ") and result.stderr.strip().count("\n") == 0
     assert "check the path, its permissions and the free space" in result.stderr
+
+
+def test_evaluate_a_folder_with_two_formats_needs_picks_format(tmp_path):
+    picks = make_picks("m1", [100, 200], [50, 60], [0.9, 0.8])
+    write_picks(picks, tmp_path / "picks" / "m1.star")
+    write_picks(picks, tmp_path / "picks" / "m1.box", box_px=40)
+    write_picks(make_picks("m1", [101, 300], [50, 300], None), tmp_path / "refs" / "m1.star")
+    args = ["evaluate", "--picks", str(tmp_path / "picks"), "--references", str(tmp_path / "refs"), "--box-px", "40"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "several formats" in result.stderr and "--picks-format" in result.stderr
+    result = CliRunner().invoke(cli, [*args, "--picks-format", "star"])
+    assert result.exit_code == 0, result.output
+    assert "precision 0.500" in result.output and "recall 0.500" in result.output, result.output

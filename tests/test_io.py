@@ -260,3 +260,18 @@ def test_written_micrographs_are_byte_reproducible(tmp_path, rng):
     time.sleep(1.1)  # mrcfile would stamp a different creation time
     write_micrograph(tmp_path / "b.mrc", data, pixel_size_a=1.0)
     assert (tmp_path / "a.mrc").read_bytes() == (tmp_path / "b.mrc").read_bytes()
+
+
+def test_a_folder_with_one_micrograph_in_two_formats_is_not_read_twice(tmp_path):
+    picks = make_picks("m1", [100, 200], [50, 60], [0.9, 0.8])
+    write_picks(picks, tmp_path / "m1.star")
+    write_picks(picks, tmp_path / "m1.box", box_px=40)
+    write_picks(make_picks("m2", [10], [20], [0.5]), tmp_path / "m2.star")
+    with pytest.raises(CoordinateError, match="1 micrograph.*several formats.*m1.box, m1.star"):
+        read_picks(tmp_path)
+    star = read_picks(tmp_path, "star")
+    assert sorted(star["micrograph"]) == ["m1", "m1", "m2"]
+    box = read_picks(tmp_path, "box")
+    assert sorted(box["micrograph"]) == ["m1", "m1"] and np.allclose(sorted(box["x"]), [100, 200])
+    with pytest.raises(CoordinateError, match="no csv coordinate files"):
+        read_picks(tmp_path, "csv")
