@@ -21,6 +21,7 @@ EXIT_USER_ERROR = 2
 # written out here so the command line starts without importing torch.
 TRAIN_EPOCHS, TRAIN_PATIENCE = 100, 10
 PRETRAIN_EPOCHS = 30
+PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")  # io.PICK_FORMATS, written out for the same reason
 
 
 def user_errors(func):
@@ -77,9 +78,9 @@ def main(argv=None):
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--to", "fmt", required=True, type=click.Choice(["star", "box", "coord", "csv", "cbox"]),
+@click.option("--to", "fmt", required=True, type=click.Choice(PICK_FORMATS),
               help="output format")
-@click.option("--from", "from_fmt", type=click.Choice(["star", "box", "coord", "csv", "cbox"]),
+@click.option("--from", "from_fmt", type=click.Choice(PICK_FORMATS),
               help="input format (default: from each file's suffix)")
 @click.option("--box-px", type=float, help="box side in micrograph px (needed to write box/cbox corners)")
 @click.option("--scale", type=float, default=1.0, show_default=True,
@@ -516,7 +517,7 @@ def _pick_config(model, step_px, no_rotations, threshold, keep_all, top, sd_rang
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="folder for one coordinate file per micrograph")
 @click.option("--format", "fmt", default="star", show_default=True,
-              type=click.Choice(["star", "box", "coord", "csv", "cbox"]), help="coordinate format")
+              type=click.Choice(PICK_FORMATS), help="coordinate format")
 @click.option("--threshold", type=float, help="score cut (default: the model's F2-optimal threshold)")
 @click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
 @click.option("--top", type=int, help="keep at most N picks per micrograph")
@@ -557,7 +558,7 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 @cli.command()
 @click.option("--picks", "picks_path", required=True, type=click.Path(path_type=Path),
               help="picked coordinates: a folder or a file")
-@click.option("--picks-format", "picks_fmt", type=click.Choice(["star", "box", "coord", "csv", "cbox"]),
+@click.option("--picks-format", "picks_fmt", type=click.Choice(PICK_FORMATS),
               help="read only this format's files (default: from the suffix; needed where a folder holds several)")
 @click.option("--references", type=click.Path(path_type=Path), help="reference coordinates: folder or file")
 @click.option("--dataset", type=click.Path(path_type=Path), help="a dataset folder holding the references")
@@ -694,7 +695,7 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--top", type=int, help="particles to self-train on [default: half the picks, at most 10,000]")
 @click.option("--epochs", type=int, default=PRETRAIN_EPOCHS, show_default=True, help="most fine-tuning epochs")
 @click.option("--format", "fmt", default="star", show_default=True,
-              type=click.Choice(["star", "box", "coord", "csv", "cbox"]), help="coordinate format")
+              type=click.Choice(PICK_FORMATS), help="coordinate format")
 @click.option("--threshold", type=float, help="score cut [default: the general model's, see the docs]")
 @click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
 @click.option("--step-px", type=float, default=4.0, show_default=True, help="scan step, micrograph px")

@@ -7,8 +7,9 @@ micrograph atomically, skipping those already written (so an interrupted run res
 micrographs that cannot be read. A record in the output folder (``PICK_RECORD``) says which model and
 settings wrote each file, so a rerun with another model or other settings is refused instead of leaving
 a folder that mixes two pickers' files. ``select_threshold`` picks held-out labelled micrographs and
-stores the F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess`` also chooses
-the cleaning rule and peak window there, and ``fit_dataset`` (``deeppick fit``) does all of it.
+stores the F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess``
+also chooses the cleaning rule and peak window there, and ``fit_dataset`` (``deeppick fit``) does all of
+it.
 """
 
 from __future__ import annotations
@@ -178,8 +179,9 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     Raises
     ------
     ConfigError
-        Without ``overwrite`` or ``replace_others``, if ``out_dir`` holds outputs for these micrographs that another model or
-        other pick settings wrote (:func:`claim_outputs`): skipping them would mix two pickers' files.
+        Without ``overwrite`` or ``replace_others``, if ``out_dir`` holds outputs for these micrographs
+        that another model or other pick settings wrote (:func:`claim_outputs`): skipping them would mix
+        two pickers' files.
     """
     if fmt not in FORMAT_SUFFIX:
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
@@ -266,11 +268,11 @@ def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], o
     set of str
         Names of the existing outputs another model or other settings wrote: to be picked again.
     """
+    if not outputs:
+        return set()
     settings = pick_settings(model, config)
     fingerprint = model_fingerprint(model)
     key = hashlib.sha256(json.dumps([fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
-    if not outputs:
-        return set()
     out_dir = outputs[0].parent
     record = read_pick_record(out_dir)
     others = {out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key}

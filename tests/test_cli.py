@@ -91,6 +91,17 @@ def test_training_defaults_on_the_command_line_are_the_librarys():
     assert PRETRAIN_TRAINING != TrainConfig()
 
 
+def test_coordinate_format_choices_on_the_command_line_are_the_readers():
+    import deeppick.cli as cli_module
+    from deeppick.io import FORMAT_SUFFIX, PICK_FORMATS
+
+    assert cli_module.PICK_FORMATS == PICK_FORMATS and set(PICK_FORMATS) == set(FORMAT_SUFFIX)
+    for command, option in [("convert", "fmt"), ("convert", "from_fmt"), ("pick", "fmt"),
+                            ("evaluate", "picks_fmt"), ("autopick", "fmt")]:
+        param = next(p for p in cli.commands[command].params if p.name == option)
+        assert tuple(param.type.choices) == PICK_FORMATS
+
+
 def test_an_output_path_that_cannot_be_written_fails_at_once_in_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
