@@ -538,8 +538,9 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
          edge_margin, peak_window, overwrite):
     """Pick particles in micrographs with a trained model.
 
-    Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default.
-    A rerun skips micrographs already picked; unreadable micrographs are listed at the end (exit 2).
+    Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default,
+    and OUTPUT/coordinate_files.star, the list of them that RELION's Particle extraction takes as its input
+    coordinates (run pick from the RELION project folder so the micrograph names match). A rerun skips micrographs already picked; unreadable micrographs are listed at the end (exit 2).
     Files another model or other settings wrote in OUTPUT are not mixed with these: the run stops with
     one line unless --overwrite.
     """
@@ -557,7 +558,8 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 
 @cli.command()
 @click.option("--picks", "picks_path", required=True, type=click.Path(path_type=Path),
-              help="picked coordinates: a folder or a file")
+              help="picked coordinates: a folder, a file, or a RELION list of coordinate files "
+                   "(an AutoPick job's autopick.star)")
 @click.option("--picks-format", "picks_fmt", type=click.Choice(PICK_FORMATS),
               help="read only this format's files (default: from the suffix; needed where a folder holds several)")
 @click.option("--references", type=click.Path(path_type=Path), help="reference coordinates: folder or file")

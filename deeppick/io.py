@@ -29,6 +29,9 @@ MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".map", ".tif", ".tiff", ".png", ".jpg",
 PICK_COLUMNS = ["micrograph", "x", "y", "score"]
 PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")
 FORMAT_SUFFIX = {"star": ".star", "box": ".box", "coord": ".txt", "csv": ".csv", "cbox": ".cbox"}
+# RELION's list of coordinate files (the input coordinates of its Particle extraction job); ``pick`` writes
+# one beside its STAR files.
+COORDINATE_LIST = "coordinate_files.star"
 # Suffixes that pickers append to a micrograph's stem when naming its coordinate file.
 _PICKER_SUFFIXES = ("_autopick", "_manualpick", "_picks", "_pick", "_coords", "_coordinates", "_cryolo")
 # MRC modes we read: 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16.
@@ -311,7 +314,8 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
         A file, or a folder whose files with a known coordinate suffix are all read (with ``fmt``: only
         the files of that format). A folder holding one micrograph's coordinates in two formats (say
         ``m1.star`` and ``m1.box``) without ``fmt`` is refused: read together they would count every
-        particle twice.
+        particle twice. A RELION list of coordinate files (:func:`read_coordinate_list`, e.g. an AutoPick
+        job's ``autopick.star``) reads the files it lists; in a folder such a list is passed over.
     fmt
         ``star``, ``box``, ``coord`` (Topaz table), ``csv`` or ``cbox``; guessed from the suffix if None.
     box_px
@@ -324,7 +328,7 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
-                       {*FORMAT_SUFFIX.values(), ".coord", ".tsv"})
+                       {*FORMAT_SUFFIX.values(), ".coord", ".tsv"} and not is_coordinate_list(p))
         if fmt is not None:
             files = [f for f in files if detect_format(f) == fmt]
         if not files:
@@ -394,6 +398,8 @@ def write_picks_per_micrograph(picks: pd.DataFrame, folder: str | os.PathLike, f
 def _read_star(path: Path) -> pd.DataFrame:
     import starfile
 
+    if is_coordinate_list(path):
+        return _read_listed_picks(path)
     blocks = starfile.read(path, always_dict=True)
     table = next((b for b in blocks.values() if isinstance(b, pd.DataFrame) and "rlnCoordinateX" in b), None)
     if table is None:
@@ -432,6 +438,79 @@ def _star_text(picks: pd.DataFrame, box_px) -> str:
             fields += [_score_text(row.score, "0"), "0", "-999"]
         lines.append("\t".join(fields))
     return "\n".join(lines) + "\n\n"
+
+
+# --- RELION's list of coordinate files ---------------------------------------------------------------
+
+
+def is_coordinate_list(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a STAR file listing coordinate files (``_rlnMicrographCoordinates``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".star" or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return b"_rlnMicrographCoordinates" in handle.read(4096)
+
+
+def relion_path(path: str | os.PathLike) -> str:
+    """``path`` as RELION names files: relative to the folder it runs in (taken to be the current one)
+    when below it, absolute otherwise. Symbolic links are kept, as RELION's project folders use them."""
+    path = Path(os.path.abspath(path))
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def write_coordinate_list(path: str | os.PathLike, entries: dict[str, str]) -> None:
+    """Write RELION's list of coordinate files, atomically: ``entries`` maps each micrograph's name (as
+    RELION's micrograph STAR names it) to its coordinate file. This is the file RELION's Particle extraction
+    job takes as its input coordinates (the ``coordinate_files`` table an AutoPick job writes)."""
+    lines = ["", "# version 30001", "# written by deeppick", "", "data_coordinate_files", "", "loop_",
+             "_rlnMicrographName #1", "_rlnMicrographCoordinates #2"]
+    lines += [f"{mic}\t{coords}" for mic, coords in entries.items()]
+    atomic_write_text(path, "\n".join(lines) + "\n\n")
+
+
+def read_coordinate_list(path: str | os.PathLike) -> dict[str, str]:
+    """Read RELION's list of coordinate files: micrograph name → coordinate file, both as written."""
+    import starfile
+
+    path = Path(path)
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:
+        raise CoordinateError(f"{path}: cannot read this list of coordinate files ({exc}); check the file") from None
+    table = next((b for b in blocks.values() if isinstance(b, pd.DataFrame)
+                  and {"rlnMicrographName", "rlnMicrographCoordinates"} <= set(b.columns)), None)
+    if table is None:
+        raise CoordinateError(f"{path}: no table with rlnMicrographName and rlnMicrographCoordinates; "
+                              "check the file")
+    return {str(m): str(c) for m, c in zip(table["rlnMicrographName"], table["rlnMicrographCoordinates"])}
+
+
+def listed_file(listed: str, list_path: Path) -> Path:
+    """Where a listed coordinate file is: relative names are read from the current folder (RELION's project
+    folder), else beside the list (a picks folder moved as a whole)."""
+    here = Path(listed)
+    if here.is_absolute() or here.is_file():
+        return here
+    beside = list_path.parent / here.name
+    return beside if beside.is_file() else here
+
+
+def _read_listed_picks(path: Path) -> pd.DataFrame:
+    tables = []
+    for mic, listed in read_coordinate_list(path).items():
+        coords = listed_file(listed, path)
+        if not coords.is_file():
+            raise CoordinateError(f"{path}: lists {listed}, which does not exist; run from the folder the list's "
+                                  "paths are relative to (RELION's project folder)")
+        if is_coordinate_list(coords):
+            raise CoordinateError(f"{path}: lists {listed}, itself a list of coordinate files; check the file")
+        picks = read_picks(coords)
+        tables.append(make_picks(micrograph_stem(mic), picks["x"], picks["y"], picks["score"]))
+    return concat_picks(tables)
 
 
 # --- EMAN .box: corner x, corner y, width, height --------------------------------------------------

@@ -25,9 +25,10 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DeepPickError
-from .io import (FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, make_picks, micrograph_stem,
-                 read_micrograph, write_picks)
+from .errors import ConfigError, CoordinateError, DeepPickError
+from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, is_coordinate_list,
+                 listed_file, make_picks, micrograph_stem, read_coordinate_list, read_micrograph, relion_path,
+                 write_coordinate_list, write_picks)
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
 from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
@@ -147,6 +148,7 @@ class BatchResult:
     skipped: list[str] = field(default_factory=list)  # outputs already present (resumed run)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
     seconds: float = 0.0
+    coordinate_list: Path | None = None  # RELION's list of the STAR files (None for other formats)
 
     def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
         n = sum(self.counts.values())
@@ -156,7 +158,10 @@ class BatchResult:
             parts.append(f"{len(self.skipped)} already done")
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
-        return "; ".join(parts) + f"; output in {out_dir}"
+        text = "; ".join(parts) + f"; output in {out_dir}"
+        if self.coordinate_list is not None:
+            text += f" (RELION's Particle extraction reads {self.coordinate_list.name} there)"
+        return text
 
 
 def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: str) -> Path:
@@ -212,8 +217,41 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
             picks = cut_picks(model, picks, config)
         write_picks(picks, out, fmt, box_px=model.box_px)
         result.counts[stem] = len(picks)
+    if fmt == "star":
+        failed = {str(p) for p, _ in result.failed}
+        result.coordinate_list = update_coordinate_list(
+            out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if str(p) not in failed])
     result.seconds = time.perf_counter() - start
     return result
+
+
+def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, Path]]) -> Path | None:
+    """Add ``(micrograph, coordinate file)`` pairs to ``out_dir``'s RELION list of coordinate files
+    (:data:`~deeppick.io.COORDINATE_LIST`), keeping the entries of earlier batches whose files still exist,
+    so that picking a dataset in parts (several cluster jobs, a resumed run) lists all of it.
+
+    Paths are written as RELION names them (:func:`~deeppick.io.relion_path`): run ``pick`` from the RELION
+    project folder, with the micrographs as RELION's micrograph STAR names them. Returns the list's path,
+    or None when a micrograph's own STAR file would take its name.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / COORDINATE_LIST
+    if any(out.name == COORDINATE_LIST for _, out in picked):
+        return None
+    new = {relion_path(mic): relion_path(out) for mic, out in picked if out.is_file()}
+    entries = {}
+    if is_coordinate_list(path):
+        try:
+            entries = read_coordinate_list(path)
+        except CoordinateError:
+            pass  # a damaged list is rebuilt from this batch
+    # one entry per micrograph (its file here is named by its stem), whichever folder a batch ran from
+    stems = {micrograph_stem(mic) for mic in new}
+    entries = {mic: coords for mic, coords in entries.items()
+               if micrograph_stem(mic) not in stems and listed_file(coords, path).is_file()}
+    entries.update(new)
+    write_coordinate_list(path, entries)
+    return path
 
 
 def model_fingerprint(model: PickerModel) -> str:

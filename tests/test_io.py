@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deeppick.errors import CoordinateError, MicrographError
-from deeppick.io import (check_micrograph, coordinate_stem, make_picks, match_picks_to_micrographs,
-                         micrograph_pixel_size, read_micrograph, read_picks, write_micrograph, write_picks,
+from deeppick.io import (check_micrograph, coordinate_stem, is_coordinate_list, make_picks,
+                         match_picks_to_micrographs, micrograph_pixel_size, read_coordinate_list, read_micrograph,
+                         read_picks, relion_path, write_coordinate_list, write_micrograph, write_picks,
                          write_picks_per_micrograph)
 
 # --- micrographs ------------------------------------------------------------------------------------
@@ -275,3 +276,53 @@ def test_a_folder_with_one_micrograph_in_two_formats_is_not_read_twice(tmp_path)
     assert sorted(box["micrograph"]) == ["m1", "m1"] and np.allclose(sorted(box["x"]), [100, 200])
     with pytest.raises(CoordinateError, match="no csv coordinate files"):
         read_picks(tmp_path, "csv")
+
+
+def test_a_relion_list_of_coordinate_files_reads_the_files_it_lists(tmp_path, monkeypatch):
+    # A RELION project: paths in the list are relative to the project folder, RELION runs from there.
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "AutoPick" / "job006"
+    (job / "Movies").mkdir(parents=True)
+    for stem, rows in [("mic1", "10 20 0.9\n30 40 0.8\n"), ("mic2", "50 60 0.7\n")]:
+        (job / "Movies" / f"{stem}_autopick.star").write_text(
+            "data_\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnAutopickFigureOfMerit #3\n" + rows)
+    (job / "autopick.star").write_text(
+        "# version 30001\ndata_coordinate_files\nloop_\n_rlnMicrographName #1\n_rlnMicrographCoordinates #2\n"
+        "MotionCorr/job002/Movies/mic1.mrc AutoPick/job006/Movies/mic1_autopick.star\n"
+        "MotionCorr/job002/Movies/mic2.mrc AutoPick/job006/Movies/mic2_autopick.star\n")
+    assert is_coordinate_list(job / "autopick.star") and not is_coordinate_list(job / "Movies" / "mic1_autopick.star")
+    picks = read_picks("AutoPick/job006/autopick.star")
+    assert list(picks["micrograph"]) == ["mic1", "mic1", "mic2"]
+    np.testing.assert_allclose(picks[["x", "y", "score"]], [[10, 20, 0.9], [30, 40, 0.8], [50, 60, 0.7]])
+    # The micrograph is named by the list, whatever the coordinate file is called.
+    (job / "autopick.star").write_text((job / "autopick.star").read_text().replace("Movies/mic2.mrc", "Movies/other.mrc"))
+    assert set(read_picks(job / "autopick.star")["micrograph"]) == {"mic1", "other"}
+    # A listed file that is not there is one clear error naming it.
+    (job / "Movies" / "mic1_autopick.star").unlink()
+    with pytest.raises(CoordinateError, match="mic1_autopick.star, which does not exist"):
+        read_picks(job / "autopick.star")
+    with pytest.raises(CoordinateError, match="no table with rlnMicrographName"):
+        read_coordinate_list(job / "Movies" / "mic2_autopick.star")
+
+
+def test_coordinate_list_round_trip_and_folders_pass_it_over(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "picks"
+    write_picks(make_picks("a", [1, 2], [3, 4], [0.9, 0.8]), folder / "a.star")
+    write_picks(make_picks("b", [5], [6], [0.7]), folder / "b.star")
+    entries = {relion_path("Movies/a.mrc"): relion_path(folder / "a.star"), "/data/b.mrc": relion_path(folder / "b.star")}
+    assert entries == {"Movies/a.mrc": "picks/a.star", "/data/b.mrc": "picks/b.star"}
+    assert relion_path(tmp_path.parent / "elsewhere.mrc") == (tmp_path.parent / "elsewhere.mrc").as_posix()
+    write_coordinate_list(folder / "coordinate_files.star", entries)
+    assert read_coordinate_list(folder / "coordinate_files.star") == entries
+    # Reading the folder reads each picks file once; the list is not a coordinate file of its own.
+    from_folder = read_picks(folder)
+    assert sorted(from_folder["micrograph"]) == ["a", "a", "b"]
+    from_list = read_picks(folder / "coordinate_files.star")
+    pd.testing.assert_frame_equal(from_list.sort_values(["micrograph", "x"]).reset_index(drop=True),
+                                  from_folder.sort_values(["micrograph", "x"]).reset_index(drop=True))
+    # The picks folder moved elsewhere as a whole: listed files are found beside the list.
+    moved = tmp_path / "archive" / "picks"
+    moved.parent.mkdir()
+    folder.rename(moved)
+    assert len(read_picks(moved / "coordinate_files.star")) == 3

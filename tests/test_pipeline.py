@@ -14,7 +14,11 @@ from click.testing import CliRunner
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError
-from deeppick.io import read_micrograph, read_picks
+from pathlib import Path
+
+import pandas as pd
+
+from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
@@ -241,6 +245,34 @@ def test_a_folder_of_picks_never_mixes_two_models_or_settings(sim_dataset, train
     # Files from before records were kept (or a damaged record) are of unknown origin: kept, as before.
     (out / PICK_RECORD).write_text("{not json")
     assert pick_micrographs(model, good, out).counts == {}
+
+
+def test_star_picks_come_with_relion_list_of_their_files(sim_dataset, trained, tmp_path, monkeypatch):
+    # Picking from a RELION project folder, micrographs named as RELION names them, in two batches.
+    monkeypatch.chdir(tmp_path)
+    movies = tmp_path / "MotionCorr" / "job002" / "Movies"
+    movies.mkdir(parents=True)
+    for p in sim_dataset.paths("test"):
+        (movies / p.name).symlink_to(p)
+    mics = sorted(Path("MotionCorr/job002/Movies").iterdir())
+    bad = Path("MotionCorr/job002/Movies/broken.mrc")
+    bad.write_bytes(b"\0" * 64)
+    model = load_model(trained)
+    first = pick_micrographs(model, [mics[0], bad], "picks")
+    assert first.coordinate_list == Path("picks") / COORDINATE_LIST and first.failed
+    assert read_coordinate_list(first.coordinate_list) == {mics[0].as_posix(): f"picks/{mics[0].stem}.star"}
+    second = pick_micrographs(model, mics, "picks")
+    listed = read_coordinate_list(second.coordinate_list)
+    assert listed == {m.as_posix(): f"picks/{m.stem}.star" for m in mics}  # resumed and new, the bad one left out
+    assert COORDINATE_LIST in second.summary(Path("picks"), 0.5, False)
+    pd.testing.assert_frame_equal(read_picks(second.coordinate_list).sort_values(["micrograph", "x"]).reset_index(drop=True),
+                                  read_picks("picks").sort_values(["micrograph", "x"]).reset_index(drop=True))
+    # An entry whose file is gone is dropped; other formats are not RELION's list.
+    Path(f"picks/{mics[0].stem}.star").unlink()
+    third = pick_micrographs(model, mics[1:], "picks")
+    assert set(read_coordinate_list(third.coordinate_list)) == {m.as_posix() for m in mics[1:]}
+    assert pick_micrographs(model, mics, "boxes", fmt="box").coordinate_list is None
+    assert not Path("boxes", COORDINATE_LIST).exists()
 
 
 def test_pick_command_refuses_a_folder_picked_by_another_model(sim_dataset, trained, tmp_path):

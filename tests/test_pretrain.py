@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError, DeepPickError
-from deeppick.io import read_picks
+from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_picks, relion_path
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
 from deeppick.pipeline import PICK_RECORD, PickConfig
@@ -142,7 +142,8 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
 
     assert len(result.candidates) == 2 and result.n_top[0] >= 5
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.glob("*.star")) == sorted(f"{p.stem}.star" for p in ds.paths())
+    assert sorted(p.name for p in out.glob("*.star")) == sorted([f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST])
+    assert sorted(read_coordinate_list(out / COORDINATE_LIST)) == sorted(relion_path(mics / p.name) for p in ds.paths())
     written = read_picks(out)
     assert len(written) == sum(result.batch.counts.values())
     assert (written["score"] >= result.model.threshold).all()
@@ -201,7 +202,7 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     for candidates in first.candidates:
         assert set(candidates["micrograph"]) == {p.stem for p in good}
     assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt",
-                                                         PICK_RECORD])
+                                                         PICK_RECORD, COORDINATE_LIST])
     written = (out / f"{good[0].stem}.star").read_bytes()
 
     trained = []
