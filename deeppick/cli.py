@@ -303,7 +303,12 @@ def _patch_source_options(func):
         click.option("--dataset", type=click.Path(path_type=Path), help="dataset folder (dataset.json, micrographs/, coords/)"),
         click.option("--split", default="train", show_default=True, help="which split of --dataset to use"),
         click.option("--micrographs", type=click.Path(path_type=Path), help="micrograph file or folder (with --coords)"),
-        click.option("--coords", type=click.Path(path_type=Path), help="particle centres: file or folder (with --micrographs)"),
+        click.option("--coords", type=click.Path(path_type=Path),
+                     help="particle centres (with --micrographs): a file, a folder, or a RELION list of coordinate "
+                          "files (a ManualPick job's manualpick.star)"),
+        click.option("--coords-format", type=click.Choice(PICK_FORMATS),
+                     help="format of the --coords and --negatives files (default: from each file's suffix; "
+                          "needed for a folder holding two formats)"),
         click.option("--box-px", type=float, help="box side in micrograph px (default for --dataset: its particle diameter)"),
         click.option("--negatives", type=click.Path(path_type=Path),
                      help="coordinates of explicit background (ice, carbon, bad particles): file or folder"),
@@ -324,8 +329,8 @@ def _patch_source_options(func):
     return func
 
 
-def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, negative_ratio, near_negative_ratio,
-                      off_centre_ratio, max_per_micrograph, max_micrographs, seed, progress=True):
+def _labelled_patches(dataset, split, micrographs, coords, coords_format, box_px, negatives, negative_ratio,
+                      near_negative_ratio, off_centre_ratio, max_per_micrograph, max_micrographs, seed, progress=True):
     """The patch set named by the shared options, and the dataset it came from (or None)."""
     from dataclasses import replace
 
@@ -338,7 +343,7 @@ def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, ne
         config = replace(config, near_negative_ratio=near_negative_ratio)
     if off_centre_ratio is not None:
         config = replace(config, off_centre_ratio=off_centre_ratio)
-    neg = read_picks(negatives) if negatives is not None else None
+    neg = read_picks(negatives, coords_format) if negatives is not None else None
     if dataset is not None:
         if micrographs is not None or coords is not None:
             raise ConfigError("give either --dataset or --micrographs with --coords, not both")
@@ -352,7 +357,8 @@ def _labelled_patches(dataset, split, micrographs, coords, box_px, negatives, ne
         raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
                           "--coords DIR --box-px N")
     paths = list_micrographs(micrographs)[:max_micrographs]
-    ps = extract_patches(paths, read_picks(coords), box_px, config, negatives=neg, seed=seed, progress=progress)
+    ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config, negatives=neg, seed=seed,
+                         progress=progress)
     return ps, None
 
 

@@ -338,8 +338,8 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
         if twice:
             raise CoordinateError(f"{path}: {len(twice)} micrograph(s) have coordinates in several formats here "
                                   f"(e.g. {', '.join(f.name for f in files if f.stem == twice[0])}); say which "
-                                  "format to read (evaluate --picks-format, convert --from) or keep one format "
-                                  "per folder")
+                                  "format to read (evaluate --picks-format, extract/train --coords-format, convert "
+                                  "--from) or keep one format per folder")
         return concat_picks(read_picks(f, fmt) for f in files)
     if not path.is_file():
         raise CoordinateError(f"{path}: no such coordinate file; check the path")

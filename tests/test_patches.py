@@ -13,7 +13,9 @@ from PIL import Image
 
 from deeppick.cli import cli
 from deeppick.errors import ConfigError
-from deeppick.io import make_picks, write_picks
+from pathlib import Path
+
+from deeppick.io import make_picks, read_picks, write_coordinate_list, write_picks
 from deeppick.patches import (PatchConfig, PatchSet, PatchSetError, concat_patch_sets, crop_patches,
                               extract_dataset_patches, extract_patches, load_patch_set, model_centres,
                               sample_near_negative_centres, sample_negative_centres, save_patch_set)
@@ -297,6 +299,32 @@ def test_extract_command_writes_a_patch_set(tmp_path, rng):
     assert load_patch_set(out4).targets is None and "off-centre" not in result.output
     result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--off-centre", "-1", "-o", str(out4)])
     assert result.exit_code == 2 and "--off-centre" in result.output
+
+
+def test_extract_command_reads_relion_lists_and_chooses_a_format(tmp_path, rng, monkeypatch):
+    root = write_dataset(tmp_path / "ds", rng)
+    monkeypatch.chdir(root)
+    coords = sorted(Path("coords").glob("*.star"))
+    # A ManualPick job's list of coordinate files, paths relative to the project folder (here: the dataset).
+    write_coordinate_list("manualpick.star", {f"micrographs/{c.stem}.png": c.as_posix() for c in coords[:2]})
+    result = CliRunner().invoke(cli, ["extract", "--micrographs", "micrographs", "--coords", "manualpick.star",
+                                      "--box-px", "32", "--off-centre", "0", "-o", "listed.npz"])
+    assert result.exit_code == 0, result.output
+    listed = load_patch_set("listed.npz")
+    used = [s["micrograph"] for s in listed.metadata["sources"] if s["n_positive"]]
+    assert used == [c.stem for c in coords[:2]] and listed.n_positive == sum(len(read_picks(c)) for c in coords[:2])
+    # A folder with the same particles as STAR and as BOX: refused without a format, read once with one.
+    both = Path("both")
+    for c in coords:
+        picks = read_picks(c)
+        write_picks(picks, both / f"{c.stem}.star")
+        write_picks(picks, both / f"{c.stem}.box", box_px=32)
+    args = ["extract", "--micrographs", "micrographs", "--coords", "both", "--box-px", "32", "-o", "both.npz"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "several formats" in result.stderr and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, [*args, "--coords-format", "box"])
+    assert result.exit_code == 0, result.output
+    assert load_patch_set("both.npz").n_positive == sum(len(read_picks(c)) for c in coords)
 
 
 def test_extract_command_reports_missing_inputs(tmp_path):
