@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, CoordinateError, DeepPickError
-from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, is_coordinate_list,
-                 listed_file, make_picks, micrograph_stem, read_coordinate_list, read_micrograph, relion_path,
-                 write_coordinate_list, write_picks)
+from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, folder_lock,
+                 is_coordinate_list, listed_file, make_picks, micrograph_stem, read_coordinate_list, read_micrograph,
+                 relion_path, write_coordinate_list, write_picks)
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
 from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
@@ -239,18 +239,19 @@ def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, 
     if any(out.name == COORDINATE_LIST for _, out in picked):
         return None
     new = {relion_path(mic): relion_path(out) for mic, out in picked if out.is_file()}
-    entries = {}
-    if is_coordinate_list(path):
-        try:
-            entries = read_coordinate_list(path)
-        except CoordinateError:
-            pass  # a damaged list is rebuilt from this batch
-    # one entry per micrograph (its file here is named by its stem), whichever folder a batch ran from
-    stems = {micrograph_stem(mic) for mic in new}
-    entries = {mic: coords for mic, coords in entries.items()
-               if micrograph_stem(mic) not in stems and listed_file(coords, path).is_file()}
-    entries.update(new)
-    write_coordinate_list(path, entries)
+    with folder_lock(out_dir):  # several batches finishing at once each add their part
+        entries = {}
+        if is_coordinate_list(path):
+            try:
+                entries = read_coordinate_list(path)
+            except CoordinateError:
+                pass  # a damaged list is rebuilt from this batch
+        # one entry per micrograph (its file here is named by its stem), whichever folder a batch ran from
+        stems = {micrograph_stem(mic) for mic in new}
+        entries = {mic: coords for mic, coords in entries.items()
+                   if micrograph_stem(mic) not in stems and listed_file(coords, path).is_file()}
+        entries.update(new)
+        write_coordinate_list(path, entries)
     return path
 
 
@@ -312,20 +313,22 @@ def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], o
     fingerprint = model_fingerprint(model)
     key = hashlib.sha256(json.dumps([fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
     out_dir = outputs[0].parent
-    record = read_pick_record(out_dir)
-    others = {out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key}
-    if others and not (overwrite or replace_others):
-        clash = sorted(others)
-        raise ConfigError(f"{out_dir}: {len(clash)} pick file(s) there, e.g. {clash[0]}, were written by "
-                          "another model or other pick settings; pass --overwrite to replace them, or pick "
-                          "into another folder")
-    files = {**record["files"], **{out.name: key for out in outputs}}
-    used = set(files.values())
-    runs = {k: v for k, v in record["runs"].items() if k in used}
-    runs[key] = {"model": fingerprint, "model_name": model.info.get("name"), "box_px": float(model.box_px),
-                 "settings": settings}
-    atomic_write_text(out_dir / PICK_RECORD, json.dumps({"format": "deeppick-picks-record", "version": 1,
-                                                         "runs": runs, "files": files}, indent=1, sort_keys=True))
+    with folder_lock(out_dir):  # batches picking parts of a dataset into one folder at once keep every entry
+        record = read_pick_record(out_dir)
+        others = {out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key}
+        if others and not (overwrite or replace_others):
+            clash = sorted(others)
+            raise ConfigError(f"{out_dir}: {len(clash)} pick file(s) there, e.g. {clash[0]}, were written by "
+                              "another model or other pick settings; pass --overwrite to replace them, or pick "
+                              "into another folder")
+        files = {**record["files"], **{out.name: key for out in outputs}}
+        used = set(files.values())
+        runs = {k: v for k, v in record["runs"].items() if k in used}
+        runs[key] = {"model": fingerprint, "model_name": model.info.get("name"), "box_px": float(model.box_px),
+                     "settings": settings}
+        atomic_write_text(out_dir / PICK_RECORD, json.dumps({"format": "deeppick-picks-record", "version": 1,
+                                                             "runs": runs, "files": files}, indent=1,
+                                                            sort_keys=True))
     return others
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks
+from deeppick.io import (COORDINATE_LIST, folder_lock, make_picks, read_coordinate_list, read_micrograph, read_picks,
+                         write_picks)
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
 from deeppick.pipeline import (PICK_RECORD, PickConfig, adopt_label_edge_margin, choose_postprocess,
                                effective_threshold, model_fingerprint, pick_micrograph, pick_micrographs, pick_paths,
-                               select_threshold)
+                               select_threshold, update_coordinate_list)
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import prepare_micrograph
 from deeppick.scan import model_step_px, score_positions
@@ -376,3 +377,37 @@ def test_fit_command_writes_a_tuned_model(sim_dataset, tmp_path):
     assert f"box {model.box_px:g} px" in result.output
     assert f"edge margin {model.info['postprocess']['edge_margin_box']:.2f} box" in result.output
     assert f"peak window {model.info['postprocess']['peak_window_box']:g} box" in result.output
+
+
+def _add_to_list(folder, stem, barrier=None):
+    if barrier is not None:
+        barrier.wait()
+    update_coordinate_list(folder, [(Path(f"Movies/{stem}.mrc"), Path(folder) / f"{stem}.star")])
+
+
+def test_batches_finishing_together_keep_every_entry_of_the_shared_list(tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.chdir(tmp_path)
+    folder = Path("picks")
+    stems = [f"m{i}" for i in range(8)]
+    for stem in stems:
+        write_picks(make_picks(stem, [10.0], [20.0], [0.9]), folder / f"{stem}.star")
+    ctx = multiprocessing.get_context("fork")
+    # While one process holds the folder, another's update waits for it.
+    with folder_lock(folder):
+        waiting = ctx.Process(target=_add_to_list, args=(folder, stems[0]))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not (folder / COORDINATE_LIST).exists()
+    waiting.join(30)
+    assert waiting.exitcode == 0 and set(read_coordinate_list(folder / COORDINATE_LIST)) == {"Movies/m0.mrc"}
+    # Seven batches finishing at the same moment: every one is listed.
+    barrier = ctx.Barrier(len(stems) - 1)
+    procs = [ctx.Process(target=_add_to_list, args=(folder, stem, barrier)) for stem in stems[1:]]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert all(proc.exitcode == 0 for proc in procs)
+    assert set(read_coordinate_list(folder / COORDINATE_LIST)) == {f"Movies/{stem}.mrc" for stem in stems}

@@ -202,7 +202,7 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     for candidates in first.candidates:
         assert set(candidates["micrograph"]) == {p.stem for p in good}
     assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt",
-                                                         PICK_RECORD, COORDINATE_LIST])
+                                                         PICK_RECORD, COORDINATE_LIST, ".deeppick.lock"])
     written = (out / f"{good[0].stem}.star").read_bytes()
 
     trained = []
