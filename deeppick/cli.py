@@ -546,7 +546,8 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default,
     and OUTPUT/coordinate_files.star, the list of them that RELION's Particle extraction takes as its input
-    coordinates (run pick from the RELION project folder so the micrograph names match). A rerun skips micrographs already picked; unreadable micrographs are listed at the end (exit 2).
+    coordinates (run pick from the RELION project folder so the micrograph names match). A rerun skips
+    micrographs already picked; unreadable micrographs are listed at the end (exit 2).
     Files another model or other settings wrote in OUTPUT are not mixed with these: the run stops with
     one line unless --overwrite.
     """

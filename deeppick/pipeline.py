@@ -236,8 +236,8 @@ def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, 
     """
     out_dir = Path(out_dir)
     path = out_dir / COORDINATE_LIST
-    if any(out.name == COORDINATE_LIST for _, out in picked):
-        return None
+    if any(out.name == COORDINATE_LIST for _, out in picked) or (path.exists() and not is_coordinate_list(path)):
+        return None  # a micrograph named like the list: its picks keep the name
     new = {relion_path(mic): relion_path(out) for mic, out in picked if out.is_file()}
     with folder_lock(out_dir):  # several batches finishing at once each add their part
         entries = {}

@@ -295,7 +295,8 @@ def test_a_relion_list_of_coordinate_files_reads_the_files_it_lists(tmp_path, mo
     assert list(picks["micrograph"]) == ["mic1", "mic1", "mic2"]
     np.testing.assert_allclose(picks[["x", "y", "score"]], [[10, 20, 0.9], [30, 40, 0.8], [50, 60, 0.7]])
     # The micrograph is named by the list, whatever the coordinate file is called.
-    (job / "autopick.star").write_text((job / "autopick.star").read_text().replace("Movies/mic2.mrc", "Movies/other.mrc"))
+    listing = (job / "autopick.star").read_text()
+    (job / "autopick.star").write_text(listing.replace("Movies/mic2.mrc", "Movies/other.mrc"))
     assert set(read_picks(job / "autopick.star")["micrograph"]) == {"mic1", "other"}
     # A listed file that is not there is one clear error naming it.
     (job / "Movies" / "mic1_autopick.star").unlink()
@@ -310,7 +311,8 @@ def test_coordinate_list_round_trip_and_folders_pass_it_over(tmp_path, monkeypat
     folder = tmp_path / "picks"
     write_picks(make_picks("a", [1, 2], [3, 4], [0.9, 0.8]), folder / "a.star")
     write_picks(make_picks("b", [5], [6], [0.7]), folder / "b.star")
-    entries = {relion_path("Movies/a.mrc"): relion_path(folder / "a.star"), "/data/b.mrc": relion_path(folder / "b.star")}
+    entries = {relion_path("Movies/a.mrc"): relion_path(folder / "a.star"),
+               "/data/b.mrc": relion_path(folder / "b.star")}
     assert entries == {"Movies/a.mrc": "picks/a.star", "/data/b.mrc": "picks/b.star"}
     assert relion_path(tmp_path.parent / "elsewhere.mrc") == (tmp_path.parent / "elsewhere.mrc").as_posix()
     write_coordinate_list(folder / "coordinate_files.star", entries)

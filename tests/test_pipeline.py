@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deeppick.io import (COORDINATE_LIST, folder_lock, make_picks, read_coordinate_list, read_micrograph, read_picks,
-                         write_picks)
+from deeppick.io import (COORDINATE_LIST, folder_lock, is_coordinate_list, make_picks, read_coordinate_list,
+                         read_micrograph, read_picks, write_picks)
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import extract_dataset_patches
@@ -266,12 +266,20 @@ def test_star_picks_come_with_relion_list_of_their_files(sim_dataset, trained, t
     listed = read_coordinate_list(second.coordinate_list)
     assert listed == {m.as_posix(): f"picks/{m.stem}.star" for m in mics}  # resumed and new, the bad one left out
     assert COORDINATE_LIST in second.summary(Path("picks"), 0.5, False)
-    pd.testing.assert_frame_equal(read_picks(second.coordinate_list).sort_values(["micrograph", "x"]).reset_index(drop=True),
-                                  read_picks("picks").sort_values(["micrograph", "x"]).reset_index(drop=True))
+    def ordered(picks):
+        return picks.sort_values(["micrograph", "x"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(ordered(read_picks(second.coordinate_list)), ordered(read_picks("picks")))
     # An entry whose file is gone is dropped; other formats are not RELION's list.
     Path(f"picks/{mics[0].stem}.star").unlink()
     third = pick_micrographs(model, mics[1:], "picks")
     assert set(read_coordinate_list(third.coordinate_list)) == {m.as_posix() for m in mics[1:]}
+    # A micrograph named like the list keeps its picks under that name; no list is written over them.
+    (movies / f"{COORDINATE_LIST[:-5]}.mrc").symlink_to(sim_dataset.paths("test")[0])
+    named = pick_micrographs(model, [Path("MotionCorr/job002/Movies", f"{COORDINATE_LIST[:-5]}.mrc")], "named")
+    assert named.coordinate_list is None and not is_coordinate_list(Path("named", COORDINATE_LIST))
+    assert pick_micrographs(model, mics[:1], "named").coordinate_list is None
+    assert len(read_picks(Path("named", COORDINATE_LIST))) == named.counts[COORDINATE_LIST[:-5]]
     assert pick_micrographs(model, mics, "boxes", fmt="box").coordinate_list is None
     assert not Path("boxes", COORDINATE_LIST).exists()
 

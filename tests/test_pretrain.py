@@ -142,7 +142,8 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
 
     assert len(result.candidates) == 2 and result.n_top[0] >= 5
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.glob("*.star")) == sorted([f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST])
+    expected = [f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST]
+    assert sorted(p.name for p in out.glob("*.star")) == sorted(expected)
     assert sorted(read_coordinate_list(out / COORDINATE_LIST)) == sorted(relion_path(mics / p.name) for p in ds.paths())
     written = read_picks(out)
     assert len(written) == sum(result.batch.counts.values())
