@@ -6,7 +6,8 @@ table in micrograph pixels. ``pick_micrographs`` runs it over many files, writin
 micrograph atomically, skipping those already written (so an interrupted run resumes), and going on past
 micrographs that cannot be read. A record in the output folder (``PICK_RECORD``) says which model and
 settings wrote each file, so a rerun with another model or other settings is refused instead of leaving
-a folder that mixes two pickers' files. ``select_threshold`` picks held-out labelled micrographs and
+a folder that mixes two pickers' files; beside STAR files, RELION's list of them (``COORDINATE_LIST``)
+is the input coordinates of its Particle extraction. ``select_threshold`` picks held-out labelled micrographs and
 stores the F-beta-optimal threshold in the model (:mod:`~deeppick.threshold`); ``choose_postprocess``
 also chooses the cleaning rule and peak window there, and ``fit_dataset`` (``deeppick fit``) does all of
 it.
@@ -218,9 +219,9 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
         write_picks(picks, out, fmt, box_px=model.box_px)
         result.counts[stem] = len(picks)
     if fmt == "star":
-        failed = {str(p) for p, _ in result.failed}
+        done = {*result.counts, *result.skipped}  # picked now or before; failed micrographs are left out
         result.coordinate_list = update_coordinate_list(
-            out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if str(p) not in failed])
+            out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done])
     result.seconds = time.perf_counter() - start
     return result
 
@@ -236,8 +237,8 @@ def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, 
     """
     out_dir = Path(out_dir)
     path = out_dir / COORDINATE_LIST
-    if any(out.name == COORDINATE_LIST for _, out in picked) or (path.exists() and not is_coordinate_list(path)):
-        return None  # a micrograph named like the list: its picks keep the name
+    if path.exists() and not is_coordinate_list(path):
+        return None  # the picks of a micrograph named like the list keep the name
     new = {relion_path(mic): relion_path(out) for mic, out in picked if out.is_file()}
     with folder_lock(out_dir):  # several batches finishing at once each add their part
         entries = {}
