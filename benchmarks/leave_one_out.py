@@ -71,12 +71,16 @@ def main(argv=None) -> int:
     parser.add_argument("--max-test", type=int, default=None, help="autopick the first N test micrographs")
     parser.add_argument("--no-zoo", action="store_true", help="pretrain on the real packs only")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
+    parser.add_argument("--highpass", type=float, default=0.0, metavar="SIGMA",
+                        help="background subtraction, σ in model px (64 = one box; "
+                             "PreprocessConfig.highpass_sigma_model_px) [default: 0, off]")
     args = parser.parse_args(argv)
 
     from deeppick.datasets import load_dataset
     from deeppick.metrics import evaluate_picks
     from deeppick.model import load_model, save_model
     from deeppick.pipeline import PickConfig
+    from deeppick.preprocess import PreprocessConfig
     from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick,
                                    positives_per_source, pretrain, simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
@@ -104,10 +108,10 @@ def main(argv=None) -> int:
         held = load_dataset(args.realdata / pack)
         others = [args.realdata / p for p in PACKS if p != pack]
         model_path = args.out / f"general-without-{pack}.pt"
-        if model_path.is_file():
-            model = load_model(model_path)
-        else:
-            model = pretrain([*others, *zoo], config, train_config, pick_config)
+        model = load_model(model_path) if model_path.is_file() else None
+        if model is None or model.preprocess.highpass_sigma_model_px != args.highpass:
+            model = pretrain([*others, *zoo], config, train_config, pick_config,
+                             preprocess=PreprocessConfig(highpass_sigma_model_px=args.highpass))
             save_model(model, model_path)
         test = held.paths("test")[:args.max_test]
         box = held.default_box_px()
@@ -129,7 +133,8 @@ def main(argv=None) -> int:
 
     print()
     print(f"leave one molecule out ({'no rotations' if args.fast else 'default scan'}; "
-          f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else 'yes'})")
+          f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else 'yes'}; "
+          f"background subtraction σ {args.highpass:g} model px)")
     print(f"{'held-out pack':<20} {'test':>4} {'Topaz AP':>8} {'AP general':>10} {'AP self-trained':>15} "
           f"{'F2':>5} {'beats Topaz':>11} {'noise < thr':>11}")
     for r in rows:

@@ -32,6 +32,7 @@ from deeppick.metrics import match_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import PatchConfig
 from deeppick.pipeline import PickConfig, evaluate_model, fit_dataset
+from deeppick.preprocess import PreprocessConfig
 from deeppick.train import TrainConfig
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -76,6 +77,9 @@ def main() -> None:
                         help="near-miss background patches per particle (PatchConfig.near_negative_ratio)")
     parser.add_argument("--off-centre", type=float, default=PatchConfig().off_centre_ratio,
                         help="off-centre views with soft targets per particle (PatchConfig.off_centre_ratio)")
+    parser.add_argument("--highpass", type=float, default=0.0, metavar="SIGMA",
+                        help="background subtraction, σ in model px (64 = one box; "
+                             "PreprocessConfig.highpass_sigma_model_px) [default: 0, off]")
     parser.add_argument("--out", type=Path, default=None, help="also save each model here")
     parser.add_argument("--models", type=Path, default=None,
                         help="evaluate the models saved by an earlier --out DIR run instead of training (train s: 0)")
@@ -91,7 +95,8 @@ def main() -> None:
             model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs, patience=args.patience),
                                 max_micrographs=args.max_micrographs,
                                 patch_config=PatchConfig(near_negative_ratio=args.near_negatives,
-                                                         off_centre_ratio=args.off_centre))
+                                                         off_centre_ratio=args.off_centre),
+                                preprocess=PreprocessConfig(highpass_sigma_model_px=args.highpass))
         trained = 0.0 if args.models else time.perf_counter() - start
         if args.out:
             save_model(model, args.out / f"{pack}.pt")

@@ -427,7 +427,8 @@ LOWPASS_SIGMAS_MODEL_PX = (1.0, 2.5)
 def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_config=None,
                 pick_config: PickConfig = PickConfig(), max_micrographs: int | None = None,
                 progress: bool = False, box_factors=BOX_FACTORS,
-                lowpass_sigmas_model_px=LOWPASS_SIGMAS_MODEL_PX, try_without_off_centre: bool = True) -> PickerModel:
+                lowpass_sigmas_model_px=LOWPASS_SIGMAS_MODEL_PX, try_without_off_centre: bool = True,
+                preprocess: PreprocessConfig = PreprocessConfig()) -> PickerModel:
     """Semi-automated training on a labelled dataset: train, choose the box, choose the F2 threshold.
 
     Trains on the ``train`` split (at most ``max_micrographs`` of it) and stores in the model the
@@ -440,6 +441,7 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
     2. without ``box_px``: the box, one model per ``factor × diameter_px`` in ``box_factors``;
     3. at that box: the low-pass, one model per other σ in ``lowpass_sigmas_model_px``.
 
+    Every model prepares micrographs with ``preprocess``, its low-pass replaced by the σ being tried.
     Ties keep the earlier choice. Each model is compared at its best post-processing (cleaning and peak
     window, :func:`choose_postprocess`), which the kept model stores. ``info`` records the micrographs used
     for training and threshold, and the AP of every choice tried.
@@ -455,15 +457,15 @@ def fit_dataset(dataset, box_px: float | None = None, train_config=None, patch_c
         diameter = dataset.default_box_px()
         boxes = sorted({float(round(f * diameter)) for f in box_factors})
     match_px = MATCH_FRACTION * (dataset.diameter_px or boxes[0])
-    sigmas = list(lowpass_sigmas_model_px) or [PreprocessConfig().lowpass_sigma_model_px]
+    sigmas = list(lowpass_sigmas_model_px) or [preprocess.lowpass_sigma_model_px]
     patch_config = patch_config or PatchConfig()
     recipes = [patch_config]
     if try_without_off_centre and patch_config.off_centre_ratio:
         recipes.append(replace(patch_config, off_centre_ratio=0.0))
 
     def fit(box: float, sigma: float, recipe) -> PickerModel:
-        preprocess = replace(PreprocessConfig(), lowpass_sigma_model_px=sigma)
-        model = _train_for_box(dataset, train_paths, box, preprocess, train_config, recipe, progress)
+        prepared = replace(preprocess, lowpass_sigma_model_px=sigma)
+        model = _train_for_box(dataset, train_paths, box, prepared, train_config, recipe, progress)
         return choose_postprocess(model, valid_paths, dataset.picks, pick_config, match_px=match_px)
 
     def ap(model: PickerModel) -> float:

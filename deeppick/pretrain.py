@@ -220,7 +220,8 @@ def pooled_threshold(model: PickerModel, sources: Sequence, config: PretrainConf
 
 def pretrain(sources: Sequence, config: PretrainConfig = PretrainConfig(),
              train_config: TrainConfig = PRETRAIN_TRAINING, pick_config: PickConfig = PickConfig(),
-             progress: bool = False, checkpoint: str | os.PathLike | None = None) -> PickerModel:
+             progress: bool = False, checkpoint: str | os.PathLike | None = None,
+             preprocess=None) -> PickerModel:
     """Train a general model on a balanced mix of molecules and choose its pooled F2 threshold.
 
     Parameters
@@ -231,6 +232,9 @@ def pretrain(sources: Sequence, config: PretrainConfig = PretrainConfig(),
         Mix, training and picking settings (the defaults of each stage).
     checkpoint
         Per-epoch training checkpoint (see :func:`~deeppick.train.train_model`).
+    preprocess
+        How every source's micrographs are prepared (a :class:`~deeppick.preprocess.PreprocessConfig`;
+        default: its defaults); the model keeps it, so autopick prepares the new molecule the same way.
 
     Returns
     -------
@@ -243,7 +247,7 @@ def pretrain(sources: Sequence, config: PretrainConfig = PretrainConfig(),
     >>> model = pretrain(["sim/ring", "sim/bell"], PretrainConfig(total_positives=2000))  # doctest: +SKIP
     """
     datasets = [_load(s) for s in sources]
-    patches = pretrain_patches(datasets, config, progress=progress)
+    patches = pretrain_patches(datasets, config, preprocess=preprocess, progress=progress)
     boxes = [s["box_px"] for s in patches.metadata["pretrain"]["sources"]]
     model = train_model(patches, train_config, box_px=float(np.median(boxes)), progress=progress,
                         checkpoint=checkpoint)

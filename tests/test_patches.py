@@ -54,9 +54,9 @@ def write_dataset(root, rng, splits=("train", "train", "valid"), box_px=32, size
     return root
 
 
-def test_training_patches_are_the_pixels_the_scanner_sees(rng):
+@pytest.mark.parametrize("config", [PreprocessConfig(), PreprocessConfig(highpass_sigma_model_px=64)])
+def test_training_patches_are_the_pixels_the_scanner_sees(rng, config):
     image, xy = synthetic_micrograph(rng, size=300, box_px=40)
-    config = PreprocessConfig()
     ps = extract_patches(image, xy, box_px=40, preprocess=config, seed=1)
     prepared = prepare_micrograph(image, 40, config)
     cx, cy = model_centres(prepared, ps.x, ps.y)

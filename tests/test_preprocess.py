@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deeppick.errors import ConfigError, MicrographError
-from deeppick.preprocess import PreprocessConfig, model_shape, prepare_micrograph
+from deeppick.preprocess import PreprocessConfig, model_shape, prepare_micrograph, smooth_background
 
 
 def _blob(shape, x, y, sigma):
@@ -79,6 +80,67 @@ def test_normalisation_is_robust_to_outliers():
     interior = prep.image[100:, 100:]
     assert 0.8 < interior.std() < 1.2 and abs(np.median(interior)) < 0.1
     assert prep.image.max() <= PreprocessConfig().clip_sd
+
+
+def _particles_on_a_gradient(rng, shape=(600, 900), box=60, n=40):
+    """Dark blobs on noise, over a ramp of three noise SDs from left to right (thick ice on one side)."""
+    image = rng.normal(size=shape) + np.linspace(0, 3, shape[1])[None, :]
+    xy = rng.uniform(box, np.array(shape[::-1]) - box, size=(n, 2))
+    for x, y in xy:
+        image -= 2 * _blob(shape, x, y, box / 6)
+    return image, xy
+
+
+def test_background_subtraction_flattens_a_gradient_and_keeps_the_particles(rng):
+    image, xy = _particles_on_a_gradient(rng)
+    box = 60
+    plain = prepare_micrograph(image, box, PreprocessConfig(clip_sd=0))
+    flat = prepare_micrograph(image, box, PreprocessConfig(clip_sd=0, highpass_sigma_model_px=64))
+
+    def level_step(prep):  # median level of the right fifth minus the left fifth
+        w = prep.image.shape[1] // 5
+        return float(np.median(prep.image[:, -w:]) - np.median(prep.image[:, :w]))
+
+    assert level_step(plain) > 1.0
+    assert abs(level_step(flat)) < 0.1
+
+    def contrast(prep):  # particle centre below the ring around it, in SDs of the prepared image
+        mx, my = prep.to_model(xy[:, 0], xy[:, 1])
+        img = prep.image
+        centre = scipy.ndimage.map_coordinates(img, [my, mx], order=1)
+        r = 0.6 * prep.scale_x * box
+        ring = np.mean([scipy.ndimage.map_coordinates(img, [my + r * np.sin(a), mx + r * np.cos(a)], order=1)
+                        for a in np.linspace(0, 2 * np.pi, 16, endpoint=False)], axis=0)
+        return np.median(ring - centre) / img.std()
+
+    assert contrast(flat) > 0.9 * contrast(plain)
+
+
+@pytest.mark.parametrize("sigma", [3, 16, 40])
+def test_background_is_a_gaussian_blur_inside_and_a_local_plane_at_the_edges(rng, sigma):
+    shape = (420, 520)
+    noise = rng.normal(size=shape).astype(np.float32)
+    got = smooth_background(noise, sigma)
+    assert got.shape == shape and got.dtype == np.float32
+    inner = slice(4 * sigma, -4 * sigma)
+    exact = scipy.ndimage.gaussian_filter(noise.astype(np.float64), sigma)
+    assert np.abs(got - exact)[inner, inner].max() < 0.01
+    # at the edges noise is not amplified into a false background: a plane fitted to a quarter of the
+    # Gaussian's weight varies a few times more than the blur inside, which falls off as 1/σ
+    edges = np.concatenate([got[:, 0], got[:, -1], got[0], got[-1]])
+    assert np.abs(edges).max() < 3 / sigma
+    # a plane (a gradient of ice thickness) is its own background, edges included, at any size
+    for rows, cols in [(97, 130), (64, 64), (301, 177)]:
+        yy, xx = np.mgrid[:rows, :cols].astype(np.float32)
+        plane = 0.05 * xx - 0.02 * yy + 3
+        assert np.abs(smooth_background(plane, sigma) - plane).max() < 1e-4
+
+
+def test_models_from_before_background_subtraction_load_without_it():
+    old = {"model_px": 64, "lowpass_sigma_model_px": 2.5, "clip_sd": 4.0}
+    assert PreprocessConfig.from_dict(old).highpass_sigma_model_px == 0.0
+    new = PreprocessConfig(highpass_sigma_model_px=64)
+    assert PreprocessConfig.from_dict(new.to_dict()) == new
 
 
 def test_bad_inputs():

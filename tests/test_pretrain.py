@@ -18,6 +18,7 @@ from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_picks, relio
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
 from deeppick.pipeline import PICK_RECORD, PickConfig
+from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, PretrainConfig, autopick,
                                load_general_model, pretrain, pretrain_patches, select_self_training,
                                shipped_model_path, simulate_zoo_for_quota, with_box)
@@ -89,6 +90,16 @@ def test_pretrain_chooses_a_pooled_threshold_and_records_the_recipe(general, sou
     assert [s["box_px"] for s in info["threshold"]["sources"]] == [48.0, 64.0]
     assert info["pretrain"]["config"]["total_positives"] == 24
     assert general.box_px == 56.0  # median of the sources' boxes
+
+
+def test_pretrain_prepares_every_source_as_told_and_the_model_keeps_it(sources):
+    prep = PreprocessConfig(highpass_sigma_model_px=64)
+    mix = PretrainConfig(total_positives=12)
+    model = pretrain(sources, mix, FAST_TRAIN, FAST_PICK, preprocess=prep)
+    assert model.preprocess == prep  # autopick prepares the new molecule the same way
+    flat, plain = pretrain_patches(sources, mix, preprocess=prep), pretrain_patches(sources, mix)
+    assert flat.metadata["preprocess"] == prep.to_dict()
+    assert np.array_equal(flat.labels, plain.labels) and not np.allclose(flat.patches, plain.patches, atol=1e-3)
 
 
 def test_pretrain_rejects_no_sources_and_duplicates(sources):
