@@ -510,8 +510,10 @@ def recipe_summary(model: PickerModel) -> str:
     margin (``deeppick fit`` and the semi-automated example print it)."""
     views = model.info.get("trained_on", {}).get("patch_config", {}).get("off_centre_ratio", 0)
     margin = model.info.get("postprocess", {}).get("edge_margin_box")
+    background = model.preprocess.highpass_sigma_model_px
     return (f"box {model.box_px:g} px, low-pass σ {model.preprocess.lowpass_sigma_model_px:g} model px, "
-            f"off-centre views {f'{views:g} per particle' if views else 'none'}, {postprocess_summary(model)}"
+            + (f"background subtracted at σ {background:g} model px, " if background else "")
+            + f"off-centre views {f'{views:g} per particle' if views else 'none'}, {postprocess_summary(model)}"
             + ("" if margin is None else f", edge margin {margin:.2f} box"))
 
 

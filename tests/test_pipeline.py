@@ -342,13 +342,16 @@ def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
 
 
 def test_fit_dataset_prepares_micrographs_as_told(sim_dataset):
-    from deeppick.pipeline import fit_dataset
+    from deeppick.pipeline import fit_dataset, recipe_summary
     from deeppick.preprocess import PreprocessConfig
 
     base = PreprocessConfig(highpass_sigma_model_px=64, clip_sd=3.5)
     model = fit_dataset(sim_dataset, box_px=40, train_config=TrainConfig(epochs=4, seed=0, optimizer="adam"),
                         lowpass_sigmas_model_px=(2.0,), try_without_off_centre=False, preprocess=base)
     assert model.preprocess == PreprocessConfig(highpass_sigma_model_px=64, clip_sd=3.5, lowpass_sigma_model_px=2.0)
+    assert "low-pass σ 2 model px, background subtracted at σ 64 model px," in recipe_summary(model)
+    model.preprocess = PreprocessConfig()
+    assert "background" not in recipe_summary(model)
 
 
 def test_fit_dataset_keeps_the_box_with_the_best_held_out_ap(sim_dataset):
