@@ -35,7 +35,8 @@ MATCH_FRACTION_OF_DIAMETER = 0.25
 
 
 def einstein_from_noise(model, n: int = 3, box_px: float = 56.0, pick_config=None) -> dict:
-    """Fraction of candidate scores below the model's threshold on particle-free simulated micrographs."""
+    """Fraction of candidate scores below the model's threshold on particle-free simulated micrographs,
+    with the number of candidates (the fraction means little when they are few) and picks per micrograph."""
     import numpy as np
 
     from deeppick.pipeline import PickConfig, effective_threshold, pick_micrograph
@@ -125,7 +126,8 @@ def main(argv=None) -> int:
         row = {"pack": pack, "topaz_ap": TOPAZ_GENERAL_AP[pack], "ap_general": before.ap, "ap_self_trained": after.ap,
                "f2_self_trained": after.f2, "precision": after.precision, "recall": after.recall,
                "threshold": model.threshold, "n_top": result.n_top, "n_test": len(test), "box_px": box,
-               "noise_below_threshold": noise["below"], "noise_picks_per_micrograph": noise["picks_per_micrograph"],
+               "noise_below_threshold": noise["below"], "noise_candidates": noise["n_candidates"],
+               "noise_picks_per_micrograph": noise["picks_per_micrograph"],
                "val_accuracy": model.info.get("val_accuracy"), "seconds": round(time.perf_counter() - start)}
         rows.append(row)
         (args.out / f"result-{pack}.json").write_text(json.dumps(row, indent=1, default=float) + "\n")
@@ -136,11 +138,12 @@ def main(argv=None) -> int:
           f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else 'yes'}; "
           f"background subtraction σ {args.highpass:g} model px)")
     print(f"{'held-out pack':<20} {'test':>4} {'Topaz AP':>8} {'AP general':>10} {'AP self-trained':>15} "
-          f"{'F2':>5} {'beats Topaz':>11} {'noise < thr':>11}")
+          f"{'F2':>5} {'beats Topaz':>11} {'noise < thr':>11} {'of':>5} {'picks':>6}")
     for r in rows:
         print(f"{r['pack']:<20} {r['n_test']:>4} {r['topaz_ap']:>8.2f} {r['ap_general']:>10.3f} "
               f"{r['ap_self_trained']:>15.3f} {r['f2_self_trained']:>5.2f} "
-              f"{'yes' if r['ap_self_trained'] > r['topaz_ap'] else 'no':>11} {r['noise_below_threshold']:>10.1%}")
+              f"{'yes' if r['ap_self_trained'] > r['topaz_ap'] else 'no':>11} {r['noise_below_threshold']:>10.1%} "
+              f"{r['noise_candidates']:>5} {r['noise_picks_per_micrograph']:>6.1f}")
     return 0
 
 
