@@ -23,6 +23,9 @@ from .errors import ConfigError
 from .io import check_micrograph
 
 
+MIN_HIGHPASS_SIGMA_MODEL_PX = 16.0
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How micrographs are prepared; stored in every model file so picking repeats training exactly."""
@@ -30,10 +33,16 @@ class PreprocessConfig:
     model_px: int = 64  # box side in the model frame (DeepPicker §4.2: 64×64 patches)
     lowpass_sigma_model_px: float = 1.0  # Gaussian low-pass, σ in model px; 0 disables it
     clip_sd: float = 4.0  # normalised pixels are clipped to ±clip_sd so ice and dirt do not dominate
-    # Background subtraction: a Gaussian blur of σ model px (64 = one box) is subtracted, so a gradient
-    # of ice thickness or illumination across the micrograph does not shift every patch's level; 0
-    # disables it (models written before it existed load with 0 and pick as they did).
+    # Background subtraction (smooth_background, σ in model px, 64 = one box), so a gradient of ice
+    # thickness or illumination across the micrograph does not shift every patch's level; 0 disables it
+    # (models written before it existed load with 0 and pick as they did).
     highpass_sigma_model_px: float = 0.0
+
+    def __post_init__(self):
+        if self.highpass_sigma_model_px != 0 and not self.highpass_sigma_model_px >= MIN_HIGHPASS_SIGMA_MODEL_PX:
+            raise ConfigError(f"background subtraction σ must be 0 (off) or at least "
+                              f"{MIN_HIGHPASS_SIGMA_MODEL_PX:g} model px (a quarter box), got "
+                              f"{self.highpass_sigma_model_px:g}: a narrower one removes the particles themselves")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,8 +179,9 @@ def _grid_position(n_px: int, centres: np.ndarray) -> np.ndarray:
 
 def _local_plane(values: np.ndarray, weight: np.ndarray, y: np.ndarray, x: np.ndarray, sigma: float) -> np.ndarray:
     """At each pixel, the value there of the plane fitted to ``values`` with weights ``weight`` × a Gaussian
-    of σ ``sigma`` px centred on it (pixels outside the image have no weight); pixel (i, j) lies at
-    (``y[i]``, ``x[j]``), in pixels, for the plane (the Gaussian weighs by index)."""
+    of σ ``sigma`` pixels centred on it (pixels outside the image have no weight). Pixel (i, j) lies at
+    (``y[i]``, ``x[j]``) for the plane; these are i and j except where the last row or column of blocks
+    is partial."""
     def blur(a):
         return scipy.ndimage.gaussian_filter(a, sigma, mode="constant", cval=0.0, truncate=4.0)
 

@@ -136,6 +136,13 @@ def test_background_is_a_gaussian_blur_inside_and_a_local_plane_at_the_edges(rng
         assert np.abs(smooth_background(plane, sigma) - plane).max() < 1e-4
 
 
+def test_background_narrower_than_a_quarter_box_is_refused():
+    for sigma in (-1, 4, float("nan")):
+        with pytest.raises(ConfigError, match="at least 16 model px"):
+            PreprocessConfig(highpass_sigma_model_px=sigma)
+    assert PreprocessConfig(highpass_sigma_model_px=16).highpass_sigma_model_px == 16
+
+
 def test_models_from_before_background_subtraction_load_without_it():
     old = {"model_px": 64, "lowpass_sigma_model_px": 2.5, "clip_sd": 4.0}
     assert PreprocessConfig.from_dict(old).highpass_sigma_model_px == 0.0
