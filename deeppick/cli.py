@@ -297,6 +297,21 @@ def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, 
 # --- extract / train ----------------------------------------------------------------------------------
 
 
+def _highpass_option(func):
+    """``--highpass SIGMA``: background subtraction when micrographs are prepared (PreprocessConfig)."""
+    return click.option("--highpass", type=float, default=0.0,
+                        help="subtract the background before normalising: a Gaussian-weighted local plane of σ "
+                             "model px (64 = one box; at least 16), for micrographs with a strong gradient of ice "
+                             "thickness; the model keeps it for picking [default: 0, off; see the README's "
+                             "measured figures before turning it on]")(func)
+
+
+def _preprocess(highpass: float):
+    from .preprocess import PreprocessConfig
+
+    return PreprocessConfig(highpass_sigma_model_px=highpass)
+
+
 def _patch_source_options(func):
     """Options shared by ``extract`` and ``train`` that say where labelled patches come from."""
     options = [
@@ -326,11 +341,12 @@ def _patch_source_options(func):
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return _highpass_option(func)
 
 
 def _labelled_patches(dataset, split, micrographs, coords, coords_format, box_px, negatives, negative_ratio,
-                      near_negative_ratio, off_centre_ratio, max_per_micrograph, max_micrographs, seed, progress=True):
+                      near_negative_ratio, off_centre_ratio, max_per_micrograph, max_micrographs, seed, highpass,
+                      progress=True):
     """The patch set named by the shared options, and the dataset it came from (or None)."""
     from dataclasses import replace
 
@@ -350,15 +366,15 @@ def _labelled_patches(dataset, split, micrographs, coords, coords_format, box_px
         from .datasets import load_dataset
 
         ds = load_dataset(dataset)
-        ps = extract_dataset_patches(ds, split, box_px, config, negatives=neg, seed=seed,
+        ps = extract_dataset_patches(ds, split, box_px, config, _preprocess(highpass), negatives=neg, seed=seed,
                                      max_micrographs=max_micrographs, progress=progress)
         return ps, ds
     if micrographs is None or coords is None or not box_px:
         raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
                           "--coords DIR --box-px N")
     paths = list_micrographs(micrographs)[:max_micrographs]
-    ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config, negatives=neg, seed=seed,
-                         progress=progress)
+    ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config, _preprocess(highpass),
+                         negatives=neg, seed=seed, progress=progress)
     return ps, None
 
 
@@ -414,10 +430,14 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
     check_output_file(output, "model")
     ds = None
     if patches is not None:
-        if options["dataset"] is not None or options["micrographs"] is not None:
-            from .errors import ConfigError
+        from .errors import ConfigError
 
+        if options["dataset"] is not None or options["micrographs"] is not None:
             raise ConfigError("give either --patches or --dataset / --micrographs, not both")
+        if options["highpass"]:
+            raise ConfigError(f"--highpass applies where patches are cut, and {patches} was cut already (its "
+                              f"preparation is stored in it): give it to 'deeppick extract', or train from "
+                              f"--dataset / --micrographs")
         ps = load_patch_set(patches)
     else:
         ps, ds = _labelled_patches(progress=not quiet, **options)
@@ -472,8 +492,9 @@ def train(patches, output, arch, epochs, optimizer, lr, batch_size, patience, no
 @click.option("--max-micrographs", type=int, help="train on at most the first N train micrographs")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@_highpass_option
 @user_errors
-def fit(dataset, output, epochs, max_micrographs, seed, quiet):
+def fit(dataset, output, epochs, max_micrographs, seed, quiet, highpass):
     """Train on a labelled dataset and tune it on the held-out micrographs (what the benchmarks run).
 
     Trains models with and without off-centre views, then per box (1.0× and 1.3× the particle diameter)
@@ -488,7 +509,7 @@ def fit(dataset, output, epochs, max_micrographs, seed, quiet):
 
     check_output_file(output, "model")
     model = fit_dataset(load_dataset(dataset), train_config=TrainConfig(epochs=epochs, seed=seed),
-                        max_micrographs=max_micrographs, progress=not quiet)
+                        max_micrographs=max_micrographs, progress=not quiet, preprocess=_preprocess(highpass))
     save_model(model, output)
     info = model.info
     click.echo(f"wrote {output}: {recipe_summary(model)}; held-out AP {info['threshold']['ap']:.3f}, "
@@ -674,8 +695,9 @@ def threshold(model_path, dataset, split, validation, beta, threshold_only, outp
               help="most epochs (early stopping may end sooner)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@_highpass_option
 @user_errors
-def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, seed, quiet):
+def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, seed, quiet, highpass):
     """Train a general model on several molecules (balanced mix) for picking new ones without labels."""
     from .model import save_model
     from .pretrain import PRETRAIN_TRAINING, PretrainConfig, pretrain as run_pretrain
@@ -684,7 +706,7 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
     config = PretrainConfig(total_positives=positives, max_train_micrographs=max_micrographs,
                             max_valid_micrographs=max_valid, seed=seed)
     model = run_pretrain(list(datasets), config, replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed),
-                         progress=not quiet)
+                         progress=not quiet, preprocess=_preprocess(highpass))
     save_model(model, output)
     sources = model.info["pretrain"]["sources"]
     mix = ", ".join(f"{s['dataset']} {s['n_positive']} (box {s['box_px']:g})" for s in sources)

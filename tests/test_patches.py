@@ -299,6 +299,21 @@ def test_extract_command_writes_a_patch_set(tmp_path, rng):
     assert load_patch_set(out4).targets is None and "off-centre" not in result.output
     result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--off-centre", "-1", "-o", str(out4)])
     assert result.exit_code == 2 and "--off-centre" in result.output
+    # background subtraction: cut from micrographs prepared with it, and stored with the patches
+    flat = tmp_path / "flat.npz"
+    result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--max-per-micrograph", "5",
+                                      "--off-centre", "0", "--highpass", "32", "-o", str(flat)])
+    assert result.exit_code == 0, result.output
+    flat_set, plain_set = load_patch_set(flat), load_patch_set(out4)
+    assert flat_set.metadata["preprocess"]["highpass_sigma_model_px"] == 32
+    assert plain_set.metadata["preprocess"]["highpass_sigma_model_px"] == 0
+    assert not np.allclose(flat_set.patches, plain_set.patches, atol=1e-3)
+    result = CliRunner().invoke(cli, ["extract", "--dataset", str(root), "--highpass", "4", "-o", str(flat)])
+    assert result.exit_code == 2 and "at least 16 model px" in result.output and "Traceback" not in result.output
+    # a patch set is prepared already: train refuses to pretend otherwise
+    result = CliRunner().invoke(cli, ["train", "--patches", str(flat), "--highpass", "64", "-o",
+                                      str(tmp_path / "m.pt")])
+    assert result.exit_code == 2 and "give it to 'deeppick extract'" in result.output
 
 
 def test_extract_command_reads_relion_lists_and_chooses_a_format(tmp_path, rng, monkeypatch):

@@ -400,6 +400,25 @@ def test_fit_command_writes_a_tuned_model(sim_dataset, tmp_path):
     assert f"peak window {model.info['postprocess']['peak_window_box']:g} box" in result.output
 
 
+def test_fit_command_passes_background_subtraction_on(sim_dataset, tmp_path, monkeypatch):
+    import deeppick.pipeline
+
+    seen = {}
+
+    def fit_dataset(dataset, **kwargs):  # stands in for the training: only what fit is told matters here
+        seen.update(kwargs)
+        raise ConfigError("stopped before training")
+
+    monkeypatch.setattr(deeppick.pipeline, "fit_dataset", fit_dataset)
+    args = ["fit", "--dataset", str(sim_dataset.root), "-o", str(tmp_path / "fit.pt"), "--quiet"]
+    result = CliRunner().invoke(cli, [*args, "--highpass", "64"])
+    assert result.exit_code == 2 and "stopped before training" in result.output
+    assert seen["preprocess"].highpass_sigma_model_px == 64
+    seen.clear()
+    result = CliRunner().invoke(cli, [*args, "--highpass", "8"])
+    assert result.exit_code == 2 and "at least 16 model px" in result.output and not seen
+
+
 def _add_to_list(folder, stem, barrier=None):
     if barrier is not None:
         barrier.wait()

@@ -287,7 +287,10 @@ def test_pretrain_cli_writes_a_general_model(sources, tmp_path):
     assert res.exit_code == 0, res.output
     model = load_model(out)
     assert [s["n_positive"] for s in model.info["pretrain"]["sources"]] == [8, 8]
-    assert model.threshold is not None
+    assert model.threshold is not None and model.preprocess.highpass_sigma_model_px == 0
+    res = CliRunner().invoke(cli, [*args, "--highpass", "64"])
+    assert res.exit_code == 0, res.output
+    assert load_model(out).preprocess.highpass_sigma_model_px == 64
 
 
 def test_shipped_model_loads_and_picks_a_simulated_micrograph():
