@@ -260,6 +260,12 @@ def load_patch_set(path: str | os.PathLike) -> PatchSet:
         raise PatchSetError(f"{path}: patch set arrays are inconsistent ({exc}); extract the patches again") from None
 
 
+def _preparation(metadata: dict) -> dict | None:
+    """A patch set's preprocessing as :meth:`PreprocessConfig.identity` (files of any version compare)."""
+    stored = metadata.get("preprocess")
+    return None if stored is None else PreprocessConfig.from_dict(stored).identity()
+
+
 def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:
     """Join patch sets (e.g. of several datasets, each with its own box) into one.
 
@@ -275,7 +281,7 @@ def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:
         if ps.patches.shape[1:] != patch_sets[0].patches.shape[1:]:
             raise PatchSetError(f"cannot join patch sets of {ps.patches.shape[1]} and "
                                 f"{patch_sets[0].patches.shape[1]} px patches; extract them with one model_px")
-        if ps.metadata.get("preprocess") != first.get("preprocess"):
+        if _preparation(ps.metadata) != _preparation(first):
             raise PatchSetError("cannot join patch sets prepared with different preprocessing "
                                 f"({ps.metadata.get('preprocess')} vs {first.get('preprocess')}); extract them again")
     sources, offsets = [], []

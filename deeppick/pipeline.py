@@ -261,7 +261,7 @@ def model_fingerprint(model: PickerModel) -> str:
     post-processing it stores. Equal for a model in memory and the same model saved and loaded again."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"arch": model.arch, "box_px": float(model.box_px),
-                              "preprocess": model.preprocess.to_dict(), "threshold": model.threshold,
+                              "preprocess": model.preprocess.identity(), "threshold": model.threshold,
                               "postprocess": model.info.get("postprocess")}, sort_keys=True, default=float).encode())
     for name, tensor in sorted(model.net.state_dict().items()):
         digest.update(name.encode())

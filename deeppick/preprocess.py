@@ -24,6 +24,8 @@ from .io import check_micrograph
 
 
 MIN_HIGHPASS_SIGMA_MODEL_PX = 16.0
+# Settings added after model files were first written, with the value that means "as before" (off).
+ADDED_LATER = {"highpass_sigma_model_px": 0.0}
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,15 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
-        # a model file written before background subtraction existed was trained without it
-        data = {"highpass_sigma_model_px": 0.0, **data}
+        # a file written before a setting existed was made without it
+        data = {**ADDED_LATER, **data}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def identity(self) -> dict:
+        """The settings that make up a model's identity (its fingerprint, a patch set's compatibility):
+        :meth:`to_dict` without the settings added later while they are off, so the same model keeps
+        its identity across versions and a picks folder written before resumes."""
+        return {k: v for k, v in self.to_dict().items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -259,6 +260,13 @@ def test_concat_mixes_boxes_and_renumbers_sources(rng):
     c = extract_patches(im0, xy0, 32, preprocess=PreprocessConfig(lowpass_sigma_model_px=0.0), seed=0)
     with pytest.raises(PatchSetError, match="different preprocessing"):
         concat_patch_sets([a, c])
+    flat = extract_patches(im0, xy0, 32, preprocess=PreprocessConfig(highpass_sigma_model_px=64), seed=0)
+    with pytest.raises(PatchSetError, match="different preprocessing"):
+        concat_patch_sets([a, flat])
+    # a patch set written before background subtraction existed joins one written since, without it
+    old = replace(b, metadata={**b.metadata, "preprocess": {k: v for k, v in b.metadata["preprocess"].items()
+                                                            if k != "highpass_sigma_model_px"}})
+    assert len(concat_patch_sets([a, old])) == len(a) + len(b)
 
 
 def test_dataset_patches_use_only_the_split(tmp_path, rng):

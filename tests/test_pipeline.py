@@ -27,7 +27,7 @@ from deeppick.pipeline import (PICK_RECORD, PickConfig, adopt_label_edge_margin,
                                effective_threshold, model_fingerprint, pick_micrograph, pick_micrographs, pick_paths,
                                select_threshold, update_coordinate_list)
 from deeppick.postprocess import PostprocessConfig
-from deeppick.preprocess import prepare_micrograph
+from deeppick.preprocess import PreprocessConfig, prepare_micrograph
 from deeppick.scan import model_step_px, score_positions
 from deeppick.simulate import SimConfig, simulate_dataset
 from deeppick.train import TrainConfig, train_model
@@ -216,6 +216,26 @@ def test_batch_resumes_and_goes_on_past_a_bad_micrograph(sim_dataset, trained, t
     assert list(third.counts) == [good[0].stem]
 
 
+def test_a_model_keeps_its_fingerprint_across_versions():
+    # Picks folders record the fingerprint of the model that wrote them; a new version that changed it
+    # for the same model would refuse to resume every folder written before. The value below is what
+    # deeppick computed for this model before background subtraction existed (commit 1790e33).
+    from deeppick.model import PickerModel, build_net
+
+    net = build_net("deeppicker")
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.copy_(torch.linspace(-1, 1, p.numel()).reshape(p.shape) * (i + 1) / 10)
+
+    def model(preprocess):
+        return PickerModel(net=net, arch="deeppicker", box_px=56.0, preprocess=preprocess, threshold=0.625,
+                           info={"postprocess": {"peak_window_box": 0.4}})
+
+    assert model_fingerprint(model(PreprocessConfig(lowpass_sigma_model_px=2.5))) == "2509ce02a6c41be5"
+    flat = model(PreprocessConfig(lowpass_sigma_model_px=2.5, highpass_sigma_model_px=64))
+    assert model_fingerprint(flat) != "2509ce02a6c41be5"
+
+
 def test_a_folder_of_picks_never_mixes_two_models_or_settings(sim_dataset, trained, tmp_path):
     model = load_model(trained)
     good = sim_dataset.paths("test")
@@ -343,7 +363,6 @@ def test_pick_and_evaluate_commands(sim_dataset, trained, tmp_path):
 
 def test_fit_dataset_prepares_micrographs_as_told(sim_dataset):
     from deeppick.pipeline import fit_dataset, recipe_summary
-    from deeppick.preprocess import PreprocessConfig
 
     base = PreprocessConfig(highpass_sigma_model_px=64, clip_sd=3.5)
     model = fit_dataset(sim_dataset, box_px=40, train_config=TrainConfig(epochs=4, seed=0, optimizer="adam"),
