@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from example_data import example_parser, find_dataset
+from example_data import example_parser, find_dataset, run
 
 
 def main(argv=None) -> int:
@@ -70,4 +70,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

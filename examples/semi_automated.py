@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from example_data import example_parser, find_dataset
+from example_data import example_parser, find_dataset, run
 
 
 def main(argv=None) -> int:
@@ -82,4 +82,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))
