@@ -260,10 +260,10 @@ def load_patch_set(path: str | os.PathLike) -> PatchSet:
         raise PatchSetError(f"{path}: patch set arrays are inconsistent ({exc}); extract the patches again") from None
 
 
-def _preparation(metadata: dict) -> dict | None:
-    """A patch set's preprocessing as :meth:`PreprocessConfig.identity` (files of any version compare)."""
+def _preparation(metadata: dict) -> PreprocessConfig | None:
+    """A patch set's preprocessing, read as a model's is (so files of any version compare)."""
     stored = metadata.get("preprocess")
-    return None if stored is None else PreprocessConfig.from_dict(stored).identity()
+    return None if stored is None else PreprocessConfig.from_dict(stored)
 
 
 def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:

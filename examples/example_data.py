@@ -4,9 +4,7 @@ small simulated stand-in, so every example runs from the project alone and downl
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
@@ -39,14 +37,3 @@ def find_dataset(pack: str, out: Path) -> Path:
         simulate_dataset(sim, config, n_micrographs=10, seed=1, split_fractions=(0.5, 0.2, 0.3), overwrite=True)
     return sim
 
-
-def run(main: Callable[[], int]) -> int:
-    """Run an example's ``main``: deeppick's user errors (a picks folder of another model, a bad file)
-    print their one line and exit 2, as the commands do, instead of a traceback."""
-    from deeppick.errors import DeepPickError
-
-    try:
-        return main()
-    except DeepPickError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from example_data import example_parser, find_dataset, run
+from example_data import example_parser, find_dataset
+
+from deeppick.cli import user_errors
 
 
 def main(argv=None) -> int:
@@ -70,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(user_errors(main)())  # deeppick's user errors: one line and exit 2, as the commands do

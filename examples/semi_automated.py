@@ -19,7 +19,9 @@ import json
 import sys
 import time
 
-from example_data import example_parser, find_dataset, run
+from example_data import example_parser, find_dataset
+
+from deeppick.cli import user_errors
 
 
 def main(argv=None) -> int:
@@ -82,4 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(user_errors(main)())  # deeppick's user errors: one line and exit 2, as the commands do
