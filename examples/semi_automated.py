@@ -65,8 +65,10 @@ def main(argv=None) -> int:
 
     test = dataset.paths("test")
     print(f"2. picking the {len(test)} test micrographs")
+    # The picks folder is the example's own: files an earlier model or other settings wrote there are
+    # picked again (replace_others), files of this model are kept, so an interrupted run resumes.
     result = pick_micrographs(model, test, out / "picks", "star", PickConfig(keep_all=True),
-                              overwrite=retrained)
+                              overwrite=retrained, replace_others=True)
     print("   " + result.summary(out / "picks", model.threshold, keep_all=True))
 
     print("3. evaluating against the test split's references")
