@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-valid", type=int, default=1, help="threshold micrographs per source")
     parser.add_argument("--max-test", type=int, default=None, help="autopick the first N test micrographs")
     parser.add_argument("--no-zoo", action="store_true", help="pretrain on the real packs only")
+    parser.add_argument("--zoo-density", type=float, default=None,
+                        help="area fraction the zoo's particles cover [default: deeppick.pretrain.ZOO_DENSITY, 0.35]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--highpass", type=float, default=0.0, metavar="SIGMA",
                         help="background subtraction, σ in model px (64 = one box; "
@@ -82,8 +84,8 @@ def main(argv=None) -> int:
     from deeppick.model import load_model, save_model
     from deeppick.pipeline import PickConfig
     from deeppick.preprocess import PreprocessConfig
-    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig, autopick,
-                                   positives_per_source, pretrain, simulate_zoo, simulate_zoo_for_quota)
+    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DENSITY, ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig,
+                                   autopick, positives_per_source, pretrain, simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
 
     if not (args.realdata / "README.md").is_file():
@@ -95,12 +97,17 @@ def main(argv=None) -> int:
     tune_config = (PRETRAIN_TRAINING if args.finetune_epochs is None
                    else replace(PRETRAIN_TRAINING, epochs=args.finetune_epochs))
     quota = positives_per_source(args.positives, len(PACKS) - 1 + len(ZOO_DIAMETERS_PX))
+    density = ZOO_DENSITY if args.zoo_density is None else args.zoo_density
     if args.no_zoo:
         zoo = []
     elif args.zoo_micrographs:
-        zoo = simulate_zoo(args.out / "zoo", n_micrographs=args.zoo_micrographs)
+        zoo = simulate_zoo(args.out / "zoo", n_micrographs=args.zoo_micrographs, density=density)
     else:
-        zoo = simulate_zoo_for_quota(args.out, quota)
+        zoo = simulate_zoo_for_quota(args.out, quota, density=density)
+    # a general model cached in --out is reused only if made with these settings
+    settings = {k: getattr(args, k) for k in ("positives", "epochs", "max_train", "zoo_micrographs", "max_valid",
+                                              "no_zoo", "fast", "highpass")}
+    settings["zoo_density"] = None if args.no_zoo else density
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
     rows = []
@@ -110,9 +117,10 @@ def main(argv=None) -> int:
         others = [args.realdata / p for p in PACKS if p != pack]
         model_path = args.out / f"general-without-{pack}.pt"
         model = load_model(model_path) if model_path.is_file() else None
-        if model is None or model.preprocess.highpass_sigma_model_px != args.highpass:
+        if model is None or model.info.get("leave_one_out") != settings:
             model = pretrain([*others, *zoo], config, train_config, pick_config,
                              preprocess=PreprocessConfig(highpass_sigma_model_px=args.highpass))
+            model.info["leave_one_out"] = settings
             save_model(model, model_path)
         test = held.paths("test")[:args.max_test]
         box = held.default_box_px()
@@ -135,7 +143,7 @@ def main(argv=None) -> int:
 
     print()
     print(f"leave one molecule out ({'no rotations' if args.fast else 'default scan'}; "
-          f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else 'yes'}; "
+          f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else f'density {density:g}'}; "
           f"background subtraction σ {args.highpass:g} model px)")
     print(f"{'held-out pack':<20} {'test':>4} {'Topaz AP':>8} {'AP general':>10} {'AP self-trained':>15} "
           f"{'F2':>5} {'beats Topaz':>11} {'noise < thr':>11} {'of':>5} {'picks':>6}")

@@ -61,6 +61,15 @@ PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6)
 # Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
 ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "bell": 76.0,
                     "elongated": 92.0, "globular": 36.0}
+# Crowding of the zoo: the fraction of each micrograph covered by the particles' diameter discs (ours).
+# The real packs' train labels cover 0.19 (ribosome80s-10028), 0.36 (betagal-10017, 0.21–0.45) and
+# 0.54 (cryoppp-10059); a zoo at 0.15, sparser than all of them, gave general models that fire between
+# crowded particles (leave one out, full recipe, AP general → self-trained at 0.15 / 0.35: ribosome
+# 0.741 → 0.751 / 0.726 → 0.765, betagal 0.595 → 0.759 / 0.723 → 0.789, cryoppp 0.205 → 0.208 /
+# 0.291 → 0.254; README). 0.35 is the middle of that range and what the simulator can place for the
+# largest molecule (klh-like, 104 px) in 1024² px.
+ZOO_DENSITY = 0.35
+ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -512,12 +521,13 @@ def load_general_model(path: str | os.PathLike | None = None, device="cpu") -> P
 
 
 def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, n_micrographs: int = 4,
-                 size_px: int = 1024, snr: float = 0.1, density: float = 0.15, seed: int = 0,
+                 size_px: int = 1024, snr: float = ZOO_SNR, density: float = ZOO_DENSITY, seed: int = 0,
                  diameters_px: dict | None = None) -> list[Path]:
     """Simulated pretraining molecules at real-pack-like sizes; one dataset folder per molecule.
 
-    Existing complete folders are reused. Defaults: 4 micrographs of 1024² px per molecule (3 train,
-    1 valid), SNR 0.1 (Baxter et al.'s typical 0.05–0.3 range), 15 % of the area covered, diameters
+    A complete folder simulated before with the same settings is reused; one simulated otherwise (an
+    earlier zoo density, say) is simulated again. Defaults: 4 micrographs of 1024² px per molecule
+    (3 train, 1 valid), SNR :data:`ZOO_SNR`, :data:`ZOO_DENSITY` of the area covered, diameters
     :data:`ZOO_DIAMETERS_PX`.
     """
     from .simulate import SimConfig, simulate_datasets
@@ -525,13 +535,28 @@ def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = N
     molecules = list(molecules or ZOO_DIAMETERS_PX)
     diameters = {m: (diameters_px or ZOO_DIAMETERS_PX).get(m, ZOO_DIAMETERS_PX.get(m)) for m in molecules}
     out_dir = Path(out_dir)
-    todo = [m for m in molecules if not (out_dir / m / "dataset.json").is_file()]
+    config = SimConfig(size_px=size_px, snr=snr, density=density)
+    todo = [m for m in molecules
+            if not _simulated_with(out_dir / m, replace(config, molecule=m, diameter_px=diameters[m]), n_micrographs, seed)]
     if todo:
-        config = SimConfig(size_px=size_px, snr=snr, density=density)
         simulate_datasets(out_dir, todo, config, n_micrographs=n_micrographs, seed=seed,
                           diameters_px={m: diameters[m] for m in todo}, split_fractions=(0.75, 0.25, 0.0),
                           overwrite=True)
     return [out_dir / m for m in molecules]
+
+
+def _simulated_with(folder: Path, config, n_micrographs: int, seed: int) -> bool:
+    """Whether ``folder`` holds a complete simulated dataset made with ``config``, ``n_micrographs`` and
+    ``seed`` (as :func:`~deeppick.simulate.simulate_dataset` records them in ``dataset.json``)."""
+    import json
+
+    try:
+        done = json.loads((folder / "dataset.json").read_text())["parameters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    wanted = json.loads(json.dumps(config.to_dict()))  # as the file stores it (tuples as lists)
+    same = all(done.get(key) == value for key, value in wanted.items())
+    return same and done.get("n_micrographs") == n_micrographs and (done.get("seed") or [None])[0] == int(seed)
 
 
 ZOO_PILOT_MICROGRAPHS = 8

@@ -38,13 +38,16 @@ def main(argv=None) -> int:
     parser.add_argument("--zoo-micrographs", type=int, default=None,
                         help="micrographs per simulated molecule [default: enough for each molecule's quota]")
     parser.add_argument("--fast", action="store_true", help="choose the threshold scanning without rotations")
+    parser.add_argument("--zoo-density", type=float, default=None,
+                        help="area fraction the zoo's particles cover [default: deeppick.pretrain.ZOO_DENSITY, 0.35]")
     args = parser.parse_args(argv)
 
 
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DIAMETERS_PX, PretrainConfig, positives_per_source, pretrain,
+    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DENSITY, ZOO_DIAMETERS_PX, ZOO_SNR, PretrainConfig,
+                                   positives_per_source, pretrain,
                                    simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
 
@@ -53,10 +56,12 @@ def main(argv=None) -> int:
         print(f"needs the real packs {', '.join(missing)} in {args.realdata}")
         return 1
     start = time.perf_counter()
+    density = ZOO_DENSITY if args.zoo_density is None else args.zoo_density
     if args.zoo_micrographs:
-        zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs)
+        zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs, density=density)
     else:
-        zoo = simulate_zoo_for_quota(args.work, positives_per_source(args.positives, len(PACKS) + len(ZOO_DIAMETERS_PX)))
+        quota = positives_per_source(args.positives, len(PACKS) + len(ZOO_DIAMETERS_PX))
+        zoo = simulate_zoo_for_quota(args.work, quota, density=density)
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
     train_config = PRETRAIN_TRAINING if args.epochs is None else replace(PRETRAIN_TRAINING, epochs=args.epochs)
@@ -70,7 +75,8 @@ def main(argv=None) -> int:
                       if k not in ("realdata", "work", "out")},
         "real_packs": {p: "train split" + (f", first {args.max_train} micrographs" if args.max_train else "")
                        for p in PACKS},
-        "simulated_zoo": "deeppick.pretrain.simulate_zoo: 6 molecules, 1024 px, SNR 0.1, density 0.15, diameters "
+        "simulated_zoo": f"deeppick.pretrain.simulate_zoo: 6 molecules, 1024 px, SNR {ZOO_SNR:g}, "
+                         f"density {density:g}, diameters "
                          "deeppick.pretrain.ZOO_DIAMETERS_PX; micrographs per molecule"
                          + ("" if args.zoo_micrographs else " (enough for its quota)") + ": "
                          + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -19,9 +20,9 @@ from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
 from deeppick.pipeline import PICK_RECORD, PickConfig
 from deeppick.preprocess import PreprocessConfig
-from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, PretrainConfig, autopick,
+from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, ZOO_DENSITY, AutopickConfig, PretrainConfig, autopick,
                                load_general_model, pretrain, pretrain_patches, select_self_training,
-                               shipped_model_path, simulate_zoo_for_quota, with_box)
+                               shipped_model_path, simulate_zoo, simulate_zoo_for_quota, with_box)
 from deeppick.scan import ScanConfig
 from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
 from deeppick.train import TrainConfig
@@ -312,7 +313,8 @@ def test_shipped_model_loads_and_picks_a_simulated_micrograph():
 
 def test_zoo_for_quota_simulates_enough_micrographs_for_large_molecules(tmp_path):
     quota = 40
-    zoo = simulate_zoo_for_quota(tmp_path, quota, molecules=["klh-like", "globular"], size_px=384)
+    # 384 px holds too few 104-px particles at the zoo's default crowding: a sparser zoo
+    zoo = simulate_zoo_for_quota(tmp_path, quota, molecules=["klh-like", "globular"], size_px=384, density=0.15)
     assert [p.name for p in zoo] == ["klh-like", "globular"]
     counts = {}
     for folder in zoo:
@@ -321,3 +323,22 @@ def test_zoo_for_quota_simulates_enough_micrographs_for_large_molecules(tmp_path
     # the small molecule fills its quota from the 8-micrograph pilot; the large one needed more micrographs
     assert counts["globular"][0] == 8 and counts["globular"][1] >= quota
     assert counts["klh-like"][0] > 8 and counts["klh-like"][1] >= quota
+
+
+def test_zoo_reuses_a_folder_only_if_simulated_with_the_same_settings(tmp_path):
+    def simulate(**kwargs):
+        folder = simulate_zoo(tmp_path, ["globular"], n_micrographs=2, size_px=256, **kwargs)[0]
+        meta = json.loads((folder / "dataset.json").read_text())
+        return meta["parameters"], (folder / "dataset.json").stat().st_mtime_ns
+
+    first, written = simulate(density=0.2)
+    assert first["density"] == 0.2 and first["n_micrographs"] == 2
+    again, rewritten = simulate(density=0.2)
+    assert rewritten == written  # the same settings: reused, not simulated again
+    denser, _ = simulate(density=ZOO_DENSITY)  # a cached zoo of another density must not be reused
+    assert denser["density"] == ZOO_DENSITY != first["density"]
+    noisier, _ = simulate(density=ZOO_DENSITY, snr=0.5)
+    assert noisier["snr"] == 0.5
+    (tmp_path / "globular" / "dataset.json").write_text("{not json")  # damaged: simulated again
+    repaired, _ = simulate(density=ZOO_DENSITY, snr=0.5)
+    assert repaired == noisier
