@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-valid", type=int, default=1, help="threshold micrographs per source")
     parser.add_argument("--max-test", type=int, default=None, help="autopick the first N test micrographs")
     parser.add_argument("--no-zoo", action="store_true", help="pretrain on the real packs only")
+    parser.add_argument("--off-centre", type=float, default=None,
+                        help="off-centre views per self-training particle [default: AutopickConfig's]")
     parser.add_argument("--zoo-density", type=float, default=None,
                         help="area fraction the zoo's particles cover [default: deeppick.pretrain.ZOO_DENSITY, 0.35]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
     settings["zoo_density"] = None if args.no_zoo else density
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
+    auto_config = AutopickConfig() if args.off_centre is None else AutopickConfig(off_centre_ratio=args.off_centre)
     rows = []
     for pack in args.packs:
         start = time.perf_counter()
@@ -124,8 +127,7 @@ def main(argv=None) -> int:
             save_model(model, model_path)
         test = held.paths("test")[:args.max_test]
         box = held.default_box_px()
-        result = autopick(model, test, box, args.out / f"autopick-{pack}", AutopickConfig(), tune_config,
-                          pick_config)
+        result = autopick(model, test, box, args.out / f"autopick-{pack}", auto_config, tune_config, pick_config)
         stems = [p.stem for p in test]
         match_px = MATCH_FRACTION_OF_DIAMETER * held.diameter_px
         before, after = (evaluate_picks(c, held.picks, box, match_px=match_px, threshold=model.threshold,
@@ -134,6 +136,7 @@ def main(argv=None) -> int:
         row = {"pack": pack, "topaz_ap": TOPAZ_GENERAL_AP[pack], "ap_general": before.ap, "ap_self_trained": after.ap,
                "f2_self_trained": after.f2, "precision": after.precision, "recall": after.recall,
                "threshold": model.threshold, "n_top": result.n_top, "n_test": len(test), "box_px": box,
+               "self_training_off_centre": auto_config.off_centre_ratio,
                "noise_below_threshold": noise["below"], "noise_candidates": noise["n_candidates"],
                "noise_picks_per_micrograph": noise["picks_per_micrograph"],
                "val_accuracy": model.info.get("val_accuracy"), "seconds": round(time.perf_counter() - start)}
@@ -144,7 +147,8 @@ def main(argv=None) -> int:
     print()
     print(f"leave one molecule out ({'no rotations' if args.fast else 'default scan'}; "
           f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else f'density {density:g}'}; "
-          f"background subtraction σ {args.highpass:g} model px)")
+          f"background subtraction σ {args.highpass:g} model px; "
+          f"self-training off-centre views {auto_config.off_centre_ratio:g} per particle)")
     print(f"{'held-out pack':<20} {'test':>4} {'Topaz AP':>8} {'AP general':>10} {'AP self-trained':>15} "
           f"{'F2':>5} {'beats Topaz':>11} {'noise < thr':>11} {'of':>5} {'picks':>6}")
     for r in rows:

@@ -21,6 +21,7 @@ EXIT_USER_ERROR = 2
 # written out here so the command line starts without importing torch.
 TRAIN_EPOCHS, TRAIN_PATIENCE = 100, 10
 PRETRAIN_EPOCHS = 30
+AUTOPICK_OFF_CENTRE = 0.0  # pretrain.AutopickConfig().off_centre_ratio
 PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")  # io.PICK_FORMATS, written out for the same reason
 
 
@@ -725,6 +726,10 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--iterations", type=int, default=1, show_default=True, help="self-training rounds (0: no fine-tuning)")
 @click.option("--top", type=int, help="particles to self-train on [default: half the picks, at most 10,000]")
 @click.option("--epochs", type=int, default=PRETRAIN_EPOCHS, show_default=True, help="most fine-tuning epochs")
+@click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0), default=AUTOPICK_OFF_CENTRE,
+              show_default=True,
+              help="off-centre views per self-training particle, with a soft target that falls with the distance to "
+                   "the nearest top pick (0: DeepPicker's patches)")
 @click.option("--format", "fmt", default="star", show_default=True,
               type=click.Choice(PICK_FORMATS), help="coordinate format")
 @click.option("--threshold", type=float, help="score cut [default: the general model's, see the docs]")
@@ -741,8 +746,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
               help="fine-tune and pick again even where an earlier run left its model and picks in OUTPUT")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @user_errors
-def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, fmt, threshold, keep_all, step_px,
-             no_rotations, edge_margin, peak_window, seed, overwrite, quiet):
+def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
+             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, quiet):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
@@ -759,7 +764,7 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, f
     pick_config = _pick_config(model, step_px, no_rotations, threshold, keep_all, None, edge_margin=edge_margin,
                                peak_window=peak_window)
     result = run_autopick(model, list(micrographs), box_px, output,
-                          AutopickConfig(iterations=iterations, top=top, seed=seed),
+                          AutopickConfig(iterations=iterations, top=top, off_centre_ratio=off_centre_ratio, seed=seed),
                           replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), pick_config, fmt=fmt,
                           progress=not quiet, resume=not overwrite)
     if result.resumed:

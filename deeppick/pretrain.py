@@ -289,6 +289,9 @@ class AutopickConfig:
     min_top: int = 50  # ours: fewer pseudo-labels than this cannot fine-tune a network
     negative_ratio: float = 1.0  # as many background patches as particles (DeepPicker §4.3)
     min_negative_distance_box: float = 0.6  # background ≥ 0.6 box from every candidate (DeepPicker §4.3)
+    # ours: off-centre views per pseudo-labelled particle, with the soft target of PatchConfig.off_centre_ratio
+    # (falling with the distance to the nearest top pick); 0: DeepPicker's patches
+    off_centre_ratio: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -298,6 +301,8 @@ class AutopickConfig:
             raise ConfigError(f"--top must be ≥ 1, got {self.top}")
         if not 0 < self.top_fraction <= 1:
             raise ConfigError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+        if not self.off_centre_ratio >= 0:
+            raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -363,9 +368,10 @@ def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, 
         negatives[stem] = sample_negative_centres(shapes[stem], all_xy, int(round(config.negative_ratio * n_pos)),
                                                   config.min_negative_distance_box * box_px, rng,
                                                   edge_margin_px=edge_margin_px)
-    # DeepPicker's patches, as the leave-one-out figures were measured (off-centre views not tried here)
+    # DeepPicker's patches unless off-centre views are asked for (their targets fall with the distance to
+    # the nearest top pick)
     patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box,
-                               off_centre_ratio=0.0)
+                               off_centre_ratio=config.off_centre_ratio)
     return extract_patches(paths, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
 
 

@@ -79,12 +79,13 @@ def _option_default(command: str, option: str):
 
 def test_training_defaults_on_the_command_line_are_the_librarys():
     # cli writes the defaults out so it starts without torch; they must be the ones the library trains with
-    from deeppick.pretrain import PRETRAIN_TRAINING, autopick, pretrain
+    from deeppick.pretrain import PRETRAIN_TRAINING, AutopickConfig, autopick, pretrain
     from deeppick.train import TrainConfig
 
     assert _option_default("train", "epochs") == _option_default("fit", "epochs") == TrainConfig().epochs
     assert _option_default("train", "patience") == TrainConfig().patience
     assert _option_default("pretrain", "epochs") == _option_default("autopick", "epochs") == PRETRAIN_TRAINING.epochs
+    assert _option_default("autopick", "off_centre_ratio") == AutopickConfig().off_centre_ratio
     # pretraining and self-training keep their own (shorter) measured recipe, also when called from Python
     for function in (pretrain, autopick):
         assert inspect.signature(function).parameters["train_config"].default is PRETRAIN_TRAINING

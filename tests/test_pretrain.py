@@ -199,6 +199,41 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
     assert background.sum() >= 5 and inside(patches.x[background], patches.y[background]).all()
 
 
+def test_autopick_self_trains_on_off_centre_views_only_when_asked(general, target, monkeypatch):
+    import deeppick.pretrain as pretrain_module
+
+    seen = []
+    real_train = pretrain_module.train_model
+
+    def recording_train(patches, *args, **kwargs):
+        seen.append(patches)
+        return real_train(patches, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "train_model", recording_train)
+    for ratio in (0.0, 2.0):
+        result = autopick(general, target / "micrographs", 56, None,
+                          AutopickConfig(min_top=5, off_centre_ratio=ratio), FAST_TRAIN, FAST_PICK)
+        patches = seen[-1]
+        n_top = result.n_top[0]
+        assert (patches.labels == 1).sum() == n_top
+        if ratio == 0:
+            assert patches.targets is None or np.array_equal(patches.targets, patches.labels)
+            continue
+        soft = (patches.targets > 0) & (patches.labels == 0)  # off-centre views: label 0, soft target
+        assert soft.sum() >= n_top  # ~2 per particle (a few fall off the micrograph or score ~0)
+        assert patches.targets.max() <= 1 and patches.targets[soft].min() > 0
+        # each view's target is exp(-d²/2s²), d its distance to the nearest top pick, s = 0.1 box
+        top = select_self_training(result.candidates[0], general.threshold, AutopickConfig(min_top=5))
+        stems = [src["micrograph"] for src in patches.metadata["sources"]]
+        d = np.empty(int(soft.sum()))
+        for i, (x, y, src) in enumerate(zip(patches.x[soft], patches.y[soft], patches.source[soft])):
+            same = top[top["micrograph"] == stems[src]]
+            d[i] = np.hypot(same["x"] - x, same["y"] - y).min()
+        np.testing.assert_allclose(patches.targets[soft], np.exp(-d ** 2 / (2 * (0.1 * 56) ** 2)), atol=0.02)
+    with pytest.raises(ConfigError, match="--off-centre"):
+        AutopickConfig(off_centre_ratio=-1)
+
+
 def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, target, tmp_path, monkeypatch):
     import deeppick.pretrain as pretrain_module
 
