@@ -63,8 +63,8 @@ ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "
                     "elongated": 92.0, "globular": 36.0}
 # Crowding of the zoo: the fraction of each micrograph covered by the particles' diameter discs (ours).
 # The real packs' train labels cover 0.19 (ribosome80s-10028), 0.36 (betagal-10017, 0.21–0.45) and
-# 0.54 (cryoppp-10059); a zoo at 0.15, sparser than all of them, gave general models that fire between
-# crowded particles (leave one out, full recipe, AP general → self-trained at 0.15 / 0.35: ribosome
+# 0.54 (cryoppp-10059); a zoo at 0.15, sparser than all of them, gave worse models on the crowded packs
+# (leave one out, full recipe, AP general → self-trained at 0.15 / 0.35: ribosome
 # 0.741 → 0.751 / 0.726 → 0.765, betagal 0.595 → 0.759 / 0.723 → 0.789, cryoppp 0.205 → 0.208 /
 # 0.291 → 0.254; README). 0.35 is the middle of that range and what the simulator can place for the
 # largest molecule (klh-like, 104 px) in 1024² px.
