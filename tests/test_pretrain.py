@@ -170,8 +170,9 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
     assert not result.candidates[0]["score"].equals(result.candidates[1]["score"])
 
 
-def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_margin(general, target, tmp_path,
-                                                                                      monkeypatch):
+@pytest.fixture
+def self_training_patches(monkeypatch):
+    """The patch sets autopick fine-tunes on, recorded as it trains."""
     import deeppick.pretrain as pretrain_module
 
     seen = []
@@ -182,6 +183,13 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
         return real_train(patches, *args, **kwargs)
 
     monkeypatch.setattr(pretrain_module, "train_model", recording_train)
+    return seen
+
+
+def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_margin(general, target,
+                                                                                      self_training_patches):
+    import deeppick.pretrain as pretrain_module
+
     margin_box = 0.8
     post = replace(pretrain_module.postprocess_config(general), edge_margin_box=margin_box)
     result = autopick(general, target / "micrographs", 56, None, AutopickConfig(min_top=5), FAST_TRAIN,
@@ -194,26 +202,16 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
 
     for candidates in result.candidates:
         assert len(candidates) and inside(candidates["x"], candidates["y"]).all()
-    (patches,) = seen
+    (patches,) = self_training_patches
     background = patches.labels == 0
     assert background.sum() >= 5 and inside(patches.x[background], patches.y[background]).all()
 
 
-def test_autopick_self_trains_on_off_centre_views_only_when_asked(general, target, monkeypatch):
-    import deeppick.pretrain as pretrain_module
-
-    seen = []
-    real_train = pretrain_module.train_model
-
-    def recording_train(patches, *args, **kwargs):
-        seen.append(patches)
-        return real_train(patches, *args, **kwargs)
-
-    monkeypatch.setattr(pretrain_module, "train_model", recording_train)
+def test_autopick_self_trains_on_off_centre_views_only_when_asked(general, target, self_training_patches):
     for ratio in (0.0, 2.0):
         result = autopick(general, target / "micrographs", 56, None,
                           AutopickConfig(min_top=5, off_centre_ratio=ratio), FAST_TRAIN, FAST_PICK)
-        patches = seen[-1]
+        patches = self_training_patches[-1]
         n_top = result.n_top[0]
         assert (patches.labels == 1).sum() == n_top
         if ratio == 0:
