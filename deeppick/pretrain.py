@@ -542,8 +542,8 @@ def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = N
     diameters = {m: (diameters_px or ZOO_DIAMETERS_PX).get(m, ZOO_DIAMETERS_PX.get(m)) for m in molecules}
     out_dir = Path(out_dir)
     config = SimConfig(size_px=size_px, snr=snr, density=density)
-    todo = [m for m in molecules
-            if not _simulated_with(out_dir / m, replace(config, molecule=m, diameter_px=diameters[m]), n_micrographs, seed)]
+    wanted = {m: replace(config, molecule=m, diameter_px=diameters[m]) for m in molecules}
+    todo = [m for m in molecules if not _simulated_with(out_dir / m, wanted[m], n_micrographs, seed)]
     if todo:
         simulate_datasets(out_dir, todo, config, n_micrographs=n_micrographs, seed=seed,
                           diameters_px={m: diameters[m] for m in todo}, split_fractions=(0.75, 0.25, 0.0),
@@ -562,7 +562,8 @@ def _simulated_with(folder: Path, config, n_micrographs: int, seed: int) -> bool
         return False
     wanted = json.loads(json.dumps(config.to_dict()))  # as the file stores it (tuples as lists)
     same = all(done.get(key) == value for key, value in wanted.items())
-    return same and done.get("n_micrographs") == n_micrographs and (done.get("seed") or [None])[0] == int(seed)
+    seeds = done.get("seed")  # [seed, the molecule's stream] (simulate_datasets)
+    return same and done.get("n_micrographs") == n_micrographs and isinstance(seeds, list) and seeds[:1] == [int(seed)]
 
 
 ZOO_PILOT_MICROGRAPHS = 8

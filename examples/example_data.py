@@ -36,4 +36,3 @@ def find_dataset(pack: str, out: Path) -> Path:
         config = SimConfig(molecule="globular", size_px=768, diameter_px=48, n_particles=60, snr=0.3)
         simulate_dataset(sim, config, n_micrographs=10, seed=1, split_fractions=(0.5, 0.2, 0.3), overwrite=True)
     return sim
-

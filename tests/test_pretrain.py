@@ -362,7 +362,8 @@ def test_zoo_reuses_a_folder_only_if_simulated_with_the_same_settings(tmp_path):
     def simulate(**kwargs):
         folder = simulate_zoo(tmp_path, ["globular"], n_micrographs=2, size_px=256, **kwargs)[0]
         meta = json.loads((folder / "dataset.json").read_text())
-        return meta["parameters"], (folder / "dataset.json").stat().st_mtime_ns
+        stat = (folder / "dataset.json").stat()
+        return meta["parameters"], (stat.st_ino, stat.st_mtime_ns)  # written atomically: a new file each time
 
     first, written = simulate(density=0.2)
     assert first["density"] == 0.2 and first["n_micrographs"] == 2
