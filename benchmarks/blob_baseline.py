@@ -8,8 +8,8 @@ The radius (of 0.25 / 0.33 / 0.4 / 0.5 diameter), the background (1 or 3 diamete
 or 0.8 box) were looked at on cryoppp-10059's train split only; the figures printed are on the test
 splits, at the issue's match distance of 0.25 × diameter, beside Topaz's general model on the same splits.
 
-Usage: ``python benchmarks/blob_baseline.py [--packs ...]``. Needs ../shared/realdata; about a minute
-for the three packs on 2 cores.
+Usage: ``python benchmarks/blob_baseline.py [--packs ...]``. Needs ../shared/realdata; 1.5 minutes
+for the three packs' test splits on 2 cores.
 """
 
 from __future__ import annotations
