@@ -30,7 +30,8 @@ REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 PACKS = ("ribosome80s-10028", "betagal-10017", "cryoppp-10059")
 TOPAZ_GENERAL_AP = {"ribosome80s-10028": 0.74, "betagal-10017": 0.41, "cryoppp-10059": 0.46}
 MATCH_FRACTION = 0.25  # of the diameter, as the AP
-DISC_RADIUS_DIAMETER = 1 / 3  # looked at on cryoppp-10059 train: 0.25 / 0.33 / 0.4 / 0.5 gave AP 0.23 / 0.32 / 0.29 / 0.14
+# looked at on cryoppp-10059 train: radius 0.25 / 0.33 / 0.4 / 0.5 diameter gave AP 0.23 / 0.32 / 0.29 / 0.14
+DISC_RADIUS_DIAMETER = 1 / 3
 BACKGROUND_SIGMA_DIAMETER = 1.0  # 3 diameters: AP 0.01–0.02 lower there
 
 
