@@ -724,7 +724,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
               help="general model [default: the one shipped with deeppick]")
 @click.option("--iterations", type=int, default=1, show_default=True, help="self-training rounds (0: no fine-tuning)")
-@click.option("--top", type=int, help="particles to self-train on [default: half the picks, at most 10,000]")
+@click.option("--top", type=int, help="particles to self-train on: the best N candidates, even below the threshold "
+              "[default: half the picks above the threshold, at most 10,000]")
 @click.option("--epochs", type=int, default=PRETRAIN_EPOCHS, show_default=True, help="most fine-tuning epochs")
 @click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0), default=AUTOPICK_OFF_CENTRE,
               show_default=True,
@@ -767,7 +768,9 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, o
                           AutopickConfig(iterations=iterations, top=top, off_centre_ratio=off_centre_ratio, seed=seed),
                           replace(PRETRAIN_TRAINING, epochs=epochs, seed=seed), pick_config, fmt=fmt,
                           progress=not quiet, resume=not overwrite)
-    if result.resumed:
+    if result.skipped is not None:
+        trained = f"not self-trained: {result.skipped}"
+    elif result.resumed:
         trained = f"reused the fine-tuned model in {output / AUTOPICK_MODEL}"
     else:
         trained = f"self-trained on the top {', '.join(str(n) for n in result.n_top) or 'no'} picks"

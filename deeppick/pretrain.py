@@ -10,7 +10,10 @@ all sources' held-out micrographs, each picked with its own box.
 
 :func:`autopick` picks a folder of micrographs of a new molecule at the user's box with a general model,
 takes its top picks as particles and background at least 0.6 box from *every* candidate, fine-tunes,
-and picks again. It never reads coordinates of the target.
+and picks again. It never reads coordinates of the target. Its particles are only picks above the
+threshold: sub-threshold candidates added to make up a count taught a model to pick empty ice (README,
+*Fully automated picking*). With almost none above the threshold (fewer than ``min_top`` particles to
+train on) the general model's picks are written instead. ``AutopickConfig.top`` still forces a count.
 
 **The threshold without labels.** With no labels of the target there is nothing to optimise F2 on, so
 the fine-tuned model keeps the general model's threshold: the F2 optimum over the held-out micrographs
@@ -45,7 +48,8 @@ from .threshold import choose_threshold
 from .train import TrainConfig, train_model
 
 __all__ = ["PretrainConfig", "AutopickConfig", "AutopickResult", "pretrain", "pretrain_patches",
-           "pooled_threshold", "with_box", "autopick", "select_self_training", "shipped_model_path",
+           "pooled_threshold", "with_box", "autopick", "select_self_training", "too_few_to_self_train",
+           "shipped_model_path",
            "load_general_model", "positives_per_source", "simulate_zoo", "simulate_zoo_for_quota",
            "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE", "PRETRAIN_TRAINING"]
 
@@ -282,11 +286,15 @@ class AutopickConfig:
     """How self-training turns a general model into a model of the target molecule."""
 
     iterations: int = 1  # fine-tune / re-pick rounds (DeepPicker: one round of self-training)
-    top: int | None = None  # particles to train on; None: top_fraction of the picks, at most max_top
+    # particles to train on, the best N candidates whatever their score; None: top_fraction of the picks
+    # above the threshold, at most max_top
+    top: int | None = None
     max_top: int = 10_000  # DeepPicker §2.3: the top 10,000 automatic picks train the new model
     # ours: half of the above-threshold picks, so small datasets train on their most confident particles
     top_fraction: float = 0.5
-    min_top: int = 50  # ours: fewer pseudo-labels than this cannot fine-tune a network
+    # ours: fewer pseudo-labels than this (without ``top``) and self-training is skipped, the general
+    # model's picks kept. 6 or 7 above-threshold picks still fine-tune well (README); fewer are untested.
+    min_top: int = 5
     negative_ratio: float = 1.0  # as many background patches as particles (DeepPicker §4.3)
     min_negative_distance_box: float = 0.6  # background ≥ 0.6 box from every candidate (DeepPicker §4.3)
     # ours: off-centre views per pseudo-labelled particle, with the soft target of PatchConfig.off_centre_ratio
@@ -322,19 +330,41 @@ class AutopickResult:
     batch: BatchResult = field(default_factory=BatchResult)  # written, skipped (resumed) and failed micrographs
     n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
     resumed: bool = False  # the fine-tuned model of an interrupted run was reused
+    # why self-training was skipped (too few picks above the threshold), else None; ``model`` is then the
+    # general model at the target's box
+    skipped: str | None = None
 
 
 def select_self_training(candidates: pd.DataFrame, threshold: float, config: AutopickConfig = AutopickConfig()
                          ) -> pd.DataFrame:
-    """The top picks that become positive labels: ``config.top``, else ``top_fraction`` of the picks at or
-    above ``threshold`` (at least ``min_top``, at most ``max_top``), best score first over all micrographs."""
+    """The top picks that become positive labels, best score first over all micrographs: the best
+    ``config.top`` candidates, else ``top_fraction`` of the picks at or above ``threshold`` (at most
+    ``max_top``; never a candidate below it). :func:`autopick` skips self-training when these are fewer
+    than ``min_top`` (see :func:`too_few_to_self_train`)."""
     ranked = candidates.sort_values("score", ascending=False, kind="mergesort")
     if config.top is not None:
         n = config.top
     else:
         n_above = int((ranked["score"] >= threshold).sum())
-        n = min(config.max_top, max(config.min_top, int(round(config.top_fraction * n_above))))
+        n = min(config.max_top, int(round(config.top_fraction * n_above)))
     return ranked.head(n).reset_index(drop=True)
+
+
+def too_few_to_self_train(top: pd.DataFrame, candidates: pd.DataFrame, threshold: float,
+                          config: AutopickConfig = AutopickConfig()) -> str | None:
+    """Why ``top`` (from :func:`select_self_training`) cannot fine-tune a model, or None if it can.
+
+    Without ``config.top``, fewer than ``min_top`` pseudo-labels skip self-training. The rule once made
+    up a minimum of 50 with sub-threshold candidates instead: on one 2048² px micrograph of KLH (box
+    272 px) the shipped model's 13 picks above its threshold were all on particles, and the model
+    fine-tuned on those plus the 9 other candidates picked 6, three of them on empty ice. A forced
+    ``config.top`` is the user's choice and is kept.
+    """
+    if config.top is not None or len(top) >= config.min_top:
+        return None
+    n_above = int((candidates["score"] >= threshold).sum())
+    return (f"only {n_above} pick(s) above the threshold {threshold:.3g}, too few to self-train on (at least "
+            f"{math.ceil(config.min_top / config.top_fraction)} are needed)")
 
 
 def _pick_all(model: PickerModel, paths: list[Path], config: PickConfig, shapes: dict,
@@ -454,6 +484,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
     reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
     if reused is not None:
         current, result.resumed, usable = reused, True, paths
+        result.skipped = current.info["autopick"].get("skipped")
     else:
         usable = paths
         if out_dir is not None and config.iterations == 0:  # the model the picks come from, for a rerun
@@ -469,10 +500,20 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
                                   f"{result.batch.failed[0][1]}")
         for round_ in range(config.iterations):
             top = select_self_training(candidates, general_threshold, config)
-            result.n_top.append(len(top))
-            if len(top) == 0:
+            if len(candidates) == 0:
                 raise ConfigError(f"the general model found no particle candidates in {len(usable)} "
                                   "micrograph(s); check --box-px (the particle diameter in px) and the micrographs")
+            too_few = too_few_to_self_train(top, candidates, general_threshold, config)
+            if too_few is not None:  # later rounds would start from the same picks: stop here
+                kept = "the general model's" if round_ == 0 else f"round {round_}'s"
+                result.skipped = (f"{too_few}; kept {kept} picks. Give more micrographs, check --box-px, or "
+                                  "force a count with --top N")
+                if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
+                    current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
+                                                "skipped": result.skipped}
+                    save_model(current, out_dir / AUTOPICK_MODEL)
+                break
+            result.n_top.append(len(top))
             margin_px = postprocess_config(current, pick_config).edge_margin_box * box_px
             patches = _self_training_patches({micrograph_stem(p): p for p in usable}, shapes, candidates, top,
                                              box_px, current, config, rng, margin_px)

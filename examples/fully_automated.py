@@ -51,7 +51,9 @@ def main(argv=None) -> int:
     print(f"1-2. autopicking {len(test)} micrographs at box {box_px} px with {model.info.get('name', args.model)}")
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
     result = autopick(model, test, box_px, out, pick_config=pick_config, progress=sys.stderr.isatty())
-    print(f"     self-trained on the top {result.n_top[0]} picks; wrote {sum(result.batch.counts.values())} picks "
+    trained = (f"not self-trained: {result.skipped}" if result.skipped
+               else f"self-trained on the top {result.n_top[0]} picks")
+    print(f"     {trained}; wrote {sum(result.batch.counts.values())} picks "
           f"(threshold {result.model.threshold:.3f}) to {out}; {time.perf_counter() - start:.0f} s")
 
     print("3. evaluating against the references (read only now)")

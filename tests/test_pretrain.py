@@ -18,11 +18,12 @@ from deeppick.errors import ConfigError, DeepPickError
 from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_picks, relion_path
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
-from deeppick.pipeline import PICK_RECORD, PickConfig
+from deeppick.pipeline import PICK_RECORD, PickConfig, model_fingerprint
 from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, ZOO_DENSITY, AutopickConfig, PretrainConfig, autopick,
                                load_general_model, pretrain, pretrain_patches, select_self_training,
-                               shipped_model_path, simulate_zoo, simulate_zoo_for_quota, with_box)
+                               shipped_model_path, simulate_zoo, simulate_zoo_for_quota, too_few_to_self_train,
+                               with_box)
 from deeppick.scan import ScanConfig
 from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
 from deeppick.train import TrainConfig
@@ -124,9 +125,14 @@ def test_self_training_selection_rule():
     cfg = AutopickConfig(top_fraction=0.5, min_top=1)
     top = select_self_training(cands, 0.5, cfg)  # 6 picks ≥ 0.5 → the best 3 over both micrographs
     assert top["score"].tolist() == [0.95, 0.9, 0.8]
-    assert len(select_self_training(cands, 0.5, replace(cfg, top=7))) == 7
-    assert len(select_self_training(cands, 0.5, replace(cfg, min_top=5))) == 5
+    assert len(select_self_training(cands, 0.5, replace(cfg, top=7))) == 7  # forced: below the threshold too
     assert len(select_self_training(cands, 0.5, replace(cfg, max_top=2))) == 2
+    # never made up with candidates below the threshold: too few means no self-training
+    few = select_self_training(cands, 0.5, replace(cfg, min_top=5))
+    assert few["score"].tolist() == [0.95, 0.9, 0.8]
+    assert "only 6 pick(s) above the threshold 0.5" in too_few_to_self_train(few, cands, 0.5, replace(cfg, min_top=5))
+    assert too_few_to_self_train(few, cands, 0.5, replace(cfg, min_top=3)) is None
+    assert too_few_to_self_train(few, cands, 0.5, replace(cfg, min_top=5, top=3)) is None  # the user's count
 
 
 def _forbid_label_reading(monkeypatch):
@@ -168,6 +174,24 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
     assert model.info["threshold"]["rule"] == NO_LABEL_THRESHOLD_RULE
     # fine-tuning changed the network, so the candidates of round 1 differ from round 0
     assert not result.candidates[0]["score"].equals(result.candidates[1]["score"])
+
+
+def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(general, target, tmp_path,
+                                                                           self_training_patches):
+    config = AutopickConfig(min_top=10**6)  # more particles than the general model finds
+    out = tmp_path / "out"
+    result = autopick(general, target / "micrographs", 56, out, config, FAST_TRAIN, FAST_PICK)
+    assert self_training_patches == [] and result.n_top == []
+    assert result.skipped.startswith("only ") and "kept the general model's picks" in result.skipped
+    above = result.candidates[0][result.candidates[0]["score"] >= general.threshold]
+    written = read_picks(out)
+    assert len(above) > 0 and len(written) == len(above)
+    assert np.allclose(np.sort(written["score"]), np.sort(above["score"]))
+    kept = load_model(out / "autopick_model.pt")
+    assert kept.info["autopick"]["skipped"] == result.skipped and model_fingerprint(kept) == model_fingerprint(
+        with_box(general, 56))
+    again = autopick(general, target / "micrographs", 56, out, config, FAST_TRAIN, FAST_PICK, resume=True)
+    assert again.resumed and again.skipped == result.skipped and again.batch.counts == {}
 
 
 @pytest.fixture
