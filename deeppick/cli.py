@@ -718,7 +718,9 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @cli.command()
 @click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
               help="a folder of micrographs of the new molecule, or files (repeat the option)")
-@click.option("--box-px", required=True, type=float, help="box side of the new molecule, micrograph px")
+@click.option("--box-px", required=True, type=float,
+              help="box side of the new molecule, micrograph px: one that holds its longest view (too small a box "
+              "picks beside particles)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="folder for one coordinate file per micrograph and the fine-tuned model")
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
@@ -752,7 +754,8 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, o
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
-    coordinate file is read. A rerun with the same options reuses the fine-tuned model and skips the
+    coordinate file is read. With fewer than 10 picks above the threshold the general model's picks are
+    written (it is then the model saved) and the summary says so. A rerun with the same options reuses the fine-tuned model and skips the
     micrographs already picked (with only another --threshold or --keep-all it reuses the model and picks
     them again); unreadable micrographs are left out and listed at the end (exit 2).
     """
