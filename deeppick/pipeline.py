@@ -154,7 +154,9 @@ class BatchResult:
     def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
         n = sum(self.counts.values())
         cut = "all candidates kept (--keep-all)" if keep_all else f"threshold {threshold:.3g}"
-        parts = [f"picked {n} particles in {len(self.counts)} micrographs ({cut}) in {self.seconds:.1f} s"]
+        m = len(self.counts)
+        parts = [f"picked {n} particle{'' if n == 1 else 's'} in {m} micrograph{'' if m == 1 else 's'} ({cut}) "
+                 f"in {self.seconds:.1f} s"]
         if self.skipped:
             parts.append(f"{len(self.skipped)} already done")
         if self.failed:

@@ -543,6 +543,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         batch = pick_micrographs(current, usable, out_dir, fmt, pick_config, overwrite=not result.resumed,
                                  candidates=final, replace_others=True)
         result.batch.counts, result.batch.skipped = batch.counts, batch.skipped
+        result.batch.coordinate_list = batch.coordinate_list
         result.batch.failed += batch.failed
         result.candidates.append(concat_picks(final) if final else empty_picks())
     result.batch.seconds = time.perf_counter() - start

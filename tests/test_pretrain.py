@@ -163,6 +163,7 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
     expected = [f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST]
     assert sorted(p.name for p in out.glob("*.star")) == sorted(expected)
     assert sorted(read_coordinate_list(out / COORDINATE_LIST)) == sorted(relion_path(mics / p.name) for p in ds.paths())
+    assert result.batch.coordinate_list == out / COORDINATE_LIST  # so the summary names it, as pick's does
     written = read_picks(out)
     assert len(written) == sum(result.batch.counts.values())
     assert (written["score"] >= result.model.threshold).all()
