@@ -49,7 +49,7 @@ from .train import TrainConfig, train_model
 
 __all__ = ["PretrainConfig", "AutopickConfig", "AutopickResult", "pretrain", "pretrain_patches",
            "pooled_threshold", "with_box", "autopick", "select_self_training", "too_few_to_self_train",
-           "shipped_model_path",
+           "general_pass_target", "shipped_model_path",
            "load_general_model", "positives_per_source", "simulate_zoo", "simulate_zoo_for_quota",
            "ZOO_DIAMETERS_PX", "NO_LABEL_THRESHOLD_RULE", "PRETRAIN_TRAINING"]
 
@@ -289,7 +289,10 @@ class AutopickConfig:
     # particles to train on, the best N candidates whatever their score; None: top_fraction of the picks
     # above the threshold, at most max_top
     top: int | None = None
-    max_top: int = 10_000  # DeepPicker §2.3: the top 10,000 automatic picks train the new model
+    # DeepPicker §2.3: the top 10,000 automatic picks train the new model. Ours: the general model's pass
+    # stops once its picks above the threshold give that many (micrographs in a seeded random order), so a
+    # large dataset is not picked twice in full; the fine-tuned model then picks every micrograph.
+    max_top: int = 10_000
     # ours: half of the above-threshold picks, so small datasets train on their most confident particles
     top_fraction: float = 0.5
     # ours: fewer pseudo-labels than this (without ``top``) and self-training is skipped, the general
@@ -324,8 +327,8 @@ class AutopickResult:
     """What :func:`autopick` did: the fine-tuned model, the candidates of every round, the batch result."""
 
     model: PickerModel
-    # round 0 = general model, every candidate; a resumed run has only the final round's, of the
-    # micrographs it picked
+    # round 0 = general model, every candidate of the micrographs it picked (all of them unless the top
+    # picks were complete sooner, see AutopickConfig.max_top); a resumed run has only the final round's
     candidates: list[pd.DataFrame] = field(default_factory=list)
     batch: BatchResult = field(default_factory=BatchResult)  # written, skipped (resumed) and failed micrographs
     n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
@@ -368,20 +371,37 @@ def too_few_to_self_train(top: pd.DataFrame, candidates: pd.DataFrame, threshold
 
 
 def _pick_all(model: PickerModel, paths: list[Path], config: PickConfig, shapes: dict,
-              failed: list[tuple[str, str]]) -> pd.DataFrame:
+              failed: list[tuple[str, str]], order: Sequence[int] | None = None,
+              enough: tuple[float, int] | None = None) -> pd.DataFrame:
     """Every candidate of ``paths``, one micrograph in memory at a time. Records each image's shape in
-    ``shapes``; a micrograph that cannot be used goes to ``failed`` and the batch goes on."""
+    ``shapes``; a micrograph that cannot be used goes to ``failed`` and the batch goes on.
+
+    ``order`` (indices into ``paths``) is the order to pick in; ``enough = (threshold, n)`` stops once
+    ``n`` candidates score at or above ``threshold``. Tables come back in the order of ``paths`` either way.
+    """
     keep_all = candidates_config(model, config)
-    tables = []
-    for path in paths:
+    tables = {}
+    n_above = 0
+    for i in (range(len(paths)) if order is None else order):
+        if enough is not None and n_above >= enough[1]:
+            break
+        path = paths[i]
         try:
             image = read_micrograph(path)
-            tables.append(pick_micrograph(model, image, micrograph_stem(path), keep_all, path=path))
+            tables[i] = pick_micrograph(model, image, micrograph_stem(path), keep_all, path=path)
         except DeepPickError as exc:
             failed.append((str(path), str(exc)))
             continue
         shapes[micrograph_stem(path)] = image.shape
-    return concat_picks(tables) if tables else empty_picks()
+        if enough is not None:
+            n_above += int((tables[i]["score"] >= enough[0]).sum())
+    return concat_picks([tables[i] for i in sorted(tables)]) if tables else empty_picks()
+
+
+def general_pass_target(config: AutopickConfig = AutopickConfig()) -> int:
+    """Picks above the threshold after which the general model's pass may stop: enough for
+    :func:`select_self_training` to take all it will take (``top`` or ``max_top`` particles)."""
+    return math.ceil((config.top if config.top is not None else config.max_top) / config.top_fraction)
 
 
 def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
@@ -482,22 +502,31 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
     record = _autopick_record(model, stems, box_px, config, pick_config)
     out_dir = Path(out_dir) if out_dir is not None else None
     reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
+    # usable: the micrographs the general model picked; targets: every micrograph not known to be unusable
     if reused is not None:
-        current, result.resumed, usable = reused, True, paths
+        current, result.resumed, usable, targets = reused, True, paths, paths
         result.skipped = current.info["autopick"].get("skipped")
     else:
-        usable = paths
+        usable = targets = paths
         if out_dir is not None and config.iterations == 0:  # the model the picks come from, for a rerun
             current.info["autopick"] = {**record, "round": 0}
             save_model(current, out_dir / AUTOPICK_MODEL)
         else:
             shapes = {}
-            candidates = _pick_all(current, paths, pick_config, shapes, result.batch.failed)
+            # a seeded random order (its own stream: the self-training draws stay as they were), so an
+            # early stop samples the whole session, not its first grid squares
+            order = np.random.default_rng([config.seed, 1]).permutation(len(paths))
+            candidates = _pick_all(current, paths, pick_config, shapes, result.batch.failed, order,
+                                   (general_threshold, general_pass_target(config)))
             result.candidates.append(candidates)
+            position = {str(p): i for i, p in enumerate(paths)}
+            result.batch.failed.sort(key=lambda failure: position.get(failure[0], len(paths)))
             usable = [p for p in paths if micrograph_stem(p) in shapes]
             if not usable:
                 raise ConfigError(f"none of the {len(paths)} micrograph(s) could be used; the first: "
                                   f"{result.batch.failed[0][1]}")
+            failed = {path for path, _ in result.batch.failed}
+            targets = [p for p in paths if str(p) not in failed]  # picked or not yet opened
         for round_ in range(config.iterations):
             top = select_self_training(candidates, general_threshold, config)
             if len(candidates) == 0:
@@ -531,8 +560,14 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
             if out_dir is not None:  # saved now: an interruption while picking keeps the fine-tuning
                 save_model(current, out_dir / AUTOPICK_MODEL)
             # The last round's picking is left to the writing below, one file as soon as it is picked.
-            last = out_dir is not None and round_ == config.iterations - 1
-            candidates = None if last else _pick_all(current, usable, pick_config, shapes, [])
+            # Without an output folder the last round picks every micrograph, those the general model's
+            # pass left unopened too; earlier rounds only need pseudo-labels, from the micrographs it picked.
+            if round_ < config.iterations - 1:
+                candidates = _pick_all(current, usable, pick_config, shapes, [])
+            elif out_dir is None:
+                candidates = _pick_all(current, targets, pick_config, shapes, result.batch.failed)
+            else:
+                candidates = None
             if candidates is not None:
                 result.candidates.append(candidates)
     result.model = current
@@ -540,7 +575,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         # Picked and written one micrograph at a time, as pick does; outputs already there are kept
         # only if they came from this very model.
         final: list[pd.DataFrame] = []
-        batch = pick_micrographs(current, usable, out_dir, fmt, pick_config, overwrite=not result.resumed,
+        batch = pick_micrographs(current, targets, out_dir, fmt, pick_config, overwrite=not result.resumed,
                                  candidates=final, replace_others=True)
         result.batch.counts, result.batch.skipped = batch.counts, batch.skipped
         result.batch.coordinate_list = batch.coordinate_list

@@ -23,7 +23,7 @@ from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, ZOO_DENSITY, AutopickConfig, PretrainConfig, autopick,
                                load_general_model, pretrain, pretrain_patches, select_self_training,
                                shipped_model_path, simulate_zoo, simulate_zoo_for_quota, too_few_to_self_train,
-                               with_box)
+                               with_box, general_pass_target)
 from deeppick.scan import ScanConfig
 from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
 from deeppick.train import TrainConfig
@@ -193,6 +193,32 @@ def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(genera
         with_box(general, 56))
     again = autopick(general, target / "micrographs", 56, out, config, FAST_TRAIN, FAST_PICK, resume=True)
     assert again.resumed and again.skipped == result.skipped and again.batch.counts == {}
+
+
+def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, target, tmp_path):
+    stems = sorted(p.stem for p in load_dataset(target).paths())
+    config = AutopickConfig(max_top=2, min_top=1)  # 4 picks above the threshold give the 2 particles
+    assert general_pass_target(config) == 4 and general_pass_target(replace(config, top=3)) == 6
+    result = autopick(general, target / "micrographs", 56, tmp_path / "out", config, FAST_TRAIN, FAST_PICK)
+    first = result.candidates[0]
+    assert first["micrograph"].nunique() == 1 and (first["score"] >= general.threshold).sum() >= 4
+    assert result.n_top == [2]
+    assert sorted(result.batch.counts) == stems  # the fine-tuned model picks every micrograph
+    assert sorted(read_picks(tmp_path / "out")["micrograph"].unique()) == stems
+    # without an output folder, its last round does too; the seed chooses where the general pass starts
+    starts = set()
+    for seed in range(8):
+        again = autopick(general, target / "micrographs", 56, None, replace(config, seed=seed), FAST_TRAIN,
+                         FAST_PICK)
+        assert sorted(again.candidates[-1]["micrograph"].unique()) == stems
+        if again.candidates[0]["micrograph"].nunique() == 1:
+            starts.add(again.candidates[0]["micrograph"].iloc[0])
+        if starts == set(stems):
+            break
+    assert starts == set(stems)
+    # a dataset whose picks do not reach the target is picked in full by the general model
+    whole = autopick(general, target / "micrographs", 56, None, AutopickConfig(min_top=1), FAST_TRAIN, FAST_PICK)
+    assert sorted(whole.candidates[0]["micrograph"].unique()) == stems
 
 
 @pytest.fixture
