@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     parser.add_argument("--zoo-density", type=float, default=None,
                         help="area fraction the zoo's particles cover [default: deeppick.pretrain.ZOO_DENSITY, 0.35]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of pretraining, fine-tuning and autopick's draws (the zoo keeps its own) "
+                             "[default: 0]")
     parser.add_argument("--highpass", type=float, default=0.0, metavar="SIGMA",
                         help="background subtraction, σ in model px (64 = one box; "
                              "PreprocessConfig.highpass_sigma_model_px) [default: 0, off]")
@@ -99,9 +102,9 @@ def main(argv=None) -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
-    train_config = PRETRAIN_TRAINING if args.epochs is None else replace(PRETRAIN_TRAINING, epochs=args.epochs)
-    tune_config = (PRETRAIN_TRAINING if args.finetune_epochs is None
-                   else replace(PRETRAIN_TRAINING, epochs=args.finetune_epochs))
+    seeded = replace(PRETRAIN_TRAINING, seed=args.seed)
+    train_config = seeded if args.epochs is None else replace(seeded, epochs=args.epochs)
+    tune_config = seeded if args.finetune_epochs is None else replace(seeded, epochs=args.finetune_epochs)
     quota = positives_per_source(args.positives, len(PACKS) - 1 + len(ZOO_DIAMETERS_PX))
     density = ZOO_DENSITY if args.zoo_density is None else args.zoo_density
     if args.no_zoo:
@@ -114,9 +117,13 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("positives", "epochs", "max_train", "zoo_micrographs", "max_valid",
                                               "no_zoo", "fast", "highpass")}
     settings["zoo_density"] = None if args.no_zoo else density
+    if args.seed:  # recorded only when set, so models cached before the option still count as seed 0
+        settings["seed"] = args.seed
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
-                            max_valid_micrographs=args.max_valid)
-    auto_config = AutopickConfig() if args.off_centre is None else AutopickConfig(off_centre_ratio=args.off_centre)
+                            max_valid_micrographs=args.max_valid, seed=args.seed)
+    auto_config = AutopickConfig(seed=args.seed)
+    if args.off_centre is not None:
+        auto_config = replace(auto_config, off_centre_ratio=args.off_centre)
     rows = []
     for pack in args.packs:
         start = time.perf_counter()
@@ -143,7 +150,7 @@ def main(argv=None) -> int:
                "ap_general": before.ap, "ap_self_trained": after.ap,
                "f2_self_trained": after.f2, "precision": after.precision, "recall": after.recall,
                "threshold": model.threshold, "n_top": result.n_top, "n_test": len(test), "box_px": box,
-               "self_training_off_centre": auto_config.off_centre_ratio,
+               "self_training_off_centre": auto_config.off_centre_ratio, "seed": args.seed,
                "noise_below_threshold": noise["below"], "noise_candidates": noise["n_candidates"],
                "noise_picks_per_micrograph": noise["picks_per_micrograph"],
                "val_accuracy": model.info.get("val_accuracy"), "seconds": round(time.perf_counter() - start)}
@@ -155,7 +162,7 @@ def main(argv=None) -> int:
     print(f"leave one molecule out ({'no rotations' if args.fast else 'default scan'}; "
           f"{args.positives} pretraining particles; zoo: {'no' if args.no_zoo else f'density {density:g}'}; "
           f"background subtraction σ {args.highpass:g} model px; "
-          f"self-training off-centre views {auto_config.off_centre_ratio:g} per particle)")
+          f"self-training off-centre views {auto_config.off_centre_ratio:g} per particle; seed {args.seed})")
     print(f"{'held-out pack':<20} {'test':>4} {'Topaz AP':>8} {'AP disc':>7} {'AP general':>10} "
           f"{'AP self-trained':>15} {'F2':>5} {'beats Topaz':>11} {'noise < thr':>11} {'of':>5} {'picks':>6}")
     for r in rows:
