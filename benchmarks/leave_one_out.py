@@ -86,6 +86,7 @@ def main(argv=None) -> int:
                              "PreprocessConfig.highpass_sigma_model_px) [default: 0, off]")
     args = parser.parse_args(argv)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or not
     from blob_baseline import blob_picks  # this folder: the label-free baseline
     from deeppick.datasets import load_dataset
     from deeppick.io import concat_picks
