@@ -755,9 +755,10 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, o
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
     coordinate file is read. With fewer than 10 picks above the threshold the general model's picks are
-    written (it is then the model saved) and the summary says so. A rerun with the same options reuses the fine-tuned model and skips the
-    micrographs already picked (with only another --threshold or --keep-all it reuses the model and picks
-    them again); unreadable micrographs are left out and listed at the end (exit 2).
+    written (it is then the model saved) and the summary says so. A rerun with the same options reuses
+    the fine-tuned model and skips the micrographs already picked (with only another --threshold or
+    --keep-all it reuses the model and picks them again); unreadable micrographs are left out and listed
+    at the end (exit 2).
     """
     from .model import default_device
     from .pipeline import effective_threshold

@@ -528,10 +528,10 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
             failed = {path for path, _ in result.batch.failed}
             targets = [p for p in paths if str(p) not in failed]  # picked or not yet opened
         for round_ in range(config.iterations):
-            top = select_self_training(candidates, general_threshold, config)
             if len(candidates) == 0:
                 raise ConfigError(f"the general model found no particle candidates in {len(usable)} "
                                   "micrograph(s); check --box-px (the particle diameter in px) and the micrographs")
+            top = select_self_training(candidates, general_threshold, config)
             too_few = too_few_to_self_train(top, candidates, general_threshold, config)
             if too_few is not None:  # later rounds would start from the same picks: stop here
                 kept = "the general model's" if round_ == 0 else f"round {round_}'s"
