@@ -21,9 +21,9 @@ from deeppick.model import load_model
 from deeppick.pipeline import PICK_RECORD, PickConfig, model_fingerprint
 from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, ZOO_DENSITY, AutopickConfig, PretrainConfig, autopick,
-                               load_general_model, pretrain, pretrain_patches, select_self_training,
-                               shipped_model_path, simulate_zoo, simulate_zoo_for_quota, too_few_to_self_train,
-                               with_box, general_pass_target)
+                               general_pass_target, load_general_model, pretrain, pretrain_patches,
+                               select_self_training, shipped_model_path, simulate_zoo, simulate_zoo_for_quota,
+                               too_few_to_self_train, with_box)
 from deeppick.scan import ScanConfig
 from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
 from deeppick.train import TrainConfig
