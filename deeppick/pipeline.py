@@ -150,6 +150,7 @@ class BatchResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
     seconds: float = 0.0
     coordinate_list: Path | None = None  # RELION's list of the STAR files (None for other formats)
+    coordinate_list_problem: str | None = None  # why no list was written, for the summary
 
     def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
         n = sum(self.counts.values())
@@ -164,6 +165,8 @@ class BatchResult:
         text = "; ".join(parts) + f"; output in {out_dir}"
         if self.coordinate_list is not None:
             text += f" (RELION's Particle extraction reads {self.coordinate_list.name} there)"
+        if self.coordinate_list_problem is not None:
+            text += f"; {self.coordinate_list_problem}"
         return text
 
 
@@ -222,8 +225,11 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
         result.counts[stem] = len(picks)
     if fmt == "star":
         done = {*result.counts, *result.skipped}  # picked now or before; failed micrographs are left out
-        result.coordinate_list = update_coordinate_list(
-            out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done])
+        try:
+            result.coordinate_list = update_coordinate_list(
+                out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done])
+        except CoordinateError as exc:  # the picks are written; only the list cannot be
+            result.coordinate_list_problem = str(exc)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -235,13 +241,20 @@ def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, 
 
     Paths are written as RELION names them (:func:`~deeppick.io.relion_path`): run ``pick`` from the RELION
     project folder, with the micrographs as RELION's micrograph STAR names them. Returns the list's path,
-    or None when a micrograph's own STAR file would take its name.
+    or None when a micrograph's own STAR file would take its name. A path with white space raises
+    :class:`~deeppick.errors.CoordinateError` and leaves the list as it was: RELION splits a STAR data
+    line at white space, so such an entry would not read back.
     """
     out_dir = Path(out_dir)
     path = out_dir / COORDINATE_LIST
     if path.exists() and not is_coordinate_list(path):
         return None  # the picks of a micrograph named like the list keep the name
     new = {relion_path(mic): relion_path(out) for mic, out in picked if out.is_file()}
+    spaced = [name for pair in new.items() for name in pair if any(c.isspace() for c in name)]
+    if spaced:
+        raise CoordinateError(f"no {COORDINATE_LIST} written: RELION reads its columns split at spaces and "
+                              f"{len(spaced)} path(s) hold one (the first: '{spaced[0]}'); rename the folders "
+                              "or files to use it (the per-micrograph coordinate files are written)")
     with folder_lock(out_dir):  # several batches finishing at once each add their part
         entries = {}
         if is_coordinate_list(path):

@@ -579,6 +579,7 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
                                  candidates=final, replace_others=True)
         result.batch.counts, result.batch.skipped = batch.counts, batch.skipped
         result.batch.coordinate_list = batch.coordinate_list
+        result.batch.coordinate_list_problem = batch.coordinate_list_problem
         result.batch.failed += batch.failed
         result.candidates.append(concat_picks(final) if final else empty_picks())
     result.batch.seconds = time.perf_counter() - start

@@ -298,6 +298,17 @@ def test_star_picks_come_with_relion_list_of_their_files(sim_dataset, trained, t
     (movies / f"{COORDINATE_LIST[:-5]}.mrc").symlink_to(sim_dataset.paths("test")[0])
     named = pick_micrographs(model, [Path("MotionCorr/job002/Movies", f"{COORDINATE_LIST[:-5]}.mrc")], "named")
     assert named.coordinate_list is None and not is_coordinate_list(Path("named", COORDINATE_LIST))
+    # A path with a space would split RELION's columns: the picks are written, the list is left as it was
+    # and the summary says why.
+    spaced = Path("My Movies")
+    spaced.mkdir()
+    (spaced / "m 1.mrc").symlink_to(sim_dataset.paths("test")[0])
+    before = Path("picks", COORDINATE_LIST).read_text()
+    batch = pick_micrographs(model, [spaced / "m 1.mrc"], "picks")
+    assert list(batch.counts) == ["m 1"] and Path("picks", "m 1.star").is_file()
+    assert batch.coordinate_list is None and Path("picks", COORDINATE_LIST).read_text() == before
+    assert "'My Movies/m 1.mrc'" in batch.coordinate_list_problem
+    assert batch.coordinate_list_problem in batch.summary(Path("picks"), 0.5, False)
     assert pick_micrographs(model, mics[:1], "named").coordinate_list is None
     assert len(read_picks(Path("named", COORDINATE_LIST))) == named.counts[COORDINATE_LIST[:-5]]
     assert pick_micrographs(model, mics, "boxes", fmt="box").coordinate_list is None
