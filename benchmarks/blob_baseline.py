@@ -15,6 +15,7 @@ for the three packs' test splits on 2 cores.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,9 @@ from deeppick.io import concat_picks, make_picks, micrograph_stem, read_microgra
 from deeppick.metrics import evaluate_picks
 from deeppick.postprocess import PostprocessConfig, edge_mask, find_peaks, sort_picks
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-PACKS = ("ribosome80s-10028", "betagal-10017", "cryoppp-10059")
-TOPAZ_GENERAL_AP = {"ribosome80s-10028": 0.74, "betagal-10017": 0.41, "cryoppp-10059": 0.46}
-MATCH_FRACTION = 0.25  # of the diameter, as the issue's AP
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leave_one_out import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, TOPAZ_GENERAL_AP  # noqa: E402
+
 # looked at on cryoppp-10059 train: radius 0.25 / 0.33 / 0.4 / 0.5 diameter gave AP 0.23 / 0.32 / 0.29 / 0.14
 DISC_RADIUS_DIAMETER = 1 / 3
 BACKGROUND_SIGMA_DIAMETER = 1.0  # 3 diameters: AP 0.01–0.02 lower there
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         paths = dataset.paths(args.split)
         box_px = dataset.default_box_px()
         picks = concat_picks([blob_picks(p, dataset.diameter_px, box_px) for p in paths])
-        result = evaluate_picks(picks, dataset.picks, box_px, match_px=MATCH_FRACTION * dataset.diameter_px,
+        match_px = MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px
+        result = evaluate_picks(picks, dataset.picks, box_px, match_px=match_px,
                                 micrographs=[micrograph_stem(p) for p in paths])
         topaz = TOPAZ_GENERAL_AP.get(pack) if args.split == "test" else None
         print(f"{pack:<20} {len(paths):>11} {result.n_refs:>10} {len(picks):>10} "

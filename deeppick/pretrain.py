@@ -577,10 +577,8 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
         final: list[pd.DataFrame] = []
         batch = pick_micrographs(current, targets, out_dir, fmt, pick_config, overwrite=not result.resumed,
                                  candidates=final, replace_others=True)
-        result.batch.counts, result.batch.skipped = batch.counts, batch.skipped
-        result.batch.coordinate_list = batch.coordinate_list
-        result.batch.coordinate_list_problem = batch.coordinate_list_problem
-        result.batch.failed += batch.failed
+        # the batch's own account, after the micrographs the general model's pass could not use
+        result.batch = replace(batch, failed=result.batch.failed + batch.failed)
         result.candidates.append(concat_picks(final) if final else empty_picks())
     result.batch.seconds = time.perf_counter() - start
     return result
