@@ -27,8 +27,8 @@ from deeppick.io import concat_picks, make_picks, micrograph_stem, read_microgra
 from deeppick.metrics import evaluate_picks
 from deeppick.postprocess import PostprocessConfig, edge_mask, find_peaks, sort_picks
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from leave_one_out import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, TOPAZ_GENERAL_AP  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
+from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, TOPAZ_GENERAL_AP, require_realdata  # noqa: E402
 
 # looked at on cryoppp-10059 train: radius 0.25 / 0.33 / 0.4 / 0.5 diameter gave AP 0.23 / 0.32 / 0.29 / 0.14
 DISC_RADIUS_DIAMETER = 1 / 3
@@ -61,8 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--realdata", type=Path, default=REALDATA)
     parser.add_argument("--split", default="test")
     args = parser.parse_args(argv)
-    if not args.realdata.is_dir():
-        raise SystemExit(f"{args.realdata}: no real packs here; this benchmark needs ../shared/realdata")
+    require_realdata(args.realdata)
     print(f"{'pack':<20} {'micrographs':>11} {'references':>10} {'candidates':>10} {'max recall':>10} "
           f"{'AP disc':>8} {'AP Topaz':>8}")
     for pack in args.packs:

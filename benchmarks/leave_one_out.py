@@ -29,11 +29,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REALDATA = ROOT.parent / "shared" / "realdata"
-PACKS = ("ribosome80s-10028", "betagal-10017", "cryoppp-10059")
-TOPAZ_GENERAL_AP = {"ribosome80s-10028": 0.74, "betagal-10017": 0.41, "cryoppp-10059": 0.46}
-MATCH_FRACTION_OF_DIAMETER = 0.25
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
+from realdata import (MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, TOPAZ_GENERAL_AP,  # noqa: E402
+                      add_highpass_option)
 
 
 def einstein_from_noise(model, n: int = 3, box_px: float = 56.0, pick_config=None) -> dict:
@@ -81,12 +79,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of pretraining, fine-tuning and autopick's draws (the zoo keeps its own) "
                              "[default: 0]")
-    parser.add_argument("--highpass", type=float, default=0.0, metavar="SIGMA",
-                        help="background subtraction, σ in model px (64 = one box; "
-                             "PreprocessConfig.highpass_sigma_model_px) [default: 0, off]")
+    add_highpass_option(parser)
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or not
     from blob_baseline import blob_picks  # this folder: the label-free baseline
     from deeppick.datasets import load_dataset
     from deeppick.io import concat_picks

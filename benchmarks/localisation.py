@@ -25,6 +25,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/__init__.py
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,9 @@ from deeppick.io import micrograph_stem, read_micrograph
 from deeppick.model import load_model
 from deeppick.pipeline import PickConfig, evaluate_model
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-PACKS = ("ribosome80s-10028", "betagal-10017", "cryoppp-10059")
-MATCH_FRACTION = 0.25  # of the diameter, as the AP
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
+from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, require_realdata  # noqa: E402
+
 AGREE_PX = 3.0  # two detectors "agree" within this distance
 
 
@@ -93,7 +94,7 @@ def _robust_sd(v: np.ndarray) -> float:
 def measure(pack: str, model_path: Path) -> dict:
     dataset = load_dataset(REALDATA / pack)
     diameter = dataset.diameter_px
-    match_px = MATCH_FRACTION * diameter
+    match_px = MATCH_FRACTION_OF_DIAMETER * diameter
     model = load_model(model_path)
     _, candidates = evaluate_model(model, dataset.paths("test"), dataset.picks, PickConfig(), match_px=match_px)
     template = matched_filter_template(dataset, int(round(0.67 * diameter)))
@@ -143,8 +144,7 @@ def main() -> None:
                         help="folder of <pack>.pt models (benchmarks/real_data_ap.py --out DIR)")
     parser.add_argument("--packs", nargs="+", default=list(PACKS))
     args = parser.parse_args()
-    if not REALDATA.is_dir():
-        raise SystemExit(f"{REALDATA}: no real packs here; this benchmark needs ../shared/realdata")
+    require_realdata()
     missing = [p for p in args.packs if not (args.models / f"{p}.pt").is_file()]
     if missing:
         raise SystemExit(f"{args.models}: no model for {', '.join(missing)}; make them with "

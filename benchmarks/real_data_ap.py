@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see d
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -35,9 +36,9 @@ from deeppick.pipeline import PickConfig, evaluate_model, fit_dataset
 from deeppick.preprocess import PreprocessConfig
 from deeppick.train import TrainConfig
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-TARGET_AP = {"ribosome80s-10028": 0.85, "betagal-10017": 0.85, "cryoppp-10059": 0.70}
-TOPAZ_AP = {"ribosome80s-10028": 0.74, "betagal-10017": 0.41, "cryoppp-10059": 0.46}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
+from realdata import (MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, SEMI_AUTOMATED_TARGET_AP,  # noqa: E402
+                      TOPAZ_GENERAL_AP, add_highpass_option, require_realdata)
 
 
 def false_positive_figures(candidates, references, test_paths, diameter_px: float, threshold: float) -> dict:
@@ -49,7 +50,7 @@ def false_positive_figures(candidates, references, test_paths, diameter_px: floa
         picks = candidates[candidates["micrograph"] == stem]
         refs = references.loc[references["micrograph"] == stem, ["x", "y"]].to_numpy(float)
         xy = picks[["x", "y"]].to_numpy(float)
-        result = match_picks(xy, picks["score"].to_numpy(float), refs, 0.25 * diameter_px)
+        result = match_picks(xy, picks["score"].to_numpy(float), refs, MATCH_FRACTION_OF_DIAMETER * diameter_px)
         ranked += list(zip(result.scores, result.tp))
         n_refs += len(refs)
         fp = ~result.tp & (result.scores >= threshold)
@@ -68,7 +69,7 @@ def false_positive_figures(candidates, references, test_paths, diameter_px: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--packs", nargs="+", default=list(TARGET_AP))
+    parser.add_argument("--packs", nargs="+", default=list(PACKS))
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--patience", type=int, default=TrainConfig().patience)
     parser.add_argument("--max-micrographs", type=int, default=None,
@@ -77,13 +78,12 @@ def main() -> None:
                         help="near-miss background patches per particle (PatchConfig.near_negative_ratio)")
     parser.add_argument("--off-centre", type=float, default=PatchConfig().off_centre_ratio,
                         help="off-centre views with soft targets per particle (PatchConfig.off_centre_ratio)")
-    parser.add_argument("--highpass", type=float, default=0.0, metavar="SIGMA",
-                        help="background subtraction, σ in model px (64 = one box; "
-                             "PreprocessConfig.highpass_sigma_model_px) [default: 0, off]")
+    add_highpass_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="also save each model here")
     parser.add_argument("--models", type=Path, default=None,
                         help="evaluate the models saved by an earlier --out DIR run instead of training (train s: 0)")
     args = parser.parse_args()
+    require_realdata()
 
     rows = []
     for pack in args.packs:
@@ -102,13 +102,13 @@ def main() -> None:
             save_model(model, args.out / f"{pack}.pt")
         test = ds.paths("test")
         start = time.perf_counter()
-        ev, candidates = evaluate_model(model, test, ds.picks, PickConfig(), match_px=0.25 * ds.diameter_px)
+        ev, candidates = evaluate_model(model, test, ds.picks, PickConfig(), match_px=MATCH_FRACTION_OF_DIAMETER * ds.diameter_px)
         picked = time.perf_counter() - start
         post = model.info["postprocess"]
         row = {"pack": pack, "box_px": model.box_px, "val_patch_acc": model.info["val_accuracy"],
                "peak_window_box": post["peak_window_box"], "cleaning": post["max_area_factor"] != float("inf"),
                "valid_AP": model.info["threshold"]["ap"],
-               "threshold": model.threshold, "AP": ev.ap, "target": TARGET_AP.get(pack), "topaz": TOPAZ_AP.get(pack),
+               "threshold": model.threshold, "AP": ev.ap, "target": SEMI_AUTOMATED_TARGET_AP.get(pack), "topaz": TOPAZ_GENERAL_AP.get(pack),
                "precision": ev.precision, "recall": ev.recall, "F2": ev.f2, "centre_err_box": ev.centre_error_box,
                "train_s": trained, "pick_s_per_mic": picked / len(test),
                **false_positive_figures(candidates, ds.picks, test, ds.diameter_px, model.threshold)}

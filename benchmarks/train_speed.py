@@ -14,7 +14,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/__init__.py
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ from deeppick.model import default_device
 from deeppick.patches import PatchConfig, concat_patch_sets, extract_dataset_patches, extract_patches
 from deeppick.train import TrainConfig, train_model
 
-REALDATA = Path(os.environ.get("DEEPPICK_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
+from realdata import REALDATA  # noqa: E402
 TARGET_S = 120.0  # issue 4: 800 + 800 patches, 10 epochs, ≤ 2 minutes on 2 cores
 
 
