@@ -303,8 +303,8 @@ def _highpass_option(func):
     return click.option("--highpass", type=float, default=0.0,
                         help="subtract the background before normalising: a Gaussian-weighted local plane of σ "
                              "model px (64 = one box; at least 16), for micrographs with a strong gradient of ice "
-                             "thickness; the model keeps it for picking [default: 0, off; see the README's "
-                             "measured figures before turning it on]")(func)
+                             "thickness; the model keeps it for picking [default: 0, off; see "
+                             "docs/measurements.md, Background subtraction, before turning it on]")(func)
 
 
 def _preprocess(highpass: float):

@@ -88,7 +88,7 @@ class PatchConfig:
     # off_centre_max_box of a labelled particle; the target is exp(-d² / 2s²), d the distance to the
     # nearest labelled particle and s = off_centre_sigma_box × box. They teach how fast the score falls
     # away from a centre: sharper score peaks, picks nearer the centres (held-out and test AP up on
-    # ribosome80s-10028 and cryoppp-10059, see the README). 0 turns them off (DeepPicker's patches).
+    # ribosome80s-10028 and cryoppp-10059, docs/measurements.md). 0 turns them off (DeepPicker's patches).
     off_centre_ratio: float = 4.0
     off_centre_max_box: float = 0.5
     off_centre_sigma_box: float = 0.1

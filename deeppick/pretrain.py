@@ -11,7 +11,7 @@ all sources' held-out micrographs, each picked with its own box.
 :func:`autopick` picks a folder of micrographs of a new molecule at the user's box with a general model,
 takes its top picks as particles and background at least 0.6 box from *every* candidate, fine-tunes,
 and picks again. It never reads coordinates of the target. Its particles are only picks above the
-threshold: sub-threshold candidates added to make up a count taught a model to pick empty ice (README,
+threshold: sub-threshold candidates added to make up a count taught a model to pick empty ice (docs/measurements.md,
 *Fully automated picking*). With almost none above the threshold (fewer than ``min_top`` particles to
 train on) the general model's picks are written instead. ``AutopickConfig.top`` still forces a count.
 
@@ -59,7 +59,7 @@ NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the 
                            "of the pretraining molecules; no labels of the target are used")
 
 # Pretraining and self-training keep the training length they were measured with (30 epochs, patience 6);
-# TrainConfig's longer default (100, 10) was measured for semi-automated training only (README).
+# TrainConfig's longer default (100, 10) was measured for semi-automated training only (docs/measurements.md).
 PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6)
 
 # Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
@@ -70,7 +70,7 @@ ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "
 # 0.54 (cryoppp-10059); a zoo at 0.15, sparser than all of them, gave worse models on the crowded packs
 # (leave one out, full recipe, AP general → self-trained at 0.15 / 0.35: ribosome
 # 0.741 → 0.751 / 0.726 → 0.765, betagal 0.595 → 0.759 / 0.723 → 0.789, cryoppp 0.205 → 0.208 /
-# 0.291 → 0.254; README). 0.35 is the middle of that range and what the simulator can place for the
+# 0.291 → 0.254; docs/measurements.md). 0.35 is the middle of that range and what the simulator can place for the
 # largest molecule (klh-like, 104 px) in 1024² px.
 ZOO_DENSITY = 0.35
 ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
@@ -296,7 +296,7 @@ class AutopickConfig:
     # ours: half of the above-threshold picks, so small datasets train on their most confident particles
     top_fraction: float = 0.5
     # ours: fewer pseudo-labels than this (without ``top``) and self-training is skipped, the general
-    # model's picks kept. 6 or 7 above-threshold picks still fine-tune well (README); fewer are untested.
+    # model's picks kept. 6 or 7 above-threshold picks still fine-tune well (docs/measurements.md); fewer are untested.
     min_top: int = 5
     negative_ratio: float = 1.0  # as many background patches as particles (DeepPicker §4.3)
     min_negative_distance_box: float = 0.6  # background ≥ 0.6 box from every candidate (DeepPicker §4.3)

@@ -46,7 +46,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum, the usual value (ours)
     weight_decay: float = 5e-4  # L2 penalty, as in the TensorFlow CNN example DeepPicker builds on
     batch_size: int = 64  # ours: small batches suit the few-thousand-patch sets of one dataset
-    epochs: int = 100  # upper bound; early stopping usually ends sooner (ours: see README, training length)
+    epochs: int = 100  # upper bound; early stopping usually ends sooner (ours: docs/measurements.md, Training length)
     val_fraction: float = 1 / 9  # DeepPicker §4.3: 1/9 of the patches validate
     patience: int = 10  # epochs without a lower validation loss before stopping (ours, as epochs)
     rotate_flip: bool = True  # random 90° rotations and flips (DeepEM §2.3)
