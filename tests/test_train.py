@@ -206,6 +206,33 @@ def test_train_command_on_a_patch_set_and_its_errors(tmp_path, separable):
     assert result.exit_code == 2 and "no such patch set" in result.output
 
 
+def test_train_command_fine_tunes_the_general_model_with_init(tmp_path):
+    from deeppick.pretrain import load_general_model
+
+    root = write_dataset(tmp_path / "ds", np.random.default_rng(5))
+    general = load_general_model()
+    out = tmp_path / "tuned.pt"
+    result = CliRunner().invoke(cli, ["train", "--dataset", str(root), "-o", str(out), "--epochs", "1",
+                                      "--optimizer", "adam", "--arch", "deepem", "--init", "general", "--quiet"])
+    assert result.exit_code == 0, result.output
+    tuned = load_model(out)
+    # the general model's network and preparation, the dataset's box, and the origin on record
+    assert tuned.arch == general.arch == "deeppicker" and tuned.preprocess == general.preprocess
+    assert tuned.box_px == 32 and tuned.info["training"]["init"] == general.info["name"]
+    # one epoch of Adam moves the weights only a little from where they started: the general model's
+    first = [w for w in (general.net.state_dict(), tuned.net.state_dict())]
+    key = next(k for k in first[0] if k.endswith("weight"))
+    a, b = first[0][key].flatten(), first[1][key].flatten()
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.9
+    # a preparation other than the initial model's is refused in one line
+    result = CliRunner().invoke(cli, ["train", "--dataset", str(root), "-o", str(tmp_path / "x.pt"),
+                                      "--init", "general", "--highpass", "64", "--quiet"])
+    assert result.exit_code == 2 and "initial model" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["train", "--dataset", str(root), "-o", str(tmp_path / "x.pt"),
+                                      "--init", str(tmp_path / "missing.pt"), "--quiet"])
+    assert result.exit_code == 2 and "missing.pt" in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_box_size_must_match_the_patches(small):
     with pytest.raises(ConfigError, match="32-px box"):
         train_model(small, FAST, box_px=40, progress=False)
