@@ -411,7 +411,8 @@ def extract(output, **options):
 @click.option("--init", "init_model",
               help="fine-tune this model instead of starting from random weights: a model file, or 'general' "
                    "for the shipped general model; its network and micrograph preparation are kept, the box is "
-                   "--box-px's (measured: the same AP as from scratch in a third to a half of the time)")
+                   "--box-px's (measured: with one or two labelled micrographs about the same AP as from scratch "
+                   "in a third to two thirds of the time; with four, as good or better from scratch)")
 @click.option("--epochs", type=int, default=TRAIN_EPOCHS, show_default=True,
               help="most epochs (early stopping may end sooner)")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
