@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from deeppick.datasets import load_dataset
 from deeppick.model import load_model
 from deeppick.patches import PatchConfig, extract_patches
