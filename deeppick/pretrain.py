@@ -398,6 +398,20 @@ def _pick_all(model: PickerModel, paths: list[Path], config: PickConfig, shapes:
     return concat_picks([tables[i] for i in sorted(tables)]) if tables else empty_picks()
 
 
+def _pick_rest(model: PickerModel, paths: list[Path], targets: list[Path], candidates: pd.DataFrame,
+               config: PickConfig, shapes: dict, failed: list[tuple[str, str]]) -> pd.DataFrame:
+    """``candidates`` completed with those of the ``targets`` not picked yet (no entry in ``shapes``), in
+    the order of ``paths``, as :func:`_pick_all` returns them."""
+    rest = [p for p in targets if micrograph_stem(p) not in shapes]
+    if not rest:
+        return candidates
+    merged = concat_picks([candidates, _pick_all(model, rest, config, shapes, failed)])
+    position = {micrograph_stem(p): i for i, p in enumerate(paths)}
+    failed.sort(key=lambda failure: position.get(micrograph_stem(failure[0]), len(paths)))
+    order = np.argsort(merged["micrograph"].map(position).to_numpy(), kind="stable")
+    return merged.iloc[order].reset_index(drop=True)
+
+
 def general_pass_target(config: AutopickConfig = AutopickConfig()) -> int:
     """Picks above the threshold after which the general model's pass may stop: enough for
     :func:`select_self_training` to take all it will take (``top`` or ``max_top`` particles)."""
@@ -541,6 +555,9 @@ def autopick(model: PickerModel, micrographs, box_px: float, out_dir: str | os.P
                     current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
                                                 "skipped": result.skipped}
                     save_model(current, out_dir / AUTOPICK_MODEL)
+                if round_ > 0 and out_dir is None:  # the kept round picked only what the general pass opened
+                    result.candidates[-1] = _pick_rest(current, paths, targets, candidates, pick_config, shapes,
+                                                       result.batch.failed)
                 break
             result.n_top.append(len(top))
             margin_px = postprocess_config(current, pick_config).edge_margin_box * box_px

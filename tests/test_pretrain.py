@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError, DeepPickError
-from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_picks, relion_path
+from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks, relion_path
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
-from deeppick.pipeline import PICK_RECORD, PickConfig, model_fingerprint
+from deeppick.pipeline import PICK_RECORD, PickConfig, model_fingerprint, pick_micrograph
 from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, ZOO_DENSITY, AutopickConfig, PretrainConfig, autopick,
                                general_pass_target, load_general_model, pretrain, pretrain_patches,
@@ -219,6 +219,33 @@ def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, ta
     # a dataset whose picks do not reach the target is picked in full by the general model
     whole = autopick(general, target / "micrographs", 56, None, AutopickConfig(min_top=1), FAST_TRAIN, FAST_PICK)
     assert sorted(whole.candidates[0]["micrograph"].unique()) == stems
+
+
+def test_a_later_round_with_too_few_picks_still_picks_every_micrograph(general, target, monkeypatch):
+    import deeppick.pretrain as pretrain_module
+
+    stems = sorted(p.stem for p in load_dataset(target).paths())
+    real = pretrain_module.too_few_to_self_train
+    calls = []
+
+    def too_few_after_the_first_round(*args, **kwargs):  # round 1's own picks are declared too few
+        calls.append(1)
+        return "only 1 pick(s) above the threshold" if len(calls) > 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "too_few_to_self_train", too_few_after_the_first_round)
+    config = AutopickConfig(max_top=2, min_top=1, iterations=2)  # the general pass stops after one micrograph
+    result = autopick(general, target / "micrographs", 56, None, config, FAST_TRAIN, FAST_PICK)
+    assert result.candidates[0]["micrograph"].nunique() == 1 and result.n_top == [2]
+    assert "round 1's" in result.skipped
+    final = result.candidates[-1]
+    assert list(dict.fromkeys(final["micrograph"])) == stems  # every micrograph, in path order
+    # the micrographs round 1 had picked keep their candidates; the others are the same model's
+    picked = set(result.candidates[0]["micrograph"])
+    again = pick_micrograph(result.model, read_micrograph(next(p for p in load_dataset(target).paths()
+                                                                  if p.stem not in picked)),
+                            "x", replace(FAST_PICK, keep_all=True, threshold=None))
+    other = final[final["micrograph"] == next(s for s in stems if s not in picked)]
+    np.testing.assert_allclose(np.sort(other["score"].to_numpy()), np.sort(again["score"].to_numpy()))
 
 
 @pytest.fixture
