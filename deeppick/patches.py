@@ -208,8 +208,9 @@ class PatchSet:
     def summary(self) -> str:
         box = f"{self.box_px:g} px" if self.box_px else "mixed"
         off = f", {self.n_off_centre} off-centre" if self.n_off_centre else ""
-        return (f"{len(self)} patches ({self.n_positive} particles, {self.n_negative} background{off}) "
-                f"from {len(self.metadata.get('sources', []))} micrographs, box {box}")
+        n, m = self.n_positive, len(self.metadata.get("sources", []))
+        return (f"{len(self)} patches ({n} particle{'' if n == 1 else 's'}, {self.n_negative} background{off}) "
+                f"from {m} micrograph{'' if m == 1 else 's'}, box {box}")
 
 
 def save_patch_set(patch_set: PatchSet, path: str | os.PathLike) -> None:

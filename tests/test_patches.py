@@ -145,7 +145,8 @@ def test_off_centre_views_carry_soft_targets_of_the_nearest_particle(rng, tmp_pa
     save_patch_set(ps, tmp_path / "p.npz")
     back = load_patch_set(tmp_path / "p.npz")
     np.testing.assert_array_equal(back.targets, ps.targets)
-    assert "30 off-centre" in back.summary()
+    assert "30 off-centre" in back.summary() and "15 particles" in back.summary()
+    assert back.summary().endswith("from 1 micrograph, box 32 px")  # one source, said in the singular
     plain = extract_patches(image, xy, 32, PatchConfig(off_centre_ratio=0.0), seed=0)
     assert plain.targets is None and plain.hard.all()
     with open(tmp_path / "v1.npz", "wb") as fh:
