@@ -401,13 +401,13 @@ def _pick_all(model: PickerModel, paths: list[Path], config: PickConfig, shapes:
 def _pick_rest(model: PickerModel, paths: list[Path], targets: list[Path], candidates: pd.DataFrame,
                config: PickConfig, shapes: dict, failed: list[tuple[str, str]]) -> pd.DataFrame:
     """``candidates`` completed with those of the ``targets`` not picked yet (no entry in ``shapes``), in
-    the order of ``paths``, as :func:`_pick_all` returns them."""
+    the order of ``paths``, as :func:`_pick_all` returns them. Their failures go after the general pass's
+    in ``failed``, as the last round's do."""
     rest = [p for p in targets if micrograph_stem(p) not in shapes]
     if not rest:
         return candidates
     merged = concat_picks([candidates, _pick_all(model, rest, config, shapes, failed)])
     position = {micrograph_stem(p): i for i, p in enumerate(paths)}
-    failed.sort(key=lambda failure: position.get(micrograph_stem(failure[0]), len(paths)))
     order = np.argsort(merged["micrograph"].map(position).to_numpy(), kind="stable")
     return merged.iloc[order].reset_index(drop=True)
 
