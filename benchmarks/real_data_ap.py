@@ -102,13 +102,15 @@ def main() -> None:
             save_model(model, args.out / f"{pack}.pt")
         test = ds.paths("test")
         start = time.perf_counter()
-        ev, candidates = evaluate_model(model, test, ds.picks, PickConfig(), match_px=MATCH_FRACTION_OF_DIAMETER * ds.diameter_px)
+        ev, candidates = evaluate_model(model, test, ds.picks, PickConfig(),
+                                        match_px=MATCH_FRACTION_OF_DIAMETER * ds.diameter_px)
         picked = time.perf_counter() - start
         post = model.info["postprocess"]
         row = {"pack": pack, "box_px": model.box_px, "val_patch_acc": model.info["val_accuracy"],
                "peak_window_box": post["peak_window_box"], "cleaning": post["max_area_factor"] != float("inf"),
                "valid_AP": model.info["threshold"]["ap"],
-               "threshold": model.threshold, "AP": ev.ap, "target": SEMI_AUTOMATED_TARGET_AP.get(pack), "topaz": TOPAZ_GENERAL_AP.get(pack),
+               "threshold": model.threshold, "AP": ev.ap,
+               "target": SEMI_AUTOMATED_TARGET_AP.get(pack), "topaz": TOPAZ_GENERAL_AP.get(pack),
                "precision": ev.precision, "recall": ev.recall, "F2": ev.f2, "centre_err_box": ev.centre_error_box,
                "train_s": trained, "pick_s_per_mic": picked / len(test),
                **false_positive_figures(candidates, ds.picks, test, ds.diameter_px, model.threshold)}
