@@ -10,7 +10,7 @@ demo: $(VENV)/.installed
 
 # pytest exits 5 when it collected no test; that is not a failure of the code.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider tests || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules deeppick tests || [ $$? -eq 5 ]
 
 install: $(VENV)/.installed
 

@@ -26,11 +26,12 @@ from pathlib import Path
 from deeppick.datasets import load_dataset
 from deeppick.model import load_model
 from deeppick.patches import PatchConfig, extract_patches
-from deeppick.pipeline import (MATCH_FRACTION, PickConfig, adopt_label_edge_margin, choose_postprocess,
-                               evaluate_model, split_for_threshold)
+from deeppick.metrics import MATCH_FRACTION
+from deeppick.pipeline import PickConfig, evaluate_model
 from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import with_box
-from deeppick.train import TrainConfig, train_model
+from deeppick.train import TrainConfig
+from deeppick.tuning import split_for_threshold, train_picker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
 from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, require_realdata  # noqa: E402
@@ -44,12 +45,10 @@ def budget_row(dataset, n_micrographs: int, init=None, seed: int = 0) -> dict:
     start = time.perf_counter()
     patches = extract_patches(train[:n_micrographs], dataset.picks, box_px, PatchConfig(), preprocess, seed=seed,
                               dataset=dataset.name)
-    model = train_model(patches, TrainConfig(seed=seed), box_px=box_px, init=init, progress=False)
-    model = adopt_label_edge_margin(model, patches)
-    model = choose_postprocess(model, held_out, dataset.picks, PickConfig(),
-                               match_px=MATCH_FRACTION * dataset.diameter_px)
+    model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=TrainConfig(seed=seed), init=init,
+                         match_px=MATCH_FRACTION * dataset.diameter_px)
     seconds = time.perf_counter() - start
-    evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, PickConfig(),
+    evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(),
                                    match_px=MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px)
     return {"micrographs": len(train[:n_micrographs]), "particles": int((patches.labels == 1).sum()),
             "ap": evaluation.ap, "held_out_ap": model.info["threshold"]["ap"], "epochs": model.info["epochs_run"],

@@ -3,9 +3,9 @@
     python benchmarks/leave_one_out.py [--packs ribosome80s-10028 ...] [--max-test N] [--fast]
 
 For each annotated real pack: a general model is pretrained on the *other* packs' train splits plus the
-simulated molecule zoo (:func:`deeppick.pretrain.simulate_zoo_for_quota`: enough micrographs for each
+simulated molecule zoo (:func:`deeppick.simulate.simulate_zoo_for_quota`: enough micrographs for each
 molecule's share of ``--positives``); it autopicks the held-out pack's test
-split at the pack's box with no labels (:func:`deeppick.pretrain.autopick`, one self-training round), and
+split at the pack's box with no labels (:func:`deeppick.autopick.autopick`, one self-training round), and
 the candidates are evaluated against the references at 0.25 × diameter. AP before (general model) and
 after self-training are printed beside Topaz's general model (Bepler et al.) and beside a label-free
 dark-disc filter on the same micrographs (``benchmarks/blob_baseline.py``: what a picker must beat before
@@ -48,7 +48,7 @@ def einstein_from_noise(model, n: int = 3, box_px: float = 56.0, pick_config=Non
     scores = []
     for i in range(n):
         sim = simulate_micrograph(SimConfig(size_px=1024, empty=True, diameter_px=box_px), 1000 + i)
-        scores.append(pick_micrograph(local, sim.image, f"empty{i}", pick_config)["score"].to_numpy())
+        scores.append(pick_micrograph(local, sim.image, name=f"empty{i}", config=pick_config)["score"].to_numpy())
     scores = np.concatenate(scores)
     threshold = effective_threshold(local, pick_config)
     return {"n_candidates": int(len(scores)), "threshold": threshold,
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--off-centre", type=float, default=None,
                         help="off-centre views per self-training particle [default: AutopickConfig's]")
     parser.add_argument("--zoo-density", type=float, default=None,
-                        help="area fraction the zoo's particles cover [default: deeppick.pretrain.ZOO_DENSITY, 0.35]")
+                        help="area fraction the zoo's particles cover [default: deeppick.simulate.ZOO_DENSITY]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of pretraining, fine-tuning and autopick's draws (the zoo keeps its own) "
@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     from deeppick.model import load_model, save_model
     from deeppick.pipeline import PickConfig
     from deeppick.preprocess import PreprocessConfig
-    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DENSITY, ZOO_DIAMETERS_PX, AutopickConfig, PretrainConfig,
-                                   autopick, positives_per_source, pretrain, simulate_zoo, simulate_zoo_for_quota)
+    from deeppick.autopick import AutopickConfig, autopick
+    from deeppick.pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
+    from deeppick.simulate import ZOO_DENSITY, ZOO_DIAMETERS_PX, simulate_zoo, simulate_zoo_for_quota
     from deeppick.scan import ScanConfig
 
     if not (args.realdata / "README.md").is_file():
@@ -128,13 +129,14 @@ def main(argv=None) -> int:
         model_path = args.out / f"general-without-{pack}.pt"
         model = load_model(model_path) if model_path.is_file() else None
         if model is None or model.info.get("leave_one_out") != settings:
-            model = pretrain([*others, *zoo], config, train_config, pick_config,
+            model = pretrain([*others, *zoo], config=config, train_config=train_config, pick_config=pick_config,
                              preprocess=PreprocessConfig(highpass_sigma_model_px=args.highpass))
             model.info["leave_one_out"] = settings
             save_model(model, model_path)
         test = held.paths("test")[:args.max_test]
         box = held.default_box_px()
-        result = autopick(model, test, box, args.out / f"autopick-{pack}", auto_config, tune_config, pick_config)
+        result = autopick(model, test, box_px=box, out_dir=args.out / f"autopick-{pack}", config=auto_config,
+                          train_config=tune_config, pick_config=pick_config)
         stems = [p.stem for p in test]
         match_px = MATCH_FRACTION_OF_DIAMETER * held.diameter_px
         before, after = (evaluate_picks(c, held.picks, box, match_px=match_px, threshold=model.threshold,

@@ -96,7 +96,7 @@ def measure(pack: str, model_path: Path) -> dict:
     diameter = dataset.diameter_px
     match_px = MATCH_FRACTION_OF_DIAMETER * diameter
     model = load_model(model_path)
-    _, candidates = evaluate_model(model, dataset.paths("test"), dataset.picks, PickConfig(), match_px=match_px)
+    _, candidates = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(), match_px=match_px)
     template = matched_filter_template(dataset, int(round(0.67 * diameter)))
     model_ref, filter_ref, model_filter = [], [], []
     no_near, near_below = 0, 0

@@ -1,7 +1,7 @@
 """Semi-automated picking on the real annotated packs (issue 5 targets), measured in one run.
 
 For each pack: train on its train split and choose the F2 threshold on its valid split (or held-out
-train micrographs) with :func:`deeppick.pipeline.fit_dataset`, pick its test split keeping every
+train micrographs) with :func:`deeppick.tuning.fit_dataset`, pick its test split keeping every
 candidate, and evaluate at 0.25 × diameter_px. Prints AP next to the target and to Topaz's pretrained
 general model on the same test splits, and two figures on the false positives that tell missing labels
 from picking errors: the precision of the top-ranked picks (as many as half the references), and the
@@ -32,7 +32,8 @@ from deeppick.io import micrograph_stem
 from deeppick.metrics import match_picks
 from deeppick.model import load_model, save_model
 from deeppick.patches import PatchConfig
-from deeppick.pipeline import PickConfig, evaluate_model, fit_dataset
+from deeppick.pipeline import PickConfig, evaluate_model
+from deeppick.tuning import fit_dataset
 from deeppick.preprocess import PreprocessConfig
 from deeppick.train import TrainConfig
 
@@ -102,12 +103,12 @@ def main() -> None:
             save_model(model, args.out / f"{pack}.pt")
         test = ds.paths("test")
         start = time.perf_counter()
-        ev, candidates = evaluate_model(model, test, ds.picks, PickConfig(),
+        ev, candidates = evaluate_model(model, test, ds.picks, config=PickConfig(),
                                         match_px=MATCH_FRACTION_OF_DIAMETER * ds.diameter_px)
         picked = time.perf_counter() - start
-        post = model.info["postprocess"]
+        post = model.postprocess
         row = {"pack": pack, "box_px": model.box_px, "val_patch_acc": model.info["val_accuracy"],
-               "peak_window_box": post["peak_window_box"], "cleaning": post["max_area_factor"] != float("inf"),
+               "peak_window_box": post.peak_window_box, "cleaning": post.max_area_factor != float("inf"),
                "valid_AP": model.info["threshold"]["ap"],
                "threshold": model.threshold, "AP": ev.ap,
                "target": SEMI_AUTOMATED_TARGET_AP.get(pack), "topaz": TOPAZ_GENERAL_AP.get(pack),

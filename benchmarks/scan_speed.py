@@ -117,7 +117,7 @@ def main() -> None:
     # 1b. the whole pick: read, prepare, scan, clean, peaks, pixel filter (real micrograph when present)
     start = time.perf_counter()
     image = read_micrograph(args.micrograph) if args.micrograph else micrograph
-    picks = pick_micrograph(model, image, "benchmark", PickConfig(scan=config))
+    picks = pick_micrograph(model, image, name="benchmark", config=PickConfig(scan=config))
     pick_s = time.perf_counter() - start
 
     # 2. against the matmul ceiling

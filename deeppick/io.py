@@ -419,6 +419,29 @@ def write_picks_per_micrograph(picks: pd.DataFrame, folder: str | os.PathLike, f
     return written
 
 
+
+def convert_picks(source: str | os.PathLike, dest: str | os.PathLike, fmt: str, *, from_fmt: str | None = None,
+                  box_px: float | None = None, scale: float = 1.0) -> tuple[list[Path], pd.DataFrame]:
+    """Convert the coordinates in ``source`` (a file or folder) to ``fmt`` at ``dest``, multiplied by
+    ``scale`` (e.g. 0.25 for micrographs binned 4×; ``box_px`` is scaled alike).
+
+    ``dest`` is one file when it ends in the format's suffix and the format holds several micrographs
+    (``star``, ``coord``) or the picks name one micrograph; otherwise a folder with one file per micrograph.
+    Returns the files written and the converted picks.
+    """
+    picks = read_picks(source, from_fmt)
+    picks["x"] *= scale
+    picks["y"] *= scale
+    if box_px is not None:
+        box_px *= scale
+    dest = Path(dest)
+    one_file = dest.suffix.lower() == FORMAT_SUFFIX[fmt] and (fmt in ("star", "coord")
+                                                              or picks["micrograph"].nunique() <= 1)
+    if one_file:
+        write_picks(picks, dest, fmt, box_px)
+        return [dest], picks
+    return write_picks_per_micrograph(picks, dest, fmt, box_px), picks
+
 # --- STAR (RELION 3.0 and 3.1) -----------------------------------------------------------------------
 
 

@@ -24,12 +24,15 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import ModelFileError
+from .errors import DeepPickError, ModelFileError
 from .io import atomic_path
+from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 
 MODEL_FORMAT = "deeppick-model"
-MODEL_FORMAT_VERSION = 1
+# 2: the post-processing is a typed setting of its own; files of format 1 (in ``info``) still load
+MODEL_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 ARCHITECTURES = ("deeppicker", "deepem")
 
 
@@ -104,7 +107,7 @@ def build_net(arch: str = "deeppicker", **kwargs) -> ParticleNet:
 
 @dataclass
 class PickerModel:
-    """A trained network with everything ``pick`` needs: box size, preprocessing and threshold."""
+    """A trained network with everything ``pick`` needs: box size, preparation, post-processing, threshold."""
 
     net: ParticleNet
     arch: str
@@ -112,7 +115,9 @@ class PickerModel:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     threshold: float | None = None  # F-beta-optimal score cut chosen on held-out micrographs
     arch_kwargs: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)  # training data, recipe, metrics: free-form JSON
+    info: dict = field(default_factory=dict)  # provenance: training data, recipe, metrics (free-form JSON)
+    # cleaning, peak window and edge margin chosen for this model; None: the stage's defaults
+    postprocess: PostprocessConfig | None = None
 
     @torch.no_grad()
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
@@ -128,6 +133,7 @@ class PickerModel:
             "model_px": self.preprocess.model_px,
             "preprocess": self.preprocess.to_dict(),
             "threshold": self.threshold,
+            "postprocess": None if self.postprocess is None else self.postprocess.to_dict(),
             "info": self.info,
             "deeppick_version": __version__,
         }
@@ -167,7 +173,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     if not isinstance(archive, dict) or archive.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a deeppick model file (no '{MODEL_FORMAT}' marker)")
     version = archive.get("format_version")
-    if version != MODEL_FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS:
         raise ModelFileError(f"{path}: model file format {version} is not supported by deeppick {__version__} "
                              f"(format {MODEL_FORMAT_VERSION}); retrain or use a matching deeppick version")
     try:
@@ -177,10 +183,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: model file is damaged or inconsistent ({str(exc)[:120]}); retrain it") from None
     net.to(device).eval()
+    info = meta.get("info", {})
+    # files of format 1 before the typed field kept the post-processing in ``info``
+    post = meta.get("postprocess") or info.pop("postprocess", None)
+    try:
+        postprocess = None if post is None else PostprocessConfig.from_dict(post)
+    except (TypeError, ValueError, DeepPickError) as exc:
+        raise ModelFileError(f"{path}: the model's post-processing settings are damaged ({exc}); retrain it") from None
     return PickerModel(net=net, arch=meta["arch"], box_px=float(meta["box_px"]),
                        preprocess=PreprocessConfig.from_dict(meta.get("preprocess", {})),
                        threshold=meta.get("threshold"), arch_kwargs=meta.get("arch_kwargs", {}),
-                       info=meta.get("info", {}))
+                       info=info, postprocess=postprocess)
 
 
 def default_device() -> torch.device:

@@ -44,7 +44,6 @@ class PostprocessConfig:
     score_threshold: float = 0.5  # DeepPicker §2.1: regions of the score map above 0.5
     max_area_factor: float = 4.0  # DeepPicker §2.1: regions > 4× the mean region area are ice/carbon
     peak_window_box: float = 0.8  # DeepPicker §4.5: one peak per 0.8-box window (picks ≥ 0.4 box apart)
-    min_peak_score: float = 0.5  # DeepPicker §2.1: peaks are taken inside the regions above 0.5
     extreme_sd: float = 3.0  # DeepPicker §2.1: pixels beyond 3 SD of the micrograph are extreme
     max_extreme_fraction: float = 0.2  # ours: noise has 0.27 % beyond 3 SD, EMPIAR-10017 particles ≤ ~11 %
     sd_range: tuple[float, float] | None = None  # DeepEM: patch SD range, × micrograph SD; None: off
@@ -85,6 +84,13 @@ class PostprocessConfig:
         if values.get("sd_range") is not None:
             values["sd_range"] = tuple(values["sd_range"])
         return cls(**values)
+
+    def identity(self) -> dict:
+        """The settings as model fingerprints and picks-folder records hash them: :meth:`to_dict` with
+        ``min_peak_score`` 0.5, a setting that model files of format 1 carry and picking never applied
+        (the candidate floor is ``PickConfig.candidate_min_score``), so a folder picked by an earlier
+        version resumes."""
+        return {**self.to_dict(), "min_peak_score": 0.5}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,14 +39,17 @@ from .model import PickerModel
 from .patches import crop_patches, pad_for_patches
 from .preprocess import PreparedMicrograph
 
-__all__ = ["ScanConfig", "ScoreMap", "scan_micrograph", "naive_scan", "score_positions", "model_step_px"]
+__all__ = ["ScanConfig", "ScoreMap", "scan_micrograph", "naive_scan", "score_positions", "model_step_px",
+           "step_used"]
 
 
 @dataclass(frozen=True)
 class ScanConfig:
     """How a micrograph is scanned."""
 
-    step_px: float = 4.0  # micrograph px between scan positions: DeepPicker §4.5
+    # micrograph px between scan positions: DeepPicker §4.5; the scan rounds it to whole model px (snap_step
+    # within ±25 %, see model_step_px), so the step used can differ (step_used says which)
+    step_px: float = 4.0
     rotations: bool = True  # average the 0/90/180/270° scores: DeepEM (rotation-averaged score map)
     snap_step: bool = True  # ours: round the model-frame step to a pool-friendly value (see model_step_px)
     tile_px: int = 128  # model-frame px of scan positions per tile side: cache-sized, measured on 2 cores
@@ -88,11 +91,26 @@ def model_step_px(step_px: float, prepared: PreparedMicrograph, snap: bool = Tru
 
     Without ``snap``: ``max(1, round(step_px × scale))``. With ``snap`` the step is the integer within
     ±25 % of ``step_px × scale`` that holds the most factors of two (the nearest among equals): every
-    factor of two lets one more max-pool of the dense pass stay strided, so an odd step such as 7
-    (box 36 px, cryoppp-10059) costs many times the work of 8.
+    factor of two lets one more max-pool of the dense pass stay strided, so an odd step such as 7 costs
+    many times the work of 8. The step in micrograph px is then that many model px (:func:`step_used`).
     """
-    scale = 0.5 * (prepared.scale_x + prepared.scale_y)
-    raw = step_px * scale
+    return _snapped(step_px * 0.5 * (prepared.scale_x + prepared.scale_y), snap)
+
+
+def step_used(config: ScanConfig, box_px: float, model_px: int = 64) -> tuple[int, float]:
+    """The scan step a micrograph of box ``box_px`` is scanned at: ``(model px, micrograph px)``.
+
+    Example
+    -------
+    >>> step_used(ScanConfig(step_px=4.0), box_px=160)  # 4 px is 1.6 model px, snapped to 2
+    (2, 5.0)
+    """
+    scale = model_px / float(box_px)
+    step = _snapped(config.step_px * scale, config.snap_step)
+    return step, step / scale
+
+
+def _snapped(raw: float, snap: bool) -> int:
     if not snap or raw < 1.5:
         return max(1, int(round(raw)))
     candidates = [n for n in range(max(1, int(raw * 0.75)), int(raw * 1.25) + 2) if abs(n / raw - 1) <= 0.25]

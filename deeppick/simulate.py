@@ -932,3 +932,78 @@ def simulate_datasets(out_dir: str | os.PathLike, molecules: Sequence[str], conf
         paths.append(simulate_dataset(Path(out_dir) / name, sub, n_micrographs,
                                       seed=[int(seed), zlib.crc32(name.encode())], **kwargs))
     return paths
+
+# --------------------------------------------------------------------------------------------------
+# the simulated molecule zoo: pretraining molecules beside the real packs
+
+# Diameters (px) of the simulated molecule zoo: spread over the real packs' 36–108 px (ours).
+ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "bell": 76.0,
+                    "elongated": 92.0, "globular": 36.0}
+# Crowding of the zoo: the fraction of each micrograph covered by the particles' diameter discs (ours).
+# The real packs' labels cover from a fifth to over half of their micrographs, and a zoo sparser than all
+# of them gives worse general models on the crowded packs (docs/measurements.md, *Zoo density*); 0.35 is
+# the middle of that range and what the simulator can place for the largest molecule in 1024² px.
+ZOO_DENSITY = 0.35
+ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
+ZOO_PILOT_MICROGRAPHS = 8
+
+
+def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, n_micrographs: int = 4,
+                 size_px: int = 1024, snr: float = ZOO_SNR, density: float = ZOO_DENSITY, seed: int = 0,
+                 diameters_px: dict | None = None) -> list[Path]:
+    """Simulated pretraining molecules at real-pack-like sizes; one dataset folder per molecule.
+
+    A complete folder simulated before with the same settings is reused; one simulated otherwise (at
+    another density, say) is simulated again. Defaults: 4 micrographs of 1024² px per molecule
+    (3 train, 1 valid), SNR :data:`ZOO_SNR`, :data:`ZOO_DENSITY` of the area covered, diameters
+    :data:`ZOO_DIAMETERS_PX`.
+    """
+    molecules = list(molecules or ZOO_DIAMETERS_PX)
+    diameters = {m: (diameters_px or ZOO_DIAMETERS_PX).get(m, ZOO_DIAMETERS_PX.get(m)) for m in molecules}
+    out_dir = Path(out_dir)
+    config = SimConfig(size_px=size_px, snr=snr, density=density)
+    wanted = {m: replace(config, molecule=m, diameter_px=diameters[m]) for m in molecules}
+    todo = [m for m in molecules if not _simulated_with(out_dir / m, wanted[m], n_micrographs, seed)]
+    if todo:
+        simulate_datasets(out_dir, todo, config, n_micrographs=n_micrographs, seed=seed,
+                          diameters_px={m: diameters[m] for m in todo}, split_fractions=(0.75, 0.25, 0.0),
+                          overwrite=True)
+    return [out_dir / m for m in molecules]
+
+
+def _simulated_with(folder: Path, config, n_micrographs: int, seed: int) -> bool:
+    """Whether ``folder`` holds a complete simulated dataset made with ``config``, ``n_micrographs`` and
+    ``seed`` (as :func:`~deeppick.simulate.simulate_dataset` records them in ``dataset.json``)."""
+    try:
+        done = json.loads((folder / "dataset.json").read_text())["parameters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    wanted = json.loads(json.dumps(config.to_dict()))  # as the file stores it (tuples as lists)
+    same = all(done.get(key) == value for key, value in wanted.items())
+    seeds = done.get("seed")  # [seed, the molecule's stream] (simulate_datasets)
+    return same and done.get("n_micrographs") == n_micrographs and isinstance(seeds, list) and seeds[:1] == [int(seed)]
+
+
+
+def simulate_zoo_for_quota(work: str | os.PathLike, quota: int, **kwargs) -> list[Path]:
+    """The simulated zoo with enough micrographs that every molecule can give ``quota`` train particles.
+
+    Large molecules fit few particles in a micrograph (klh-like: ~19 in 1024², ~13 of them usable), so a
+    fixed count leaves them far under quota. A pilot of 8 micrographs per molecule (``work/zoo``)
+    measures particles per micrograph; a molecule short of its quota is simulated again with enough
+    micrographs (``work/zoo-N``; 75 % of them train, × 1.6 for particles too near the edge to use).
+    ``kwargs`` go to :func:`simulate_zoo`.
+    """
+    work = Path(work)
+    zoo = []
+    molecules = kwargs.pop("molecules", None)
+    for folder in simulate_zoo(work / "zoo", molecules, n_micrographs=ZOO_PILOT_MICROGRAPHS, **kwargs):
+        entries = json.loads((folder / "dataset.json").read_text())["micrographs"]
+        per_micrograph = sum(e["particles"] for e in entries) / len(entries)
+        needed = math.ceil(quota / max(per_micrograph * 0.75, 1e-9))
+        n = max(ZOO_PILOT_MICROGRAPHS, int(1.6 * needed))
+        if n == ZOO_PILOT_MICROGRAPHS:
+            zoo.append(folder)
+        else:
+            zoo += simulate_zoo(work / f"zoo-{n}", molecules=[folder.name], n_micrographs=n, **kwargs)
+    return zoo

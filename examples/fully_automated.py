@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     from deeppick.io import list_micrographs, read_picks
     from deeppick.metrics import evaluate_picks
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import autopick, load_general_model
+    from deeppick.autopick import autopick
+    from deeppick.pretrain import load_general_model
     from deeppick.scan import ScanConfig
 
     root = find_dataset(args.pack, args.out)
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     out = args.out / f"autopick-{root.name}"
     print(f"1-2. autopicking {len(test)} micrographs at box {box_px} px with {model.info.get('name', args.model)}")
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
-    result = autopick(model, test, box_px, out, pick_config=pick_config, progress=sys.stderr.isatty())
+    result = autopick(model, test, box_px=box_px, out_dir=out, pick_config=pick_config, progress=sys.stderr.isatty())
     trained = (f"not self-trained: {result.skipped}" if result.skipped
                else f"self-trained on the top {result.n_top[0]} picks")
     print(f"     {trained}; wrote {sum(result.batch.counts.values())} picks "

@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     from deeppick.datasets import load_dataset
     from deeppick.metrics import evaluate_picks
     from deeppick.model import load_model, save_model
-    from deeppick.pipeline import PickConfig, fit_dataset, pick_micrographs, recipe_summary
+    from deeppick.batch import pick_micrographs
+    from deeppick.pipeline import PickConfig
+    from deeppick.tuning import fit_dataset, recipe_summary
     from deeppick.io import read_picks
     from deeppick.report import write_report
     from deeppick.train import TrainConfig
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     print(f"2. picking the {len(test)} test micrographs")
     # The picks folder is the example's own: files an earlier model or other settings wrote there are
     # picked again (replace_others), files of this model are kept, so an interrupted run resumes.
-    result = pick_micrographs(model, test, out / "picks", "star", PickConfig(keep_all=True),
+    result = pick_micrographs(model, test, out / "picks", config=PickConfig(keep_all=True),
                               overwrite=retrained, replace_others=True)
     print("   " + result.summary(out / "picks", model.threshold, keep_all=True))
 

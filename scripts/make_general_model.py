@@ -4,7 +4,7 @@
 
 Recipe: :func:`deeppick.pretrain.pretrain` on a balanced mix of the train splits of the three annotated
 real packs (ribosome80s-10028, betagal-10017, cryoppp-10059; all their train micrographs unless
-``--max-train`` says fewer) and the six simulated molecules of :func:`deeppick.pretrain.simulate_zoo`
+``--max-train`` says fewer) and the six simulated molecules of :func:`deeppick.simulate.simulate_zoo`
 (written under ``--work``, never into the repository, with enough micrographs for each molecule's share
 of ``--positives``); the F2 threshold is chosen on the pooled held-out micrographs of all nine
 sources. The recipe, the sources and their counts are stored in the model's ``info`` and in
@@ -39,16 +39,15 @@ def main(argv=None) -> int:
                         help="micrographs per simulated molecule [default: enough for each molecule's quota]")
     parser.add_argument("--fast", action="store_true", help="choose the threshold scanning without rotations")
     parser.add_argument("--zoo-density", type=float, default=None,
-                        help="area fraction the zoo's particles cover [default: deeppick.pretrain.ZOO_DENSITY, 0.35]")
+                        help="area fraction the zoo's particles cover [default: deeppick.simulate.ZOO_DENSITY]")
     args = parser.parse_args(argv)
 
 
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
-    from deeppick.pretrain import (PRETRAIN_TRAINING, ZOO_DENSITY, ZOO_DIAMETERS_PX, ZOO_SNR, PretrainConfig,
-                                   positives_per_source, pretrain,
-                                   simulate_zoo, simulate_zoo_for_quota)
+    from deeppick.pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
+    from deeppick.simulate import ZOO_DENSITY, ZOO_DIAMETERS_PX, ZOO_SNR, simulate_zoo, simulate_zoo_for_quota
     from deeppick.scan import ScanConfig
 
     missing = [p for p in PACKS if not (args.realdata / p / "dataset.json").is_file()]
@@ -66,7 +65,8 @@ def main(argv=None) -> int:
                             max_valid_micrographs=args.max_valid)
     train_config = PRETRAIN_TRAINING if args.epochs is None else replace(PRETRAIN_TRAINING, epochs=args.epochs)
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
-    model = pretrain([*(args.realdata / p for p in PACKS), *zoo], config, train_config, pick_config,
+    model = pretrain([*(args.realdata / p for p in PACKS), *zoo], config=config, train_config=train_config,
+                     pick_config=pick_config,
                      progress=sys.stderr.isatty())
     model.info["name"] = "deeppick general model"
     model.info["recipe"] = {
@@ -75,9 +75,9 @@ def main(argv=None) -> int:
                       if k not in ("realdata", "work", "out")},
         "real_packs": {p: "train split" + (f", first {args.max_train} micrographs" if args.max_train else "")
                        for p in PACKS},
-        "simulated_zoo": f"deeppick.pretrain.simulate_zoo: 6 molecules, 1024 px, SNR {ZOO_SNR:g}, "
+        "simulated_zoo": f"deeppick.simulate.simulate_zoo: 6 molecules, 1024 px, SNR {ZOO_SNR:g}, "
                          f"density {density:g}, diameters "
-                         "deeppick.pretrain.ZOO_DIAMETERS_PX; micrographs per molecule"
+                         "deeppick.simulate.ZOO_DIAMETERS_PX; micrographs per molecule"
                          + ("" if args.zoo_micrographs else " (enough for its quota)") + ": "
                          + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),
         "threshold_scan": "no rotations" if args.fast else "default",

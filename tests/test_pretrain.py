@@ -1,64 +1,29 @@
-"""Cross-molecule pretraining, fully automated picking and the shipped general model (deeppick.pretrain)."""
+"""Cross-molecule pretraining (deeppick.pretrain): a balanced mix, each source at its own box, a pooled
+threshold; the shipped general model."""
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import replace
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError, DeepPickError
-from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks, relion_path
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model
-from deeppick.pipeline import PICK_RECORD, PickConfig, model_fingerprint, pick_micrograph
+from deeppick.pipeline import PickConfig, pick_micrograph
 from deeppick.preprocess import PreprocessConfig
-from deeppick.pretrain import (NO_LABEL_THRESHOLD_RULE, ZOO_DENSITY, AutopickConfig, PretrainConfig, autopick,
-                               general_pass_target, load_general_model, pretrain, pretrain_patches,
-                               select_self_training, shipped_model_path, simulate_zoo, simulate_zoo_for_quota,
-                               too_few_to_self_train, with_box)
+from deeppick.pretrain import (PretrainConfig, load_general_model, pretrain, pretrain_patches, shipped_model_path,
+                               with_box)
 from deeppick.scan import ScanConfig
-from deeppick.simulate import SimConfig, simulate_dataset, simulate_micrograph
-from deeppick.train import TrainConfig
+from deeppick.simulate import SimConfig, simulate_micrograph
 
-FAST_PICK = PickConfig(scan=ScanConfig(step_px=8.0, rotations=False))  # tiny tests: one rotation, coarse grid
-FAST_TRAIN = TrainConfig(epochs=2, batch_size=32)
-
-
-def _sim(folder: Path, molecule: str, diameter_px: float, n_particles: int, seed: int,
-         n_micrographs: int = 3) -> Path:
-    config = SimConfig(molecule=molecule, size_px=256, diameter_px=diameter_px, n_particles=n_particles, snr=0.5,
-                       contamination=0.0)
-    return simulate_dataset(folder / molecule, config, n_micrographs=n_micrographs, seed=seed,
-                            split_fractions=(0.5, 0.5, 0.0) if n_micrographs == 2 else (2 / 3, 1 / 3, 0.0))
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("zoo")
-    return [_sim(root, "ring", 48, 12, 1), _sim(root, "bell", 64, 8, 2)]
-
-
-@pytest.fixture(scope="module")
-def general(sources):
-    return pretrain(sources, PretrainConfig(total_positives=24), FAST_TRAIN, FAST_PICK)
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory) -> Path:
-    """A new molecule with its coordinate files (which autopick must never read)."""
-    return _sim(tmp_path_factory.mktemp("target"), "globular", 56, 10, 3, n_micrographs=2)
+from .conftest import FAST_PICK, FAST_TRAIN
 
 
 def test_mix_is_balanced_and_each_source_keeps_its_box(sources):
-    ps = pretrain_patches(sources, PretrainConfig(total_positives=20, seed=1))
+    ps = pretrain_patches(sources, config=PretrainConfig(total_positives=20, seed=1))
     per = ps.metadata["pretrain"]["sources"]
     assert [s["n_positive"] for s in per] == [10, 10]
     assert [s["box_px"] for s in per] == [48.0, 64.0]
@@ -73,7 +38,7 @@ def test_mix_is_balanced_and_each_source_keeps_its_box(sources):
 
 
 def test_mix_uses_train_micrographs_only_and_small_sources_give_all(sources):
-    ps = pretrain_patches(sources, PretrainConfig(total_positives=10_000))
+    ps = pretrain_patches(sources, config=PretrainConfig(total_positives=10_000))
     per = ps.metadata["pretrain"]["sources"]
     for src, entry in zip(sources, per):
         ds = load_dataset(src)
@@ -97,9 +62,9 @@ def test_pretrain_chooses_a_pooled_threshold_and_records_the_recipe(general, sou
 def test_pretrain_prepares_every_source_as_told_and_the_model_keeps_it(sources):
     prep = PreprocessConfig(highpass_sigma_model_px=64)
     mix = PretrainConfig(total_positives=12)
-    model = pretrain(sources, mix, FAST_TRAIN, FAST_PICK, preprocess=prep)
+    model = pretrain(sources, config=mix, train_config=FAST_TRAIN, pick_config=FAST_PICK, preprocess=prep)
     assert model.preprocess == prep  # autopick prepares the new molecule the same way
-    flat, plain = pretrain_patches(sources, mix, preprocess=prep), pretrain_patches(sources, mix)
+    flat, plain = pretrain_patches(sources, config=mix, preprocess=prep), pretrain_patches(sources, config=mix)
     assert flat.metadata["preprocess"] == prep.to_dict()
     assert np.array_equal(flat.labels, plain.labels) and not np.allclose(flat.patches, plain.patches, atol=1e-3)
 
@@ -117,278 +82,6 @@ def test_with_box_replaces_the_box_and_leaves_the_model(general):
     assert other.net is general.net and other.threshold == general.threshold
     with pytest.raises(ConfigError):
         with_box(general, 0)
-
-
-def test_self_training_selection_rule():
-    cands = pd.DataFrame({"micrograph": ["a"] * 6 + ["b"] * 4, "x": np.arange(10.0), "y": np.zeros(10),
-                          "score": [0.9, 0.8, 0.7, 0.6, 0.3, 0.1, 0.95, 0.65, 0.2, 0.1]})
-    cfg = AutopickConfig(top_fraction=0.5, min_top=1)
-    top = select_self_training(cands, 0.5, cfg)  # 6 picks ≥ 0.5 → the best 3 over both micrographs
-    assert top["score"].tolist() == [0.95, 0.9, 0.8]
-    assert len(select_self_training(cands, 0.5, replace(cfg, top=7))) == 7  # forced: below the threshold too
-    assert len(select_self_training(cands, 0.5, replace(cfg, max_top=2))) == 2
-    # never made up with candidates below the threshold: too few means no self-training
-    few = select_self_training(cands, 0.5, replace(cfg, min_top=5))
-    assert few["score"].tolist() == [0.95, 0.9, 0.8]
-    assert "only 6 pick(s) above the threshold 0.5" in too_few_to_self_train(few, cands, 0.5, replace(cfg, min_top=5))
-    assert too_few_to_self_train(few, cands, 0.5, replace(cfg, min_top=3)) is None
-    assert too_few_to_self_train(few, cands, 0.5, replace(cfg, min_top=5, top=3)) is None  # the user's count
-
-
-def _forbid_label_reading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("autopick read labels")
-
-    import deeppick.datasets
-    import deeppick.io
-
-    for module, name in ((deeppick.io, "read_picks"), (deeppick.io, "_read_star"),
-                         (deeppick.datasets, "load_dataset")):
-        monkeypatch.setattr(module, name, refuse)
-
-
-def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path, monkeypatch):
-    ds = load_dataset(target)
-    mics = tmp_path / "mics"
-    mics.mkdir()
-    for p in ds.paths():  # coordinate files right beside the micrographs, and reading them fails
-        shutil.copy(p, mics / p.name)
-        shutil.copy(target / "coords" / f"{p.stem}.star", mics / f"{p.stem}.star")
-    _forbid_label_reading(monkeypatch)
-    result = autopick(general, mics, 56, tmp_path / "out", AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK)
-    monkeypatch.undo()
-
-    assert len(result.candidates) == 2 and result.n_top[0] >= 5
-    out = tmp_path / "out"
-    expected = [f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST]
-    assert sorted(p.name for p in out.glob("*.star")) == sorted(expected)
-    assert sorted(read_coordinate_list(out / COORDINATE_LIST)) == sorted(relion_path(mics / p.name) for p in ds.paths())
-    assert result.batch.coordinate_list == out / COORDINATE_LIST  # so the summary names it, as pick's does
-    written = read_picks(out)
-    assert len(written) == sum(result.batch.counts.values())
-    assert (written["score"] >= result.model.threshold).all()
-    model = load_model(out / "autopick_model.pt")
-    assert model.box_px == 56.0
-    assert model.info["autopick"]["n_top"] == result.n_top[0]
-    # the rule without labels: the fine-tuned model keeps the general model's pooled threshold
-    assert model.threshold == pytest.approx(general.threshold)
-    assert model.info["threshold"]["rule"] == NO_LABEL_THRESHOLD_RULE
-    # fine-tuning changed the network, so the candidates of round 1 differ from round 0
-    assert not result.candidates[0]["score"].equals(result.candidates[1]["score"])
-
-
-def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(general, target, tmp_path,
-                                                                           self_training_patches):
-    config = AutopickConfig(min_top=10**6)  # more particles than the general model finds
-    out = tmp_path / "out"
-    result = autopick(general, target / "micrographs", 56, out, config, FAST_TRAIN, FAST_PICK)
-    assert self_training_patches == [] and result.n_top == []
-    assert result.skipped.startswith("only ") and "kept the general model's picks" in result.skipped
-    above = result.candidates[0][result.candidates[0]["score"] >= general.threshold]
-    written = read_picks(out)
-    assert len(above) > 0 and len(written) == len(above)
-    assert np.allclose(np.sort(written["score"]), np.sort(above["score"]))
-    kept = load_model(out / "autopick_model.pt")
-    assert kept.info["autopick"]["skipped"] == result.skipped and model_fingerprint(kept) == model_fingerprint(
-        with_box(general, 56))
-    again = autopick(general, target / "micrographs", 56, out, config, FAST_TRAIN, FAST_PICK, resume=True)
-    assert again.resumed and again.skipped == result.skipped and again.batch.counts == {}
-
-
-def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, target, tmp_path):
-    stems = sorted(p.stem for p in load_dataset(target).paths())
-    config = AutopickConfig(max_top=2, min_top=1)  # 4 picks above the threshold give the 2 particles
-    assert general_pass_target(config) == 4 and general_pass_target(replace(config, top=3)) == 6
-    result = autopick(general, target / "micrographs", 56, tmp_path / "out", config, FAST_TRAIN, FAST_PICK)
-    first = result.candidates[0]
-    assert first["micrograph"].nunique() == 1 and (first["score"] >= general.threshold).sum() >= 4
-    assert result.n_top == [2]
-    assert sorted(result.batch.counts) == stems  # the fine-tuned model picks every micrograph
-    assert sorted(read_picks(tmp_path / "out")["micrograph"].unique()) == stems
-    # without an output folder, its last round does too; the seed chooses where the general pass starts
-    starts = set()
-    for seed in range(8):
-        again = autopick(general, target / "micrographs", 56, None, replace(config, seed=seed), FAST_TRAIN,
-                         FAST_PICK)
-        assert sorted(again.candidates[-1]["micrograph"].unique()) == stems
-        if again.candidates[0]["micrograph"].nunique() == 1:
-            starts.add(again.candidates[0]["micrograph"].iloc[0])
-        if starts == set(stems):
-            break
-    assert starts == set(stems)
-    # a dataset whose picks do not reach the target is picked in full by the general model
-    whole = autopick(general, target / "micrographs", 56, None, AutopickConfig(min_top=1), FAST_TRAIN, FAST_PICK)
-    assert sorted(whole.candidates[0]["micrograph"].unique()) == stems
-
-
-def test_a_later_round_with_too_few_picks_still_picks_every_micrograph(general, target, monkeypatch):
-    import deeppick.pretrain as pretrain_module
-
-    stems = sorted(p.stem for p in load_dataset(target).paths())
-    real = pretrain_module.too_few_to_self_train
-    calls = []
-
-    def too_few_after_the_first_round(*args, **kwargs):  # round 1's own picks are declared too few
-        calls.append(1)
-        return "only 1 pick(s) above the threshold" if len(calls) > 1 else real(*args, **kwargs)
-
-    monkeypatch.setattr(pretrain_module, "too_few_to_self_train", too_few_after_the_first_round)
-    config = AutopickConfig(max_top=2, min_top=1, iterations=2)  # the general pass stops after one micrograph
-    result = autopick(general, target / "micrographs", 56, None, config, FAST_TRAIN, FAST_PICK)
-    assert result.candidates[0]["micrograph"].nunique() == 1 and result.n_top == [2]
-    assert "round 1's" in result.skipped
-    final = result.candidates[-1]
-    assert list(dict.fromkeys(final["micrograph"])) == stems  # every micrograph, in path order
-    # the micrographs round 1 had picked keep their candidates; the others are the same model's
-    picked = set(result.candidates[0]["micrograph"])
-    again = pick_micrograph(result.model, read_micrograph(next(p for p in load_dataset(target).paths()
-                                                                  if p.stem not in picked)),
-                            "x", replace(FAST_PICK, keep_all=True, threshold=None))
-    other = final[final["micrograph"] == next(s for s in stems if s not in picked)]
-    np.testing.assert_allclose(np.sort(other["score"].to_numpy()), np.sort(again["score"].to_numpy()))
-
-
-@pytest.fixture
-def self_training_patches(monkeypatch):
-    """The patch sets autopick fine-tunes on, recorded as it trains."""
-    import deeppick.pretrain as pretrain_module
-
-    seen = []
-    real_train = pretrain_module.train_model
-
-    def recording_train(patches, *args, **kwargs):
-        seen.append(patches)
-        return real_train(patches, *args, **kwargs)
-
-    monkeypatch.setattr(pretrain_module, "train_model", recording_train)
-    return seen
-
-
-def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_margin(general, target,
-                                                                                      self_training_patches):
-    import deeppick.pretrain as pretrain_module
-
-    margin_box = 0.8
-    post = replace(pretrain_module.postprocess_config(general), edge_margin_box=margin_box)
-    result = autopick(general, target / "micrographs", 56, None, AutopickConfig(min_top=5), FAST_TRAIN,
-                      replace(FAST_PICK, post=post))
-    rows, cols = 256, 256  # the simulated target's micrographs
-    margin = margin_box * 56
-
-    def inside(x, y):
-        return (x >= margin) & (y >= margin) & (x <= cols - 1 - margin) & (y <= rows - 1 - margin)
-
-    for candidates in result.candidates:
-        assert len(candidates) and inside(candidates["x"], candidates["y"]).all()
-    (patches,) = self_training_patches
-    background = patches.labels == 0
-    assert background.sum() >= 5 and inside(patches.x[background], patches.y[background]).all()
-
-
-def test_autopick_self_trains_on_off_centre_views_only_when_asked(general, target, self_training_patches):
-    for ratio in (0.0, 2.0):
-        result = autopick(general, target / "micrographs", 56, None,
-                          AutopickConfig(min_top=5, off_centre_ratio=ratio), FAST_TRAIN, FAST_PICK)
-        patches = self_training_patches[-1]
-        n_top = result.n_top[0]
-        assert (patches.labels == 1).sum() == n_top
-        if ratio == 0:
-            assert patches.targets is None or np.array_equal(patches.targets, patches.labels)
-            continue
-        soft = (patches.targets > 0) & (patches.labels == 0)  # off-centre views: label 0, soft target
-        assert soft.sum() >= n_top  # ~2 per particle (a few fall off the micrograph or score ~0)
-        assert patches.targets.max() <= 1 and patches.targets[soft].min() > 0
-        # each view's target is exp(-d²/2s²), d its distance to the nearest top pick, s = 0.1 box
-        top = select_self_training(result.candidates[0], general.threshold, AutopickConfig(min_top=5))
-        stems = [src["micrograph"] for src in patches.metadata["sources"]]
-        d = np.empty(int(soft.sum()))
-        for i, (x, y, src) in enumerate(zip(patches.x[soft], patches.y[soft], patches.source[soft])):
-            same = top[top["micrograph"] == stems[src]]
-            d[i] = np.hypot(same["x"] - x, same["y"] - y).min()
-        np.testing.assert_allclose(patches.targets[soft], np.exp(-d ** 2 / (2 * (0.1 * 56) ** 2)), atol=0.02)
-    with pytest.raises(ConfigError, match="--off-centre"):
-        AutopickConfig(off_centre_ratio=-1)
-
-
-def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, target, tmp_path, monkeypatch):
-    import deeppick.pretrain as pretrain_module
-
-    mics = tmp_path / "mics"
-    mics.mkdir()
-    good = load_dataset(target).paths()
-    for p in good:
-        shutil.copy(p, mics / p.name)
-    (mics / "broken.mrc").write_bytes(b"\0" * 64)
-    out = tmp_path / "out"
-    first = autopick(general, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
-    assert [Path(f).name for f, _ in first.batch.failed] == ["broken.mrc"]
-    assert sorted(first.batch.counts) == sorted(p.stem for p in good) and not first.resumed
-    for candidates in first.candidates:
-        assert set(candidates["micrograph"]) == {p.stem for p in good}
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt",
-                                                         PICK_RECORD, COORDINATE_LIST, ".deeppick.lock"])
-    written = (out / f"{good[0].stem}.star").read_bytes()
-
-    trained = []
-    real_train = pretrain_module.train_model
-    monkeypatch.setattr(pretrain_module, "train_model", lambda *a, **k: trained.append(1) or real_train(*a, **k))
-    # interrupted after fine-tuning, one output missing: the rerun reuses the model and picks only that one
-    (out / f"{good[0].stem}.star").unlink()
-    again = autopick(general, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
-    assert again.resumed and trained == []
-    assert list(again.batch.counts) == [good[0].stem] and again.batch.skipped == [good[1].stem]
-    assert (out / f"{good[0].stem}.star").read_bytes() == written
-    assert [Path(f).name for f, _ in again.batch.failed] == ["broken.mrc"]
-    # another peak window gives other candidates, so other pseudo-labels: fine-tuned again, not reused
-    wider = replace(FAST_PICK, post=replace(pretrain_module.postprocess_config(general), peak_window_box=1.0))
-    assert not autopick(general, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, wider, resume=True).resumed
-    assert trained == [1]
-    # a retrained general model under the same name is another model too
-    retrained = load_model(out / "autopick_model.pt")  # any other weights will do
-    retrained.info = dict(general.info)
-    assert not autopick(retrained, mics, 56, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK,
-                        resume=True).resumed
-    assert trained == [1, 1]
-    trained.clear()
-    # another box is another model: fine-tuned again, every micrograph picked again without resume
-    other = autopick(general, mics, 60, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK, resume=True)
-    assert not other.resumed and trained == [1] and load_model(out / "autopick_model.pt").box_px == 60
-    fresh = autopick(general, mics, 60, out, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK)
-    assert trained == [1, 1] and sorted(fresh.batch.counts) == sorted(p.stem for p in good)
-    # the command line lists the bad micrograph after the summary and exits 2
-    res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(mics), "--box-px", "56", "-o", str(out),
-                                   "--step-px", "8", "--no-rotations", "--epochs", "1", "--quiet"])
-    assert res.exit_code == 2 and "broken.mrc" in res.stderr
-    assert "in 2 micrographs" in res.stdout  # the box-60 picks there were replaced, not kept
-    assert "Traceback" not in res.output
-    nothing = tmp_path / "nothing"
-    nothing.mkdir()
-    (nothing / "broken.mrc").write_bytes(b"\0" * 64)
-    with pytest.raises(ConfigError, match="none of the 1 micrograph"):
-        autopick(general, nothing, 56, None, AutopickConfig(min_top=5), FAST_TRAIN, FAST_PICK)
-
-
-def test_autopick_threshold_override_and_zero_iterations(general, target, tmp_path):
-    result = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
-                      FAST_TRAIN, replace(FAST_PICK, threshold=0.99))
-    assert len(result.candidates) == 1 and result.n_top == []
-    assert (read_picks(tmp_path / "out")["score"] >= 0.99).all()
-    again = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
-                     FAST_TRAIN, replace(FAST_PICK, threshold=0.99), resume=True)
-    assert again.resumed and again.batch.counts == {} and len(again.batch.skipped) == 2
-    # another threshold does not change the model: reused, and every file picked again at the new cut
-    lower = autopick(general, target / "micrographs", 56, tmp_path / "out", AutopickConfig(iterations=0),
-                     FAST_TRAIN, replace(FAST_PICK, threshold=0.5), resume=True)
-    assert lower.resumed and len(lower.batch.counts) == 2 and lower.batch.skipped == []
-    picks = read_picks(tmp_path / "out")
-    assert (picks["score"] >= 0.5).all() and (picks["score"] < 0.99).any()
-
-
-def test_autopick_cli_bad_model_is_one_line(target, tmp_path):
-    res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
-                                   "-o", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")])
-    assert res.exit_code == 2
-    assert "missing.pt: no such model file" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_pretrain_cli_writes_a_general_model(sources, tmp_path):
@@ -415,42 +108,6 @@ def test_shipped_model_loads_and_picks_a_simulated_micrograph():
     assert model.info["pretrain"]["sources"], "the recipe must name its training data"
     config = SimConfig(molecule="globular", size_px=384, diameter_px=64, n_particles=12, snr=0.5, contamination=0.0)
     sim = simulate_micrograph(config, 5)
-    from deeppick.pipeline import pick_micrograph
-
-    picks = pick_micrograph(with_box(model, 64), sim.image, "sim", PickConfig(scan=ScanConfig(rotations=False)))
+    picks = pick_micrograph(with_box(model, 64), sim.image, name="sim", config=PickConfig(scan=ScanConfig(rotations=False)))
     ev = evaluate_picks(picks, sim.picks("sim"), 64)
     assert ev.recall >= 0.5 and ev.precision >= 0.5
-
-
-def test_zoo_for_quota_simulates_enough_micrographs_for_large_molecules(tmp_path):
-    quota = 40
-    # 384 px holds too few 104-px particles at the zoo's default crowding: a sparser zoo
-    zoo = simulate_zoo_for_quota(tmp_path, quota, molecules=["klh-like", "globular"], size_px=384, density=0.15)
-    assert [p.name for p in zoo] == ["klh-like", "globular"]
-    counts = {}
-    for folder in zoo:
-        ds = load_dataset(folder)
-        counts[folder.name] = (len(ds.paths()), int(ds.picks["micrograph"].isin(ds.stems("train")).sum()))
-    # the small molecule fills its quota from the 8-micrograph pilot; the large one needed more micrographs
-    assert counts["globular"][0] == 8 and counts["globular"][1] >= quota
-    assert counts["klh-like"][0] > 8 and counts["klh-like"][1] >= quota
-
-
-def test_zoo_reuses_a_folder_only_if_simulated_with_the_same_settings(tmp_path):
-    def simulate(**kwargs):
-        folder = simulate_zoo(tmp_path, ["globular"], n_micrographs=2, size_px=256, **kwargs)[0]
-        meta = json.loads((folder / "dataset.json").read_text())
-        stat = (folder / "dataset.json").stat()
-        return meta["parameters"], (stat.st_ino, stat.st_mtime_ns)  # written atomically: a new file each time
-
-    first, written = simulate(density=0.2)
-    assert first["density"] == 0.2 and first["n_micrographs"] == 2
-    again, rewritten = simulate(density=0.2)
-    assert rewritten == written  # the same settings: reused, not simulated again
-    denser, _ = simulate(density=ZOO_DENSITY)  # a cached zoo of another density must not be reused
-    assert denser["density"] == ZOO_DENSITY != first["density"]
-    noisier, _ = simulate(density=ZOO_DENSITY, snr=0.5)
-    assert noisier["snr"] == 0.5
-    (tmp_path / "globular" / "dataset.json").write_text("{not json")  # damaged: simulated again
-    repaired, _ = simulate(density=ZOO_DENSITY, snr=0.5)
-    assert repaired == noisier

@@ -15,8 +15,9 @@ from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError
 from deeppick.io import micrograph_pixel_size, read_micrograph
-from deeppick.simulate import (CONTAMINANTS, SimConfig, ctf_2d, molecule_names, random_rotations,
-                               simulate_dataset, simulate_datasets, simulate_micrograph, split_assignment)
+from deeppick.simulate import (CONTAMINANTS, ZOO_DENSITY, SimConfig, ctf_2d, molecule_names, random_rotations,
+                               simulate_dataset, simulate_datasets, simulate_micrograph, simulate_zoo,
+                               simulate_zoo_for_quota, split_assignment)
 
 # Small and quick: 384 px, particles 40 px across, far apart, nothing else in the scene.
 CLEAN = SimConfig(size_px=384, diameter_px=40, n_particles=5, min_distance_px=110, contaminants=(), snr=1.0)
@@ -246,3 +247,37 @@ def test_cli_simulate_mix_and_bad_molecule(tmp_path):
     assert load_dataset(tmp_path / "mix" / "apoferritin-like").diameter_px == pytest.approx(30)
     bad = runner.invoke(cli, ["simulate", "--molecule", "unicorn", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "unknown molecule 'unicorn'" in bad.output
+
+
+def test_zoo_for_quota_simulates_enough_micrographs_for_large_molecules(tmp_path):
+    quota = 40
+    # 384 px holds too few 104-px particles at the zoo's default crowding: a sparser zoo
+    zoo = simulate_zoo_for_quota(tmp_path, quota, molecules=["klh-like", "globular"], size_px=384, density=0.15)
+    assert [p.name for p in zoo] == ["klh-like", "globular"]
+    counts = {}
+    for folder in zoo:
+        ds = load_dataset(folder)
+        counts[folder.name] = (len(ds.paths()), int(ds.picks["micrograph"].isin(ds.stems("train")).sum()))
+    # the small molecule fills its quota from the 8-micrograph pilot; the large one needed more micrographs
+    assert counts["globular"][0] == 8 and counts["globular"][1] >= quota
+    assert counts["klh-like"][0] > 8 and counts["klh-like"][1] >= quota
+
+
+def test_zoo_reuses_a_folder_only_if_simulated_with_the_same_settings(tmp_path):
+    def simulate(**kwargs):
+        folder = simulate_zoo(tmp_path, ["globular"], n_micrographs=2, size_px=256, **kwargs)[0]
+        meta = json.loads((folder / "dataset.json").read_text())
+        stat = (folder / "dataset.json").stat()
+        return meta["parameters"], (stat.st_ino, stat.st_mtime_ns)  # written atomically: a new file each time
+
+    first, written = simulate(density=0.2)
+    assert first["density"] == 0.2 and first["n_micrographs"] == 2
+    again, rewritten = simulate(density=0.2)
+    assert rewritten == written  # the same settings: reused, not simulated again
+    denser, _ = simulate(density=ZOO_DENSITY)  # a cached zoo of another density must not be reused
+    assert denser["density"] == ZOO_DENSITY != first["density"]
+    noisier, _ = simulate(density=ZOO_DENSITY, snr=0.5)
+    assert noisier["snr"] == 0.5
+    (tmp_path / "globular" / "dataset.json").write_text("{not json")  # damaged: simulated again
+    repaired, _ = simulate(density=ZOO_DENSITY, snr=0.5)
+    assert repaired == noisier

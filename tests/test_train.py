@@ -177,14 +177,14 @@ def test_train_command_on_a_dataset_keeps_validation_micrographs_out(tmp_path):
     model = load_model(out)
     assert model.box_px == 32
     assert model.info["trained_on"]["micrographs"] == ["mic00", "mic01"]
-    assert model.info["valid_split"]["n"] == 24
-    assert 0 <= model.info["valid_split"]["accuracy"] <= 1
+    assert model.info["held_out_patches"]["n"] == 24
+    assert 0 <= model.info["held_out_patches"]["accuracy"] <= 1
     assert (tmp_path / "model.pt.ckpt").is_file()
     # the threshold is chosen on the valid micrographs, or the output says why not
     if model.threshold is not None:
         assert model.info["threshold"]["micrographs"] == ["mic02"] and "F2-optimal threshold" in result.output
         # so are the peak window and the cleaning, and pick will follow them
-        assert f"peak window {model.info['postprocess']['peak_window_box']:g} box" in result.output
+        assert f"peak window {model.postprocess.peak_window_box:g} box" in result.output
         assert len(model.info["postprocess_tried"]) == 6
     else:
         assert "threshold not chosen" in result.output

@@ -73,19 +73,29 @@ def test_importing_deeppick_makes_idle_openmp_threads_sleep_unless_the_user_chos
     assert out.stdout.strip() == "ACTIVE"
 
 
-def _option_default(command: str, option: str):
-    return next(p.default for p in cli.commands[command].params if p.name == option)
+def _help_default(command: str, option: str) -> str:
+    """The default ``--help`` shows for an option: what follows '[default: ' in its help text."""
+    text = CliRunner().invoke(cli, [command, "--help"], terminal_width=1000).output
+    line = next(line for line in text.splitlines() if line.lstrip().startswith(option))
+    return line.split("[default: ")[1].split("]")[0]
 
 
-def test_training_defaults_on_the_command_line_are_the_librarys():
-    # cli writes the defaults out so it starts without torch; they must be the ones the library trains with
-    from deeppick.pretrain import PRETRAIN_TRAINING, AutopickConfig, autopick, pretrain
+def test_command_line_defaults_are_the_librarys():
+    # the commands read their defaults from the library's configs instead of keeping copies: --help shows
+    # the library's value, and an option left out is None, so the config's own default applies
+    from deeppick.autopick import AutopickConfig, autopick
+    from deeppick.pretrain import PRETRAIN_TRAINING, PretrainConfig, pretrain
+    from deeppick.scan import ScanConfig
     from deeppick.train import TrainConfig
 
-    assert _option_default("train", "epochs") == _option_default("fit", "epochs") == TrainConfig().epochs
-    assert _option_default("train", "patience") == TrainConfig().patience
-    assert _option_default("pretrain", "epochs") == _option_default("autopick", "epochs") == PRETRAIN_TRAINING.epochs
-    assert _option_default("autopick", "off_centre_ratio") == AutopickConfig().off_centre_ratio
+    assert _help_default("train", "--epochs") == _help_default("fit", "--epochs") == str(TrainConfig().epochs)
+    assert _help_default("train", "--patience") == str(TrainConfig().patience)
+    assert _help_default("pretrain", "--epochs") == _help_default("autopick", "--epochs") == str(PRETRAIN_TRAINING.epochs)
+    assert _help_default("pretrain", "--positives") == str(PretrainConfig().total_positives)
+    assert _help_default("autopick", "--off-centre") == f"{AutopickConfig().off_centre_ratio:g}"
+    assert _help_default("pick", "--step-px") == f"{ScanConfig().step_px:g}"
+    for command, option in (("train", "epochs"), ("autopick", "iterations"), ("pick", "step_px")):
+        assert next(p.default for p in cli.commands[command].params if p.name == option) is None
     # pretraining and self-training keep their own (shorter) measured recipe, also when called from Python
     for function in (pretrain, autopick):
         assert inspect.signature(function).parameters["train_config"].default is PRETRAIN_TRAINING
@@ -93,10 +103,10 @@ def test_training_defaults_on_the_command_line_are_the_librarys():
 
 
 def test_coordinate_format_choices_on_the_command_line_are_the_readers():
-    import deeppick.cli as cli_module
+    import deeppick.commands._shared as shared
     from deeppick.io import FORMAT_SUFFIX, PICK_FORMATS
 
-    assert cli_module.PICK_FORMATS == PICK_FORMATS and set(PICK_FORMATS) == set(FORMAT_SUFFIX)
+    assert shared.PICK_FORMATS == PICK_FORMATS and set(PICK_FORMATS) == set(FORMAT_SUFFIX)
     for command, option in [("convert", "fmt"), ("convert", "from_fmt"), ("pick", "fmt"),
                             ("evaluate", "picks_fmt"), ("autopick", "fmt")]:
         param = next(p for p in cli.commands[command].params if p.name == option)

@@ -1,0 +1,390 @@
+"""Fully automated picking: a general model picks a new molecule, then learns it from its own best picks.
+
+:func:`autopick` picks a folder of micrographs of a new molecule at the user's box with a general model
+(:mod:`~deeppick.pretrain`), takes its top picks as particles and background at least 0.6 box from
+*every* candidate (DeepPicker §2.3), fine-tunes, and picks again. It never reads coordinates of the
+target. Only picks above the threshold become particles (sub-threshold candidates teach a model to pick
+empty ice, docs/measurements.md, *Fully automated picking*); with fewer than ``min_top`` of them the
+general model's picks are written instead. ``AutopickConfig.top`` still forces a count.
+
+**The threshold without labels.** With no labels of the target there is nothing to optimise F2 on, so
+the fine-tuned model keeps the general model's threshold: the F2 optimum over the held-out micrographs
+of all pretraining molecules, i.e. a threshold already chosen to transfer across molecules
+(``info["threshold"]["rule"]`` says so). ``PickConfig.threshold`` still overrides it.
+
+The work is a sequence of passes, each a function that returns what it produced: the general model's
+pass (:func:`_pick_pass` in a seeded random order, stopping once its top picks are complete), a
+self-training round (:func:`_self_train`), the fine-tuned model's passes, and the final pass that writes
+one coordinate file per micrograph (:func:`~deeppick.batch.pick_micrographs`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .batch import BatchResult, model_fingerprint, pick_micrographs, pick_settings
+from .errors import ConfigError, DeepPickError
+from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
+from .model import PickerModel, load_model, save_model
+from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
+from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
+from .pretrain import PRETRAIN_TRAINING, with_box
+from .train import TrainConfig, train_model
+
+__all__ = ["AutopickConfig", "AutopickResult", "autopick", "select_self_training", "too_few_to_self_train",
+           "general_pass_target", "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
+
+AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
+NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
+                           "of the pretraining molecules; no labels of the target are used")
+
+
+@dataclass(frozen=True)
+class AutopickConfig:
+    """How self-training turns a general model into a model of the target molecule."""
+
+    iterations: int = 1  # fine-tune / re-pick rounds (DeepPicker: one round of self-training)
+    # particles to train on, the best N candidates whatever their score; None: top_fraction of the picks
+    # above the threshold, at most max_top
+    top: int | None = None
+    # DeepPicker §4.3/§4.5: the top 10,000 automatic picks train the new model. Ours: the general model's
+    # pass stops once its picks above the threshold give that many (micrographs in a seeded random order),
+    # so a large dataset is not picked twice in full; the fine-tuned model then picks every micrograph.
+    max_top: int = 10_000
+    # ours: half of the above-threshold picks, so small datasets train on their most confident particles
+    top_fraction: float = 0.5
+    # ours: fewer pseudo-labels than this (without ``top``) and self-training is skipped, the general
+    # model's picks kept (docs/measurements.md, *Few particles*)
+    min_top: int = 5
+    negative_ratio: float = 1.0  # as many background patches as particles (DeepPicker §4.3)
+    min_negative_distance_box: float = 0.6  # background ≥ 0.6 box from every candidate (DeepPicker §4.3)
+    # ours: off-centre views per pseudo-labelled particle, with the soft target of PatchConfig.off_centre_ratio
+    # (falling with the distance to the nearest top pick); 0: DeepPicker's patches
+    off_centre_ratio: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.iterations < 0:
+            raise ConfigError(f"--iterations must be ≥ 0, got {self.iterations}")
+        if self.top is not None and self.top < 1:
+            raise ConfigError(f"--top must be ≥ 1, got {self.top}")
+        if not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+        if not self.off_centre_ratio >= 0:
+            raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AutopickResult:
+    """What :func:`autopick` did: the fine-tuned model, the candidates of every round, the batch result."""
+
+    model: PickerModel
+    # round 0 = general model, every candidate of the micrographs it picked (all of them unless the top
+    # picks were complete sooner, see AutopickConfig.max_top); the last = the kept model's, of every
+    # micrograph; a resumed run has only the final round's
+    candidates: list[pd.DataFrame] = field(default_factory=list)
+    batch: BatchResult = field(default_factory=BatchResult)  # written, skipped (resumed) and failed micrographs
+    n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
+    resumed: bool = False  # the fine-tuned model of an interrupted run was reused
+    # why self-training was skipped (too few picks above the threshold), else None; ``model`` is then the
+    # general model at the target's box
+    skipped: str | None = None
+
+
+@dataclass
+class _Pass:
+    """One model's pass over micrographs: every candidate (in the micrographs' order), the shape of each
+    micrograph picked, and those that could not be used."""
+
+    candidates: pd.DataFrame
+    shapes: dict[str, tuple[int, int]]
+    failed: list[tuple[str, str]]
+
+
+def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | os.PathLike | None = None,
+             config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = PRETRAIN_TRAINING,
+             pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False,
+             resume: bool = False) -> AutopickResult:
+    """Pick a new molecule with no labels: general model → top picks → fine-tune → pick again.
+
+    Micrographs are read one at a time (a folder of any size fits in memory); one that cannot be used is
+    listed in ``result.batch.failed`` and the others go on.
+
+    Parameters
+    ----------
+    model
+        A general model (:func:`~deeppick.pretrain.pretrain`, or
+        :func:`~deeppick.pretrain.load_general_model`).
+    micrographs
+        A folder, a file or a list of them (:func:`~deeppick.io.list_micrographs`). Only the images are
+        read: coordinate files beside them are never opened.
+    box_px
+        The target's box side in micrograph px; replaces the model's (the network works in the model frame).
+    out_dir
+        If given: the fine-tuned model as ``OUT/autopick_model.pt`` as soon as it is trained, then one
+        coordinate file per micrograph as soon as it is picked (both atomic, like ``pick``).
+    config
+        Rounds, how many top picks become particles, background distance.
+    train_config
+        Fine-tuning settings (it starts from the current model's weights).
+    pick_config
+        Scan and post-processing; ``threshold`` overrides the inherited one (see the module docstring).
+    resume
+        With ``out_dir``: reuse the fine-tuned model an interrupted run of the same general model, box,
+        micrographs, ``config`` and candidate settings left there, and skip micrographs whose output it
+        already wrote with the same pick settings (others, e.g. at another threshold, are picked again).
+        Otherwise (or without such a model) everything is fine-tuned and written again.
+
+    Returns
+    -------
+    AutopickResult
+        ``candidates[0]`` are the general model's candidates, ``candidates[-1]`` the final model's (every
+        candidate, sub-threshold ones included, for evaluation).
+    """
+    paths = list_micrographs(micrographs)
+    stems = [micrograph_stem(p) for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ConfigError("several micrographs share a name stem; their picks cannot be told apart")
+    if out_dir is not None and fmt not in FORMAT_SUFFIX:
+        raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
+    start = time.perf_counter()
+    out_dir = Path(out_dir) if out_dir is not None else None
+    general = with_box(model, box_px)
+    record = _autopick_record(model, stems, box_px, config, pick_config)
+    device = next(general.net.parameters()).device
+    reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
+    if reused is not None:
+        result = AutopickResult(model=reused, resumed=True, skipped=reused.info["autopick"].get("skipped"))
+        targets, latest = paths, None
+    elif out_dir is not None and config.iterations == 0:  # the model the picks come from, for a rerun
+        general.info["autopick"] = {**record, "round": 0}
+        save_model(general, out_dir / AUTOPICK_MODEL)
+        result, targets, latest = AutopickResult(model=general), paths, None
+    else:
+        result, targets, latest = _self_train_rounds(general, paths, record, out_dir=out_dir, config=config,
+                                                     train_config=train_config, pick_config=pick_config,
+                                                     progress=progress)
+    if out_dir is not None:
+        # one file as soon as each micrograph is picked, as pick does; files already there are kept only
+        # if they came from this very model
+        batch = pick_micrographs(result.model, targets, out_dir, fmt=fmt, config=pick_config,
+                                 overwrite=not result.resumed, keep_candidates=True, replace_others=True)
+        result.batch = replace(batch, failed=result.batch.failed + batch.failed)
+        result.candidates.append(batch.candidates)
+    else:
+        final = _complete_pass(result.model, latest, targets, pick_config)
+        result.batch.failed += final.failed
+        if latest is None:
+            result.candidates.append(final.candidates)
+        else:
+            result.candidates[-1] = final.candidates
+    result.batch.seconds = time.perf_counter() - start
+    return result
+
+
+def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, out_dir: Path | None,
+                       config: AutopickConfig, train_config: TrainConfig, pick_config: PickConfig,
+                       progress: bool) -> tuple[AutopickResult, list[Path], _Pass | None]:
+    """The general model's pass and the self-training rounds.
+
+    Returns the result so far (the kept model, the candidates of each pass, the general pass's failures),
+    the micrographs the final pass picks (all but those known to be unusable), and the kept model's own
+    pass if it made one (None when it was trained after the last pass).
+    """
+    threshold = effective_threshold(general, replace(pick_config, threshold=None))
+    # a seeded random order (its own stream), so an early stop samples the whole session, not its first
+    # grid squares
+    order = np.random.default_rng([config.seed, 1]).permutation(len(paths))
+    first = _pick_pass(general, paths, pick_config, order=order, enough=(threshold, general_pass_target(config)))
+    if not first.shapes:
+        raise ConfigError(f"none of the {len(paths)} micrograph(s) could be used; the first: {first.failed[0][1]}")
+    result = AutopickResult(model=general, candidates=[first.candidates])
+    position = {str(p): i for i, p in enumerate(paths)}
+    result.batch.failed = sorted(first.failed, key=lambda failure: position.get(failure[0], len(paths)))
+    failed = {path for path, _ in first.failed}
+    usable = [p for p in paths if micrograph_stem(p) in first.shapes]
+    targets = [p for p in paths if str(p) not in failed]  # picked, or not opened by an early stop
+    rng = np.random.default_rng(config.seed)
+    current, latest = general, first
+    for round_ in range(config.iterations):
+        if len(latest.candidates) == 0:
+            raise ConfigError(f"the general model found no particle candidates in {len(usable)} "
+                              "micrograph(s); check --box-px (the particle diameter in px) and the micrographs")
+        top = select_self_training(latest.candidates, threshold, config)
+        too_few = too_few_to_self_train(top, latest.candidates, threshold, config)
+        if too_few is not None:  # later rounds would start from the same picks: stop here
+            kept = "the general model's" if round_ == 0 else f"round {round_}'s"
+            result.skipped = (f"{too_few}; kept {kept} picks. Give more micrographs, check --box-px, or "
+                              "force a count with --top N")
+            if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
+                current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
+                                            "skipped": result.skipped}
+                save_model(current, out_dir / AUTOPICK_MODEL)
+            break
+        result.n_top.append(len(top))
+        current = _self_train(current, latest, usable, top, box_px=general.box_px, config=config,
+                              train_config=replace(train_config, seed=train_config.seed + round_),
+                              pick_config=pick_config, rng=rng, progress=progress)
+        current.threshold = threshold
+        current.info.update(name=f"self-trained from {general.info.get('name', 'a general model')}",
+                            autopick={**record, "round": round_ + 1, "n_top": len(top),
+                                      "top_min_score": float(top["score"].min()),
+                                      "micrographs": [micrograph_stem(p) for p in usable]},
+                            threshold={"value": threshold, "rule": NO_LABEL_THRESHOLD_RULE,
+                                       "general": general.info.get("threshold")})
+        if out_dir is not None:  # saved now: an interruption while picking keeps the fine-tuning
+            save_model(current, out_dir / AUTOPICK_MODEL)
+        latest = None
+        if round_ < config.iterations - 1:  # pseudo-labels for the next round, from the usable micrographs
+            latest = _pick_pass(current, usable, pick_config)
+            result.candidates.append(latest.candidates)
+    result.model = current
+    return result, targets, latest
+
+
+def _self_train(model: PickerModel, picked: _Pass, micrographs: list[Path], top: pd.DataFrame, *, box_px: float,
+                config: AutopickConfig, train_config: TrainConfig, pick_config: PickConfig,
+                rng: np.random.Generator, progress: bool) -> PickerModel:
+    """Fine-tune ``model`` on ``top`` as particles and background away from every candidate of ``picked``;
+    returned on ``model``'s device, so it picks where the general model picked (CUDA)."""
+    margin_px = postprocess_config(model, pick_config).edge_margin_box * box_px
+    patches = _self_training_patches({micrograph_stem(p): p for p in micrographs}, picked.shapes, picked.candidates,
+                                     top, box_px, model, config, rng, margin_px)
+    tuned = train_model(patches, train_config, box_px=box_px, init=model, progress=progress)
+    tuned.net.to(next(model.net.parameters()).device)
+    return tuned
+
+
+def _pick_pass(model: PickerModel, paths: list[Path], config: PickConfig, *, order: Sequence[int] | None = None,
+               enough: tuple[float, int] | None = None) -> _Pass:
+    """Every candidate of ``paths``, one micrograph in memory at a time; a micrograph that cannot be used is
+    listed as failed and the pass goes on.
+
+    ``order`` (indices into ``paths``) is the order to pick in; ``enough = (threshold, n)`` stops once
+    ``n`` candidates score at or above ``threshold``. Candidates come back in the order of ``paths``.
+    """
+    keep_all = candidates_config(model, config)
+    tables, shapes, failed = {}, {}, []
+    n_above = 0
+    for i in (range(len(paths)) if order is None else order):
+        if enough is not None and n_above >= enough[1]:
+            break
+        path = paths[i]
+        try:
+            image = read_micrograph(path)
+            tables[i] = pick_micrograph(model, image, name=micrograph_stem(path), config=keep_all, path=path)
+        except DeepPickError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        shapes[micrograph_stem(path)] = image.shape
+        if enough is not None:
+            n_above += int((tables[i]["score"] >= enough[0]).sum())
+    candidates = concat_picks([tables[i] for i in sorted(tables)]) if tables else empty_picks()
+    return _Pass(candidates, shapes, failed)
+
+
+def _complete_pass(model: PickerModel, done: _Pass | None, targets: list[Path], config: PickConfig) -> _Pass:
+    """``model``'s candidates of every target: ``done`` (its own pass so far, or None) completed with the
+    targets it has not picked, in the order of ``targets``. The failures returned are the new ones."""
+    if done is None:
+        return _pick_pass(model, targets, config)
+    rest = [p for p in targets if micrograph_stem(p) not in done.shapes]
+    if not rest:
+        return _Pass(done.candidates, done.shapes, [])
+    more = _pick_pass(model, rest, config)
+    merged = concat_picks([done.candidates, more.candidates])
+    position = {micrograph_stem(p): i for i, p in enumerate(targets)}
+    order = np.argsort(merged["micrograph"].map(position).to_numpy(), kind="stable")
+    return _Pass(merged.iloc[order].reset_index(drop=True), {**done.shapes, **more.shapes}, more.failed)
+
+
+def select_self_training(candidates: pd.DataFrame, threshold: float, config: AutopickConfig = AutopickConfig()
+                         ) -> pd.DataFrame:
+    """The top picks that become positive labels, best score first over all micrographs: the best
+    ``config.top`` candidates, else ``top_fraction`` of the picks at or above ``threshold`` (at most
+    ``max_top``; never a candidate below it). :func:`autopick` skips self-training when these are fewer
+    than ``min_top`` (see :func:`too_few_to_self_train`)."""
+    ranked = candidates.sort_values("score", ascending=False, kind="mergesort")
+    if config.top is not None:
+        n = config.top
+    else:
+        n_above = int((ranked["score"] >= threshold).sum())
+        n = min(config.max_top, int(round(config.top_fraction * n_above)))
+    return ranked.head(n).reset_index(drop=True)
+
+
+def too_few_to_self_train(top: pd.DataFrame, candidates: pd.DataFrame, threshold: float,
+                          config: AutopickConfig = AutopickConfig()) -> str | None:
+    """Why ``top`` (from :func:`select_self_training`) cannot fine-tune a model, or None if it can.
+
+    Without ``config.top``, fewer than ``min_top`` pseudo-labels skip self-training: a handful of picks
+    cannot show what the molecule looks like, and padding them with sub-threshold candidates teaches
+    the model to pick empty ice (docs/measurements.md, *Few particles*). A forced ``config.top`` is the
+    user's choice and is kept.
+    """
+    if config.top is not None or len(top) >= config.min_top:
+        return None
+    n_above = int((candidates["score"] >= threshold).sum())
+    return (f"only {n_above} pick(s) above the threshold {threshold:.3g}, too few to self-train on (at least "
+            f"{math.ceil(config.min_top / config.top_fraction)} are needed)")
+
+
+def general_pass_target(config: AutopickConfig = AutopickConfig()) -> int:
+    """Picks above the threshold after which the general model's pass may stop: enough for
+    :func:`select_self_training` to take all it will take (``top`` or ``max_top`` particles)."""
+    return math.ceil((config.top if config.top is not None else config.max_top) / config.top_fraction)
+
+
+def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
+                           model: PickerModel, config: AutopickConfig, rng: np.random.Generator,
+                           edge_margin_px: float = 0.0) -> PatchSet:
+    """Top picks as particles; background ≥ 0.6 box from every candidate, drawn only where candidates can
+    be (``edge_margin_px`` from the edge): the edge band holds no candidates because pick leaves it out,
+    not because it is empty, and crowded micrographs would otherwise draw nearly all background there.
+    ``paths`` maps stem → micrograph file (read one at a time), ``shapes`` stem → image shape."""
+    negatives = {}
+    for stem in paths:
+        all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
+        n_pos = int((top["micrograph"] == stem).sum())
+        negatives[stem] = sample_negative_centres(shapes[stem], all_xy, int(round(config.negative_ratio * n_pos)),
+                                                  config.min_negative_distance_box * box_px, rng,
+                                                  edge_margin_px=edge_margin_px)
+    # DeepPicker's patches unless off-centre views are asked for (their targets fall with the distance to
+    # the nearest top pick)
+    patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box,
+                               off_centre_ratio=config.off_centre_ratio)
+    return extract_patches(paths, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
+
+
+def _autopick_record(model: PickerModel, stems: list[str], box_px: float, config: AutopickConfig,
+                     pick_config: PickConfig) -> dict:
+    """What makes a fine-tuned model reusable by a rerun: the same general model (its weights, not only its
+    name), micrographs, box, self-training rules, and the scan and peak settings its candidates came from
+    (the threshold and top-N only decide what is written, so they may change)."""
+    return {"general_model": model.info.get("name"), "general_fingerprint": model_fingerprint(model),
+            "requested": list(stems), "box_px": float(box_px), "config": config.to_dict(),
+            "candidates": pick_settings(model, candidates_config(model, pick_config))}
+
+
+def _resumable_model(path: Path, record: dict, device) -> PickerModel | None:
+    """The fine-tuned model an interrupted run left at ``path``, if it was made the way this run would."""
+    if not path.is_file():
+        return None
+    try:
+        model = load_model(path, device=device)
+    except DeepPickError:
+        return None  # damaged or from another version: fine-tune again
+    done = model.info.get("autopick", {})
+    same = all(done.get(key) == value for key, value in record.items())
+    return model if same and done.get("round") == record["config"]["iterations"] else None

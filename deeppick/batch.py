@@ -1,0 +1,249 @@
+"""Picking a folder of micrographs: one coordinate file each, a record of who wrote them, RELION's list.
+
+:func:`pick_micrographs` runs :func:`~deeppick.pipeline.pick_micrograph` over many files, writing one
+coordinate file per micrograph atomically, skipping those already written (an interrupted run resumes)
+and going on past micrographs that cannot be read. A record in the output folder (:data:`PICK_RECORD`)
+says which model and settings wrote each file, so a rerun with another model or other settings is refused
+instead of leaving a folder that mixes two pickers' files; beside STAR files, RELION's list of them
+(:data:`~deeppick.io.COORDINATE_LIST`) is the input coordinates of its Particle extraction. Both are
+updated under a lock on the folder, so several batches can pick parts of one dataset into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from .errors import ConfigError, CoordinateError, DeepPickError
+from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, folder_lock,
+                 is_coordinate_list, listed_file, micrograph_stem, read_coordinate_list, read_micrograph, relion_path,
+                 write_coordinate_list, write_picks)
+from .model import PickerModel
+from .pipeline import (PickConfig, candidates_config, cut_picks, effective_threshold, pick_micrograph,
+                       postprocess_config)
+
+PICK_RECORD = ".deeppick-picks.json"  # in an output folder: which model and settings wrote which file
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: picks per written micrograph, those skipped as already done, those that failed."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # stem → number of picks written
+    skipped: list[str] = field(default_factory=list)  # outputs already present (resumed run)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    seconds: float = 0.0
+    coordinate_list: Path | None = None  # RELION's list of the STAR files (None for other formats)
+    coordinate_list_problem: str | None = None  # why no list was written, for the summary
+    # with ``keep_candidates``: every candidate of the micrographs picked now, sub-threshold ones too
+    candidates: pd.DataFrame | None = None
+
+    def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
+        n = sum(self.counts.values())
+        cut = "all candidates kept (--keep-all)" if keep_all else f"threshold {threshold:.3g}"
+        m = len(self.counts)
+        parts = [f"picked {n} particle{'' if n == 1 else 's'} in {m} micrograph{'' if m == 1 else 's'} ({cut}) "
+                 f"in {self.seconds:.1f} s"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already done")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        text = "; ".join(parts) + f"; output in {out_dir}"
+        if self.coordinate_list is not None:
+            text += f" (RELION's Particle extraction reads {self.coordinate_list.name} there)"
+        if self.coordinate_list_problem is not None:
+            text += f"; {self.coordinate_list_problem}"
+        return text
+
+
+def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: str) -> Path:
+    """Coordinate file written for a micrograph: ``OUT/<stem><suffix>``."""
+    return Path(out_dir) / f"{micrograph_stem(micrograph)}{FORMAT_SUFFIX[fmt]}"
+
+
+def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
+                     fmt: str = "star", config: PickConfig = PickConfig(), overwrite: bool = False,
+                     progress: bool = False, keep_candidates: bool = False,
+                     replace_others: bool = False) -> BatchResult:
+    """Pick many micrographs, one coordinate file each in ``out_dir``, written atomically.
+
+    A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes);
+    with ``replace_others`` the outputs another model or other settings wrote are picked again instead of
+    refused (autopick's resumed run: its folder, its model).
+    A micrograph that cannot be used is recorded in ``failed`` and the batch goes on. With
+    ``keep_candidates`` the result also holds every candidate of the micrographs picked (sub-threshold
+    ones too), for evaluation.
+
+    Raises
+    ------
+    ConfigError
+        Without ``overwrite`` or ``replace_others``, if ``out_dir`` holds outputs for these micrographs
+        that another model or other pick settings wrote (:func:`claim_outputs`): skipping them would mix
+        two pickers' files.
+    """
+    if fmt not in FORMAT_SUFFIX:
+        raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
+    paths = [Path(p) for p in paths]
+    redo = claim_outputs(model, config, [output_path(out_dir, p, fmt) for p in paths], overwrite=overwrite,
+                         replace_others=replace_others)
+    result = BatchResult()
+    start = time.perf_counter()
+    iterator = paths
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(paths, desc="picking", unit="micrograph")
+    pick_config = candidates_config(model, config) if keep_candidates else config
+    candidates = []
+    for path in iterator:
+        out = output_path(out_dir, path, fmt)
+        stem = micrograph_stem(path)
+        if out.exists() and not overwrite and out.name not in redo:
+            result.skipped.append(stem)
+            continue
+        try:
+            image = read_micrograph(path)
+            picks = pick_micrograph(model, image, name=stem, config=pick_config, path=path)
+        except DeepPickError as exc:
+            result.failed.append((str(path), str(exc)))
+            continue
+        if keep_candidates:
+            candidates.append(picks)
+            picks = cut_picks(model, picks, config)
+        write_picks(picks, out, fmt, box_px=model.box_px)
+        result.counts[stem] = len(picks)
+    if fmt == "star":
+        done = {*result.counts, *result.skipped}  # picked now or before; failed micrographs are left out
+        try:
+            result.coordinate_list = update_coordinate_list(
+                out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done])
+        except CoordinateError as exc:  # the picks are written; only the list cannot be
+            result.coordinate_list_problem = str(exc)
+    if keep_candidates:
+        result.candidates = concat_picks(candidates) if candidates else empty_picks()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, Path]]) -> Path | None:
+    """Add ``(micrograph, coordinate file)`` pairs to ``out_dir``'s RELION list of coordinate files
+    (:data:`~deeppick.io.COORDINATE_LIST`), keeping the entries of earlier batches whose files still exist,
+    so that picking a dataset in parts (several cluster jobs, a resumed run) lists all of it.
+
+    Paths are written as RELION names them (:func:`~deeppick.io.relion_path`): run ``pick`` from the RELION
+    project folder, with the micrographs as RELION's micrograph STAR names them. Returns the list's path,
+    or None when a micrograph's own STAR file would take its name. A path with white space raises
+    :class:`~deeppick.errors.CoordinateError` and leaves the list as it was: RELION splits a STAR data
+    line at white space, so such an entry would not read back.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / COORDINATE_LIST
+    if path.exists() and not is_coordinate_list(path):
+        return None  # the picks of a micrograph named like the list keep the name
+    new = {relion_path(mic): relion_path(out) for mic, out in picked if out.is_file()}
+    spaced = [name for pair in new.items() for name in pair if any(c.isspace() for c in name)]
+    if spaced:
+        raise CoordinateError(f"no {COORDINATE_LIST} written: RELION reads its columns split at spaces and "
+                              f"{len(spaced)} path(s) hold one (the first: '{spaced[0]}'); rename the folders "
+                              "or files to use it (the per-micrograph coordinate files are written)")
+    with folder_lock(out_dir):  # several batches finishing at once each add their part
+        entries = {}
+        if is_coordinate_list(path):
+            try:
+                entries = read_coordinate_list(path)
+            except CoordinateError:
+                pass  # a damaged list is rebuilt from this batch
+        # one entry per micrograph (its file here is named by its stem), whichever folder a batch ran from
+        stems = {micrograph_stem(mic) for mic in new}
+        entries = {mic: coords for mic, coords in entries.items()
+                   if micrograph_stem(mic) not in stems and listed_file(coords, path).is_file()}
+        entries.update(new)
+        write_coordinate_list(path, entries)
+    return path
+
+
+def model_fingerprint(model: PickerModel) -> str:
+    """A short hash of what makes a model pick as it does: weights, box, preprocessing, threshold, and the
+    post-processing it stores. Equal for a model in memory and the same model saved and loaded again."""
+    digest = hashlib.sha256()
+    post = None if model.postprocess is None else model.postprocess.identity()
+    digest.update(json.dumps({"arch": model.arch, "box_px": float(model.box_px),
+                              "preprocess": model.preprocess.identity(), "threshold": model.threshold,
+                              "postprocess": post}, sort_keys=True, default=float).encode())
+    for name, tensor in sorted(model.net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def pick_settings(model: PickerModel, config: PickConfig) -> dict:
+    """The settings that decide what ``pick`` writes (tiling only changes the speed, so it is left out)."""
+    settings = {"step_px": config.scan.step_px, "rotations": config.scan.rotations,
+                "snap_step": config.scan.snap_step, "post": postprocess_config(model, config).identity(),
+                "keep_all": config.keep_all,
+                "threshold": None if config.keep_all else effective_threshold(model, config),
+                "candidate_min_score": config.candidate_min_score if config.keep_all else None}
+    return json.loads(json.dumps(settings, default=float))  # plain JSON values (numpy scalars → float)
+
+
+def read_pick_record(out_dir: str | os.PathLike) -> dict:
+    """The record of ``out_dir`` (:data:`PICK_RECORD`): ``runs`` (key → model and settings) and ``files``
+    (output file name → key). Empty when there is none or it cannot be read (files it named count as of
+    unknown origin, as files from before records were kept)."""
+    try:
+        record = json.loads((Path(out_dir) / PICK_RECORD).read_text())
+    except (OSError, ValueError):
+        return {"runs": {}, "files": {}}
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), dict) \
+            or not isinstance(record.get("files"), dict):
+        return {"runs": {}, "files": {}}
+    return record
+
+
+def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], *, overwrite: bool = False,
+                  replace_others: bool = False) -> set[str]:
+    """Check that ``outputs`` may be written or kept by this model and these settings, and record them.
+
+    An existing output that the folder's record attributes to another model or other settings would be
+    skipped by a resumed batch and so mix two pickers' results: unless ``overwrite`` or ``replace_others``
+    that raises :class:`ConfigError` before anything is written. Outputs the record does not know (written
+    before records were kept, or by hand) are kept as before. The record is updated atomically before
+    picking, so an interrupted batch leaves every file it wrote attributed.
+
+    Returns
+    -------
+    set of str
+        Names of the existing outputs another model or other settings wrote: to be picked again.
+    """
+    if not outputs:
+        return set()
+    settings = pick_settings(model, config)
+    fingerprint = model_fingerprint(model)
+    key = hashlib.sha256(json.dumps([fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
+    out_dir = outputs[0].parent
+    with folder_lock(out_dir):  # batches picking parts of a dataset into one folder at once keep every entry
+        record = read_pick_record(out_dir)
+        others = {out.name for out in outputs if out.exists() and record["files"].get(out.name, key) != key}
+        if others and not (overwrite or replace_others):
+            clash = sorted(others)
+            raise ConfigError(f"{out_dir}: {len(clash)} pick file(s) there, e.g. {clash[0]}, were written by "
+                              "another model or other pick settings; pass --overwrite to replace them, or pick "
+                              "into another folder")
+        files = {**record["files"], **{out.name: key for out in outputs}}
+        used = set(files.values())
+        runs = {k: v for k, v in record["runs"].items() if k in used}
+        runs[key] = {"model": fingerprint, "model_name": model.info.get("name"), "box_px": float(model.box_px),
+                     "settings": settings}
+        atomic_write_text(out_dir / PICK_RECORD, json.dumps({"format": "deeppick-picks-record", "version": 1,
+                                                             "runs": runs, "files": files}, indent=1,
+                                                            sort_keys=True))
+    return others
+
+

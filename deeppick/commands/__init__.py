@@ -1,0 +1,11 @@
+"""The ``deeppick`` commands, one small module per group; each command parses its options and calls the
+library (:mod:`deeppick.cli` gathers them)."""
+
+from .automatic import autopick, pretrain
+from .files import convert, fetch, info, manifest
+from .picking import evaluate, pick
+from .simulate import simulate
+from .training import extract, fit, threshold, train
+
+COMMANDS = (simulate, info, convert, extract, train, fit, threshold, pick, evaluate, pretrain, autopick, manifest,
+            fetch)

@@ -1,0 +1,77 @@
+"""Where labelled particles come from, for ``extract`` and ``train``: a dataset folder, or micrographs
+with coordinate files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ._shared import PICK_FORMATS, LibraryDefault, given, highpass_option, options, preprocess_config
+
+patch_source_options = options(
+    click.option("--dataset", type=click.Path(path_type=Path), help="dataset folder (dataset.json, micrographs/, coords/)"),
+    click.option("--split", default="train", show_default=True, help="which split of --dataset to use"),
+    click.option("--micrographs", type=click.Path(path_type=Path), help="micrograph file or folder (with --coords)"),
+    click.option("--coords", type=click.Path(path_type=Path),
+                 help="particle centres (with --micrographs): a file, a folder, or a RELION list of coordinate "
+                      "files (a ManualPick job's manualpick.star)"),
+    click.option("--coords-format", type=click.Choice(PICK_FORMATS),
+                 help="format of the --coords and --negatives files (default: from each file's suffix; "
+                      "needed for a folder holding two formats)"),
+    click.option("--box-px", type=float, help="box side in micrograph px (default for --dataset: its particle diameter)"),
+    click.option("--negatives", type=click.Path(path_type=Path),
+                 help="coordinates of explicit background (ice, carbon, bad particles): file or folder"),
+    click.option("--negative-ratio", type=float, cls=LibraryDefault, library="patches:PatchConfig.negative_ratio",
+                 help="random background patches per particle (≥ 0.6 box from every particle)"),
+    click.option("--near-negatives", "near_negative_ratio", type=float, cls=LibraryDefault,
+                 library="patches:PatchConfig.near_negative_ratio",
+                 help="background patches per particle beside a particle (0.3–0.6 box from it)"),
+    click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0), cls=LibraryDefault,
+                 library="patches:PatchConfig.off_centre_ratio",
+                 help="off-centre views per particle, within 0.5 box of it, with a soft target that falls "
+                      "with the distance to the nearest particle (sharper peaks; 0: none)"),
+    click.option("--max-per-micrograph", type=int, help="use at most this many particles per micrograph"),
+    click.option("--max-micrographs", type=int, help="use at most the first N micrographs"),
+    click.option("--seed", type=int, cls=LibraryDefault, library="train:TrainConfig.seed", help="random seed"),
+    highpass_option,
+)
+
+
+def labelled_patches(dataset, split, micrographs, coords, coords_format, box_px, negatives, negative_ratio,
+                     near_negative_ratio, off_centre_ratio, max_per_micrograph, max_micrographs, seed, highpass,
+                     progress=True, preprocess=None):
+    """The patch set the shared options name, and the dataset it came from (or None).
+
+    ``preprocess``: prepare the micrographs so (an initial model's) instead of the defaults with ``highpass``.
+    """
+    from ..io import list_micrographs, read_picks
+    from ..patches import PatchConfig, extract_dataset_patches, extract_patches
+
+    if preprocess is None:
+        preprocess = preprocess_config(highpass)
+    elif highpass is not None and highpass != preprocess.highpass_sigma_model_px:
+        raise ConfigError(f"--highpass {highpass:g} differs from the initial model's "
+                          f"{preprocess.highpass_sigma_model_px:g}: a fine-tuned model keeps its initial "
+                          "model's preparation; leave --highpass out")
+    config = PatchConfig(**given(negative_ratio=negative_ratio, near_negative_ratio=near_negative_ratio,
+                                 off_centre_ratio=off_centre_ratio, max_positives_per_micrograph=max_per_micrograph))
+    seed = 0 if seed is None else seed
+    neg = read_picks(negatives, coords_format) if negatives is not None else None
+    if dataset is not None:
+        if micrographs is not None or coords is not None:
+            raise ConfigError("give either --dataset or --micrographs with --coords, not both")
+        from ..datasets import load_dataset
+
+        ds = load_dataset(dataset)
+        ps = extract_dataset_patches(ds, split, box_px, config, preprocess, negatives=neg, seed=seed,
+                                     max_micrographs=max_micrographs, progress=progress)
+        return ps, ds
+    if micrographs is None or coords is None or not box_px:
+        raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
+                          "--coords DIR --box-px N")
+    paths = list_micrographs(micrographs)[:max_micrographs]
+    ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config, preprocess,
+                         negatives=neg, seed=seed, progress=progress)
+    return ps, None

@@ -1,0 +1,113 @@
+"""``pretrain`` and ``autopick``: a general model, and picking a new molecule with no labels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, given, highpass_option, pick_config,
+                      preprocess_config, report_failures, scan_options, user_errors)
+from .picking import edge_margin_option, peak_window_option, step_line
+
+
+@click.command()
+@click.option("--dataset", "datasets", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="a dataset folder of one molecule, real or simulated (repeat: one per molecule)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="general model file to write (.pt)")
+@click.option("--positives", type=int, cls=LibraryDefault, library="pretrain:PretrainConfig.total_positives",
+              help="particles in the mix, shared equally by the molecules (DeepPicker §4.3)")
+@click.option("--max-micrographs", type=int, help="use at most the first N train micrographs of each dataset")
+@click.option("--max-valid", type=int, cls=LibraryDefault, library="pretrain:PretrainConfig.max_valid_micrographs",
+              help="held-out micrographs per dataset for the pooled F2 threshold")
+@click.option("--epochs", type=int, cls=LibraryDefault, library="pretrain:PRETRAIN_TRAINING.epochs",
+              help="most epochs (early stopping may end sooner)")
+@click.option("--seed", type=int, cls=LibraryDefault, library="pretrain:PretrainConfig.seed", help="random seed")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@highpass_option
+@user_errors
+def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, seed, quiet, highpass):
+    """Train a general model on several molecules (balanced mix) for picking new ones without labels."""
+    from ..model import save_model
+    from ..pretrain import PRETRAIN_TRAINING, PretrainConfig, pretrain as run_pretrain
+
+    check_output_file(output, "general model")
+    config = PretrainConfig(**given(total_positives=positives, max_train_micrographs=max_micrographs,
+                                    max_valid_micrographs=max_valid, seed=seed))
+    model = run_pretrain(list(datasets), config=config,
+                         train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
+                         progress=not quiet, preprocess=preprocess_config(highpass))
+    save_model(model, output)
+    sources = model.info["pretrain"]["sources"]
+    mix = ", ".join(f"{s['dataset']} {s['n_positive']} (box {s['box_px']:g})" for s in sources)
+    click.echo(f"wrote {output}: particles per molecule: {mix}; held-out patch accuracy "
+               f"{model.info['val_accuracy']:.3f}; pooled F2 threshold {model.threshold:.3g}")
+
+
+@click.command()
+@click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="a folder of micrographs of the new molecule, or files (repeat the option)")
+@click.option("--box-px", required=True, type=float,
+              help="box side of the new molecule, micrograph px: one that holds its longest view (too small a box "
+              "picks beside particles)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="folder for one coordinate file per micrograph and the fine-tuned model")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="general model [default: the one shipped with deeppick]")
+@click.option("--iterations", type=int, cls=LibraryDefault, library="autopick:AutopickConfig.iterations",
+              help="self-training rounds (0: no fine-tuning)")
+@click.option("--top", type=int, help="particles to self-train on: the best N candidates, even below the threshold "
+              "[default: half the picks above the threshold, at most AutopickConfig.max_top]")
+@click.option("--epochs", type=int, cls=LibraryDefault, library="pretrain:PRETRAIN_TRAINING.epochs",
+              help="most fine-tuning epochs")
+@click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0), cls=LibraryDefault,
+              library="autopick:AutopickConfig.off_centre_ratio",
+              help="off-centre views per self-training particle, with a soft target that falls with the distance to "
+                   "the nearest top pick (0: DeepPicker's patches)")
+@click.option("--format", "fmt", default="star", show_default=True,
+              type=click.Choice(PICK_FORMATS), help="coordinate format")
+@click.option("--threshold", type=float, help="score cut [default: the general model's, see the docs]")
+@click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
+@scan_options
+@edge_margin_option
+@peak_window_option
+@click.option("--seed", type=int, cls=LibraryDefault, library="autopick:AutopickConfig.seed", help="random seed")
+@click.option("--overwrite", is_flag=True,
+              help="fine-tune and pick again even where an earlier run left its model and picks in OUTPUT")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@user_errors
+def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
+             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, quiet):
+    """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
+
+    Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
+    coordinate file is read. With too few picks above the threshold to self-train on, the general model's
+    picks are written (it is then the model saved) and the summary says so. A rerun with the same options
+    reuses the fine-tuned model and skips the micrographs already picked (with only another --threshold or
+    --keep-all it reuses the model and picks them again); unreadable micrographs are left out and listed
+    at the end (exit 2).
+    """
+    from ..autopick import AUTOPICK_MODEL, AutopickConfig, autopick as run_autopick
+    from ..model import default_device
+    from ..pipeline import effective_threshold
+    from ..pretrain import PRETRAIN_TRAINING, load_general_model
+
+    check_output_file(output, "picks and the fine-tuned model", folder=True)
+    model = load_general_model(model_path, device=default_device())
+    config = pick_config(model, step_px=step_px, no_rotations=no_rotations, threshold=threshold, keep_all=keep_all,
+                         edge_margin=edge_margin, peak_window=peak_window)
+    result = run_autopick(model, list(micrographs), box_px=box_px, out_dir=output,
+                          config=AutopickConfig(**given(iterations=iterations, top=top,
+                                                        off_centre_ratio=off_centre_ratio, seed=seed)),
+                          train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
+                          pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite)
+    if result.skipped is not None:
+        trained = f"not self-trained: {result.skipped}"
+    elif result.resumed:
+        trained = f"reused the fine-tuned model in {output / AUTOPICK_MODEL}"
+    else:
+        trained = f"self-trained on the top {', '.join(str(n) for n in result.n_top) or 'no'} picks"
+    summary = result.batch.summary(output, effective_threshold(result.model, config), keep_all)
+    click.echo(f"{trained}; {summary}; {step_line(result.model, config)}")
+    report_failures(result.batch.failed)

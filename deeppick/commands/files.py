@@ -1,0 +1,87 @@
+"""``convert``, ``info``, ``manifest``, ``fetch``: coordinate files, micrographs and dataset folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._shared import PICK_FORMATS, report_failures, user_errors
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--to", "fmt", required=True, type=click.Choice(PICK_FORMATS), help="output format")
+@click.option("--from", "from_fmt", type=click.Choice(PICK_FORMATS),
+              help="input format (default: from each file's suffix)")
+@click.option("--box-px", type=float, help="box side in micrograph px (needed to write box/cbox corners)")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="multiply coordinates by this factor (e.g. 0.25 for micrographs binned 4×)")
+@user_errors
+def convert(source, dest, fmt, from_fmt, box_px, scale):
+    """Convert coordinates SOURCE (file or folder) to DEST in another format.
+
+    DEST is one file when it ends in the format's suffix and the format holds several micrographs
+    (star, coord); otherwise it is a folder with one file per micrograph.
+    """
+    from ..io import convert_picks
+
+    written, picks = convert_picks(source, dest, fmt, from_fmt=from_fmt, box_px=box_px, scale=scale)
+    click.echo(f"converted {len(picks)} picks from {picks['micrograph'].nunique()} micrographs "
+               f"into {len(written)} {fmt} file(s) at {dest}")
+
+
+@click.command()
+@click.argument("micrographs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--box-px", type=float, help="also check every micrograph is larger than this box")
+@user_errors
+def info(micrographs, box_px):
+    """Read MICROGRAPHS (files or folders) and print size, pixel size and contrast of each.
+
+    Goes on past unreadable micrographs, lists them at the end and then exits 2.
+    """
+    from ..errors import MicrographError
+    from ..io import check_micrograph, list_micrographs, micrograph_pixel_size, read_micrograph
+
+    failed = []
+    for path in list_micrographs(micrographs):
+        try:
+            image = check_micrograph(read_micrograph(path), path, None if box_px is None else int(box_px))
+            pixel = micrograph_pixel_size(path)
+        except MicrographError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        pixel_text = f"{pixel:.3f} Å/px" if pixel else "no pixel size"
+        click.echo(f"{path.name}\t{image.shape[1]}x{image.shape[0]} px\t{pixel_text}\t"
+                   f"mean {image.mean():.4g}\tSD {image.std():.4g}")
+    report_failures(failed, "used")
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="manifest file (.json)")
+@click.option("--base-url", help="where a mirror serves this folder")
+@user_errors
+def manifest(dataset, output, base_url):
+    """Write a manifest (files, sizes, SHA-256) of a dataset folder, to publish it or check a copy."""
+    from ..datasets import make_manifest
+    from ..io import atomic_write_text
+
+    data = make_manifest(dataset, base_url)
+    atomic_write_text(output, json.dumps(data, indent=1) + "\n")
+    click.echo(f"wrote {output}: {len(data['files'])} files of {dataset}")
+
+
+@click.command()
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="dataset folder to fill")
+@click.option("--base-url", help="mirror serving the files (overrides the manifest's)")
+@user_errors
+def fetch(manifest_path, output, base_url):
+    """Download a dataset described by MANIFEST, checking every file's SHA-256 (resumes if interrupted)."""
+    from ..datasets import fetch_dataset
+
+    fetched, present = fetch_dataset(manifest_path, output, base_url)
+    click.echo(f"{output}: fetched {fetched} files, {present} already present and verified")

@@ -1,0 +1,137 @@
+"""``pick`` and ``evaluate``: a trained model's picks, and how they compare with references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ._shared import (PICK_FORMATS, LibraryDefault, pick_config, report_failures, scan_options, user_errors)
+
+# the post-processing options of pick and autopick; the model's stored choice is their default
+top_option = click.option("--top", type=int, help="keep at most N picks per micrograph")
+edge_margin_option = click.option(
+    "--edge-margin", type=click.FloatRange(min=0),
+    help="drop picks centred nearer the edge than this × box [default: the model's, learned from its training "
+         "labels, else 0.5: the box inside the micrograph; 0 keeps all]")
+peak_window_option = click.option(
+    "--peak-window", type=click.FloatRange(min=0, min_open=True),
+    help="one pick per window of this × box, picks ≥ half of it apart [default: the model's, chosen on held-out "
+         "micrographs, else 0.8; lower it for crowded particles]")
+
+
+def step_line(model, config) -> str:
+    """Which scan step is used (the scanner rounds the asked one to whole model px)."""
+    from ..scan import step_used
+
+    model_step, step = step_used(config.scan, model.box_px, model.preprocess.model_px)
+    return (f"scanned every {step:g} micrograph px ({model_step} model px; asked {config.scan.step_px:g}) "
+            f"{'with' if config.scan.rotations else 'without'} rotations")
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="model file (.pt)")
+@click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="a folder of micrographs, or files (repeat the option)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="folder for one coordinate file per micrograph")
+@click.option("--format", "fmt", default="star", show_default=True,
+              type=click.Choice(PICK_FORMATS), help="coordinate format")
+@click.option("--threshold", type=float, help="score cut (default: the model's F2-optimal threshold)")
+@click.option("--keep-all", is_flag=True, help="also write sub-threshold candidates, to re-threshold later")
+@top_option
+@scan_options
+@click.option("--sd-range", nargs=2, type=float, help="keep patches whose SD is in [LO, HI] × micrograph SD")
+@edge_margin_option
+@peak_window_option
+@click.option("--overwrite", is_flag=True,
+              help="re-pick micrographs that already have an output file (needed when another model or other "
+                   "settings wrote them)")
+@user_errors
+def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
+         edge_margin, peak_window, overwrite):
+    """Pick particles in micrographs with a trained model.
+
+    Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default,
+    and OUTPUT/coordinate_files.star, the list of them that RELION's Particle extraction takes as its input
+    coordinates (run pick from the RELION project folder so the micrograph names match). A rerun skips
+    micrographs already picked; unreadable micrographs are listed at the end (exit 2).
+    Files another model or other settings wrote in OUTPUT are not mixed with these: the run stops with
+    one line unless --overwrite.
+    """
+    from ..batch import pick_micrographs
+    from ..io import list_micrographs
+    from ..model import default_device, load_model
+    from ..pipeline import effective_threshold
+
+    model = load_model(model_path, device=default_device())
+    config = pick_config(model, step_px=step_px, no_rotations=no_rotations, threshold=threshold, keep_all=keep_all,
+                         top=top, sd_range=sd_range, edge_margin=edge_margin, peak_window=peak_window)
+    paths = list_micrographs(micrographs)
+    result = pick_micrographs(model, paths, output, fmt=fmt, config=config, overwrite=overwrite,
+                              progress=len(paths) > 1)
+    click.echo(f"{result.summary(output, effective_threshold(model, config), keep_all)}; {step_line(model, config)}")
+    report_failures(result.failed)
+
+
+@click.command()
+@click.option("--picks", "picks_path", required=True, type=click.Path(path_type=Path),
+              help="picked coordinates: a folder, a file, or a RELION list of coordinate files "
+                   "(an AutoPick job's autopick.star)")
+@click.option("--picks-format", "picks_fmt", type=click.Choice(PICK_FORMATS),
+              help="read only this format's files (default: from the suffix; needed where a folder holds several)")
+@click.option("--references", type=click.Path(path_type=Path), help="reference coordinates: folder or file")
+@click.option("--dataset", type=click.Path(path_type=Path), help="a dataset folder holding the references")
+@click.option("--split", default=None, help="with --dataset: evaluate only this split (e.g. test)")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="take the box size and threshold from this model")
+@click.option("--box-px", type=float, help="box side, micrograph px (default: model's, else dataset diameter)")
+@click.option("--threshold", type=float, help="score cut for precision/recall (default: model's, else all picks)")
+@click.option("--match-px", type=float, help="match distance in px [default: 0.2 × box, DeepPicker §4.4]")
+@click.option("--beta", type=float, cls=LibraryDefault, library="metrics:BETA", help="F-beta for the optimal threshold")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="folder for the plots and JSON")
+@user_errors
+def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_px, threshold, match_px, beta,
+             output):
+    """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots."""
+    from ..io import read_picks
+    from ..metrics import BETA, evaluate_picks
+
+    if (references is None) == (dataset is None):
+        raise ConfigError("give the references with exactly one of --references DIR or --dataset DIR")
+    beta = BETA if beta is None else beta
+    micrographs = None
+    if dataset is not None:
+        from ..datasets import load_dataset
+
+        ds = load_dataset(dataset)
+        refs = ds.picks
+        micrographs = ds.stems(split)
+        box_px = box_px or (ds.diameter_px if model_path is None else None)
+    else:
+        refs = read_picks(references)
+    if model_path is not None:
+        from ..model import load_model
+
+        model = load_model(model_path)
+        box_px = box_px or model.box_px
+        if threshold is None:
+            threshold = model.threshold
+    if not box_px:
+        raise ConfigError("the box size is unknown: give --box-px, --model or a dataset with diameter_px")
+    picks = read_picks(picks_path, picks_fmt)
+    ev = evaluate_picks(picks, refs, box_px, match_px=match_px, threshold=threshold, beta=beta,
+                        micrographs=micrographs)
+    cut = "all picks" if ev.threshold is None else f"threshold {ev.threshold:.3g}"
+    click.echo(f"{ev.n_micrographs} micrographs, {ev.n_refs} references, {ev.n_picks} picks at {cut}, "
+               f"match ≤ {ev.max_dist_px:.1f} px")
+    click.echo(f"precision {ev.precision:.3f}  recall {ev.recall:.3f}  F1 {ev.f1:.3f}  F2 {ev.f2:.3f}  "
+               f"AP {ev.ap:.3f}")
+    click.echo(f"F{beta:g}-optimal threshold {ev.best_threshold:.3g} (F{beta:g} {ev.best_fbeta:.3f}); "
+               f"centre error {ev.centre_error_box:.3f} box")
+    if output is not None:
+        from ..report import write_report
+
+        written = write_report(ev, output)
+        click.echo("wrote " + ", ".join(str(p) for p in written))
