@@ -43,7 +43,8 @@ def budget_row(dataset, n_micrographs: int, init=None, seed: int = 0) -> dict:
     box_px = dataset.default_box_px()
     preprocess = init.preprocess if init is not None else PreprocessConfig()
     start = time.perf_counter()
-    patches = extract_patches(train[:n_micrographs], dataset.picks, box_px, PatchConfig(), preprocess, seed=seed,
+    patches = extract_patches(train[:n_micrographs], dataset.picks, box_px, config=PatchConfig(),
+                              preprocess=preprocess, seed=seed,
                               dataset=dataset.name)
     model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=TrainConfig(seed=seed), init=init,
                          match_px=MATCH_FRACTION * dataset.diameter_px)

@@ -79,6 +79,9 @@ def main() -> None:
                         help="near-miss background patches per particle (PatchConfig.near_negative_ratio)")
     parser.add_argument("--off-centre", type=float, default=PatchConfig().off_centre_ratio,
                         help="off-centre views with soft targets per particle (PatchConfig.off_centre_ratio)")
+    parser.add_argument("--hold-out-patches", action="store_true",
+                        help="early stopping validates on patches drawn one by one, not on whole particles "
+                             "(TrainConfig.hold_out_particles False)")
     add_highpass_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="also save each model here")
     parser.add_argument("--models", type=Path, default=None,
@@ -93,7 +96,8 @@ def main() -> None:
         if args.models:
             model = load_model(args.models / f"{pack}.pt")
         else:
-            model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs, patience=args.patience),
+            model = fit_dataset(ds, train_config=TrainConfig(epochs=args.epochs, patience=args.patience,
+                                                             hold_out_particles=not args.hold_out_patches),
                                 max_micrographs=args.max_micrographs,
                                 patch_config=PatchConfig(near_negative_ratio=args.near_negatives,
                                                          off_centre_ratio=args.off_centre),
@@ -125,7 +129,8 @@ def main() -> None:
         met = "ok" if r["AP"] >= r["target"] else "MISSED"
         print(f"{r['pack']:<20}{r['box_px']:>5.0f}{r['AP']:>7.3f}{r['target']:>8.2f}{r['topaz']:>7.2f}"
               f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['F2']:>7.3f}{r['threshold']:>7.3f}"
-              f"{r['train_s']:>9.0f}{r['pick_s_per_mic']:>7.1f}{r['precision_top_half']:>7.3f}{r['fp_far_fraction']:>8.2f}  {met}")
+              f"{r['train_s']:>9.0f}{r['pick_s_per_mic']:>7.1f}{r['precision_top_half']:>7.3f}"
+              f"{r['fp_far_fraction']:>8.2f}  {met}")
 
 
 if __name__ == "__main__":

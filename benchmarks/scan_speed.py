@@ -149,7 +149,8 @@ def main() -> None:
     print(f"{'pick one micrograph: prepare + scan (s)':<44}{total_s:>12.2f}  ≤ 5")
     print(f"{'  CPU time, prepare + scan, all threads (s)':<44}{cpu_s:>12.2f}  (/ threads = wall on idle cores)")
     source = args.micrograph.name if args.micrograph else "noise"
-    print(f"{'whole pick incl. reading, post-processing (s)':<44}{pick_s:>12.2f}  ≤ 5  ({source}: {len(picks)} picks)")
+    print(f"{'whole pick incl. reading, post-processing (s)':<44}{pick_s:>12.2f}  ≤ 5  "
+          f"({source}: {len(picks)} picks)")
     print(f"{'peak resident memory (GB)':<44}{rss_gb:>12.2f}  ≤ 2  (process at start: {rss_start:.2f})")
     print(f"{'dense FLOPs per position per rotation (k)':<44}{flops_per_position(model, step) / 1e3:>12.1f}")
     print(f"{'scan GFLOP/s':<44}{gflops:>12.1f}")

@@ -358,13 +358,14 @@ def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, 
         all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
         n_pos = int((top["micrograph"] == stem).sum())
         negatives[stem] = sample_negative_centres(shapes[stem], all_xy, int(round(config.negative_ratio * n_pos)),
-                                                  config.min_negative_distance_box * box_px, rng,
+                                                  min_distance_px=config.min_negative_distance_box * box_px, rng=rng,
                                                   edge_margin_px=edge_margin_px)
     # DeepPicker's patches unless off-centre views are asked for (their targets fall with the distance to
     # the nearest top pick)
     patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box,
                                off_centre_ratio=config.off_centre_ratio)
-    return extract_patches(paths, top, box_px, patch_config, model.preprocess, negatives=negatives, seed=rng)
+    return extract_patches(paths, top, box_px, config=patch_config, preprocess=model.preprocess, negatives=negatives,
+                           seed=rng)
 
 
 def _autopick_record(model: PickerModel, stems: list[str], box_px: float, config: AutopickConfig,

@@ -99,7 +99,8 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
             if not mic.is_file():
                 raise DatasetError(f"{meta_path}: lists {name}, which is not in {mic_dir}")
             micrographs.append(mic)
-            split[micrograph_stem(name)] = normalise_split(entry.get("split", "train") if isinstance(entry, dict) else "train")
+            given = entry.get("split", "train") if isinstance(entry, dict) else "train"
+            split[micrograph_stem(name)] = normalise_split(given)
     else:
         micrographs = sorted(p for p in mic_dir.iterdir() if p.suffix.lower() in MICROGRAPH_SUFFIXES)
         split = {micrograph_stem(p): "train" for p in micrographs}
@@ -147,7 +148,7 @@ def make_manifest(path: str | os.PathLike, base_url: str | None = None) -> dict:
     return manifest
 
 
-def fetch_dataset(manifest: str | os.PathLike | dict, dest: str | os.PathLike, base_url: str | None = None,
+def fetch_dataset(manifest: str | os.PathLike | dict, dest: str | os.PathLike, *, base_url: str | None = None,
                   timeout_s: float = 60.0) -> tuple[int, int]:
     """Download the files a manifest lists into ``dest`` and check every SHA-256.
 

@@ -232,7 +232,7 @@ def _collapse_channels(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32).mean(axis=-1)
 
 
-def write_micrograph(path: str | os.PathLike, image: np.ndarray, pixel_size_a: float | None = None,
+def write_micrograph(path: str | os.PathLike, image: np.ndarray, *, pixel_size_a: float | None = None,
                      label: str = "deeppick") -> None:
     """Write ``image`` as an MRC file (mode 2, float32) atomically, with the pixel size if given.
 
@@ -265,7 +265,8 @@ def list_micrographs(source: str | os.PathLike | Iterable[str | os.PathLike]) ->
         else:
             raise MicrographError(f"{item}: no such micrograph file or folder; check the path")
     if not paths:
-        raise MicrographError(f"no micrographs ({', '.join(MICROGRAPH_SUFFIXES)}) found in {', '.join(map(str, source))}")
+        raise MicrographError(f"no micrographs ({', '.join(MICROGRAPH_SUFFIXES)}) found in "
+                              f"{', '.join(map(str, source))}")
     return paths
 
 
@@ -387,7 +388,7 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
 
 
 def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None,
-                box_px: float | None = None) -> None:
+                *, box_px: float | None = None) -> None:
     """Write a picks table to one file, atomically.
 
     ``star`` and ``coord`` may hold several micrographs (STAR then gets ``rlnMicrographName``);
@@ -407,14 +408,14 @@ def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = 
 
 
 def write_picks_per_micrograph(picks: pd.DataFrame, folder: str | os.PathLike, fmt: str = "star",
-                               box_px: float | None = None, micrographs: Iterable[str] = ()) -> list[Path]:
+                               *, box_px: float | None = None, micrographs: Iterable[str] = ()) -> list[Path]:
     """Write one file per micrograph, ``folder/<stem><suffix>``; ``micrographs`` adds empty files."""
     folder = Path(folder)
     names = list(dict.fromkeys([*micrographs, *picks["micrograph"]]))
     written = []
     for name in names:
         out = folder / f"{name}{FORMAT_SUFFIX[fmt]}"
-        write_picks(picks_of(picks, name), out, fmt, box_px)
+        write_picks(picks_of(picks, name), out, fmt, box_px=box_px)
         written.append(out)
     return written
 
@@ -438,9 +439,9 @@ def convert_picks(source: str | os.PathLike, dest: str | os.PathLike, fmt: str, 
     one_file = dest.suffix.lower() == FORMAT_SUFFIX[fmt] and (fmt in ("star", "coord")
                                                               or picks["micrograph"].nunique() <= 1)
     if one_file:
-        write_picks(picks, dest, fmt, box_px)
+        write_picks(picks, dest, fmt, box_px=box_px)
         return [dest], picks
-    return write_picks_per_micrograph(picks, dest, fmt, box_px), picks
+    return write_picks_per_micrograph(picks, dest, fmt, box_px=box_px), picks
 
 # --- STAR (RELION 3.0 and 3.1) -----------------------------------------------------------------------
 
@@ -649,7 +650,9 @@ def _cbox_text(picks: pd.DataFrame, box_px) -> str:
     lines += [f"_{c} #{i + 1}" for i, c in enumerate(cols)]
     for x, y, s in zip(picks["x"], picks["y"], picks["score"]):
         conf = _score_text(s, "<NA>")
-        lines.append(f"{x - half:.2f}\t{y - half:.2f}\t<NA>\t{box_px:g}\t{box_px:g}\t<NA>\t<NA>\t<NA>\t{conf}\t<NA>\t<NA>")
+        fields = [f"{x - half:.2f}", f"{y - half:.2f}", "<NA>", f"{box_px:g}", f"{box_px:g}", "<NA>", "<NA>", "<NA>",
+                  conf, "<NA>", "<NA>"]
+        lines.append("\t".join(fields))
     return "\n".join(lines) + "\n\n"
 
 

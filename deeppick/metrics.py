@@ -308,7 +308,7 @@ def match_distance_px(box_px: float, match_fraction: float = MATCH_FRACTION, mat
 
 
 def evaluate_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
-                   match_fraction: float = MATCH_FRACTION, match_px: float | None = None,
+                   *, match_fraction: float = MATCH_FRACTION, match_px: float | None = None,
                    threshold: float | None = None, beta: float = BETA,
                    micrographs: Iterable[str] | None = None) -> Evaluation:
     """Evaluate a picks table against reference picks over many micrographs.

@@ -41,7 +41,7 @@ def pad_for_patches(image: np.ndarray, model_px: int = 64) -> np.ndarray:
     return np.pad(image, h, mode="constant", constant_values=0.0)
 
 
-def crop_patches(image: np.ndarray, cx, cy, model_px: int = 64, padded: np.ndarray | None = None) -> np.ndarray:
+def crop_patches(image: np.ndarray, cx, cy, model_px: int = 64, *, padded: np.ndarray | None = None) -> np.ndarray:
     """Crop patches centred at integer model-frame positions; returns (N, model_px, model_px) float32.
 
     ``padded`` may pass a precomputed :func:`pad_for_patches` of ``image`` to save the copy.
@@ -98,7 +98,8 @@ class PatchConfig:
 
     def __post_init__(self):
         if not self.negative_ratio >= 0 or not self.near_negative_ratio >= 0:
-            raise ConfigError(f"negative ratios must be ≥ 0, got {self.negative_ratio} and {self.near_negative_ratio}")
+            raise ConfigError(f"negative ratios must be ≥ 0, got {self.negative_ratio} and "
+                              f"{self.near_negative_ratio}")
         if self.near_negative_ratio and not 0 <= self.near_negative_min_box < self.min_negative_distance_box:
             raise ConfigError(f"near-miss negatives need 0 ≤ near_negative_min_box < min_negative_distance_box, "
                               f"got {self.near_negative_min_box} and {self.min_negative_distance_box}")
@@ -306,7 +307,7 @@ def concat_patch_sets(patch_sets: Iterable[PatchSet]) -> PatchSet:
     )
 
 
-def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, min_distance_px: float,
+def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, *, min_distance_px: float,
                             rng: np.random.Generator, max_tries: int = 50, edge_margin_px: float = 0.0) -> np.ndarray:
     """Draw up to ``n`` random centres in an image of ``shape`` at least ``min_distance_px`` from every particle
     (and at least ``edge_margin_px`` from the image edge).
@@ -332,7 +333,7 @@ def sample_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n:
 
 
 def sample_off_centre(shape: tuple[int, int], anchors_xy: np.ndarray, particles_xy: np.ndarray, n: int,
-                      max_distance_px: float, sigma_px: float, rng: np.random.Generator
+                      *, max_distance_px: float, sigma_px: float, rng: np.random.Generator
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Off-centre views: ``n`` centres uniform in the disk of ``max_distance_px`` around randomly chosen
     ``anchors_xy``, inside the image of ``shape``, and their soft targets ``exp(-d² / 2 sigma_px²)`` with
@@ -381,7 +382,7 @@ def _draw_until(n: int, propose, max_tries: int) -> np.ndarray:
     return np.concatenate(found) if found else np.zeros((0, 2))
 
 
-def sample_near_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, min_distance_px: float,
+def sample_near_negative_centres(shape: tuple[int, int], particles_xy: np.ndarray, n: int, *, min_distance_px: float,
                                  max_distance_px: float, rng: np.random.Generator, max_tries: int = 50) -> np.ndarray:
     """Draw up to ``n`` centres beside particles: each lies ``min_distance_px`` to ``max_distance_px`` from a
     randomly chosen particle (uniform in distance and direction), at least ``min_distance_px`` from every
@@ -404,7 +405,7 @@ def sample_near_negative_centres(shape: tuple[int, int], particles_xy: np.ndarra
     return _draw_until(n, propose, max_tries)
 
 
-def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = PatchConfig(),
+def extract_patches(micrographs, picks, box_px: float, *, config: PatchConfig = PatchConfig(),
                     preprocess: PreprocessConfig = PreprocessConfig(), negatives=None,
                     seed: int | np.random.Generator | None = 0, dataset: str | None = None,
                     progress: bool = False) -> PatchSet:
@@ -481,18 +482,18 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
             pos = pos[np.sort(rng.choice(len(pos), config.max_positives_per_micrograph, replace=False))]
         n_neg = int(round(config.negative_ratio * len(pos)))
         rand_neg = sample_negative_centres((rows, cols), all_particles, n_neg,
-                                           config.min_negative_distance_box * box_px, rng)
+                                           min_distance_px=config.min_negative_distance_box * box_px, rng=rng)
         near_neg = sample_near_negative_centres((rows, cols), all_particles,
                                                 int(round(config.near_negative_ratio * len(pos))),
-                                                config.near_negative_min_box * box_px,
-                                                config.min_negative_distance_box * box_px, rng)
+                                                min_distance_px=config.near_negative_min_box * box_px,
+                                                max_distance_px=config.min_negative_distance_box * box_px, rng=rng)
         explicit = neg_xy.get(stem, np.zeros((0, 2)))
         explicit = explicit[(explicit[:, 0] >= 0) & (explicit[:, 0] <= cols - 1)
                             & (explicit[:, 1] >= 0) & (explicit[:, 1] <= rows - 1)]
         off, off_targets = sample_off_centre((rows, cols), pos, all_particles,
                                              int(round(config.off_centre_ratio * len(pos))),
-                                             config.off_centre_max_box * box_px,
-                                             config.off_centre_sigma_box * box_px, rng)
+                                             max_distance_px=config.off_centre_max_box * box_px,
+                                             sigma_px=config.off_centre_sigma_box * box_px, rng=rng)
         centres = np.concatenate([pos, rand_neg, near_neg, explicit, off])
         labels = np.concatenate([np.ones(len(pos)), np.zeros(len(centres) - len(pos))])
         if len(centres):
@@ -519,7 +520,7 @@ def extract_patches(micrographs, picks, box_px: float, config: PatchConfig = Pat
                     targets=targets)
 
 
-def extract_dataset_patches(dataset, split: str = "train", box_px: float | None = None,
+def extract_dataset_patches(dataset, split: str = "train", *, box_px: float | None = None,
                             config: PatchConfig = PatchConfig(), preprocess: PreprocessConfig = PreprocessConfig(),
                             negatives=None, seed: int | np.random.Generator | None = 0,
                             max_micrographs: int | None = None, progress: bool = False) -> PatchSet:
@@ -537,7 +538,7 @@ def extract_dataset_patches(dataset, split: str = "train", box_px: float | None 
     if max_micrographs is not None:
         paths = paths[:max_micrographs]
     box_px = box_px or ds.default_box_px()
-    ps = extract_patches(paths, ds.picks, box_px, config, preprocess, negatives=negatives, seed=seed,
+    ps = extract_patches(paths, ds.picks, box_px, config=config, preprocess=preprocess, negatives=negatives, seed=seed,
                          dataset=ds.name, progress=progress)
     ps.metadata["dataset"] = {"name": ds.name, "root": str(ds.root), "split": split}
     return ps

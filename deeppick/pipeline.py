@@ -112,8 +112,8 @@ def picks_from_score_map(model: PickerModel, image: np.ndarray, score_map: Score
     rows, cols, scores = find_peaks(cleaned, window_grid, min_score=config.candidate_min_score)
     x, y = score_map.to_micrograph(rows, cols)
     keep = edge_mask(image.shape, x, y, post.edge_margin_box * model.box_px)
-    keep[keep] = extreme_pixel_mask(image, x[keep], y[keep], model.box_px, post.extreme_sd, post.sd_range,
-                                    post.max_extreme_fraction)
+    keep[keep] = extreme_pixel_mask(image, x[keep], y[keep], model.box_px, sd_limit=post.extreme_sd,
+                                    sd_range=post.sd_range, max_extreme_fraction=post.max_extreme_fraction)
     return cut_picks(model, sort_picks(make_picks(name, x[keep], y[keep], scores[keep])), config)
 
 

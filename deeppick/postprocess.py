@@ -244,7 +244,7 @@ def _check_score_map(scores) -> np.ndarray:
 # pixel filters (micrograph frame)
 
 
-def extreme_pixel_mask(micrograph: np.ndarray, x_px, y_px, box_px: float, sd_limit: float = 3.0,
+def extreme_pixel_mask(micrograph: np.ndarray, x_px, y_px, box_px: float, *, sd_limit: float = 3.0,
                        sd_range: tuple[float, float] | None = None,
                        max_extreme_fraction: float = 0.2) -> np.ndarray:
     """Which candidates to keep: False for those whose patch is dominated by extreme pixels.

@@ -89,7 +89,7 @@ def model_shape(shape: tuple[int, int], box_px: float, model_px: int = 64) -> tu
 
 
 def prepare_micrograph(image: np.ndarray, box_px: float, config: PreprocessConfig = PreprocessConfig(),
-                       path: str = "<array>") -> PreparedMicrograph:
+                       *, path: str = "<array>") -> PreparedMicrograph:
     """Low-pass, resample so ``box_px`` becomes ``config.model_px``, subtract the background, normalise.
 
     Resampling is Fourier cropping (or zero-padding when the box is smaller than the model box): it is

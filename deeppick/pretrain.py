@@ -115,7 +115,7 @@ def pretrain_patches(sources: Sequence, *, config: PretrainConfig = PretrainConf
                                    min_negative_distance_box=config.min_negative_distance_box,
                                    max_positives_per_micrograph=per_mic,
                                    off_centre_ratio=0.0)  # DeepPicker's patches: the general model's recipe
-        ps = extract_patches(train, ds.picks, ds.default_box_px(), patch_config, preprocess, seed=rng,
+        ps = extract_patches(train, ds.picks, ds.default_box_px(), config=patch_config, preprocess=preprocess, seed=rng,
                              dataset=ds.name, progress=progress)
         if ps.n_positive == 0:
             raise DatasetError(f"{ds.root}: no labelled particles in the train split; check its coords/ folder")

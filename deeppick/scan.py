@@ -132,7 +132,7 @@ def _grid_shape(image_shape: tuple[int, int], step: int) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def score_positions(model: PickerModel, prepared: PreparedMicrograph, cx, cy, rotations: bool = True,
+def score_positions(model: PickerModel, prepared: PreparedMicrograph, cx, cy, *, rotations: bool = True,
                     batch_size: int = 512) -> np.ndarray:
     """Exact particle probabilities of the patches centred at integer model-frame ``(cx, cy)``.
 

@@ -364,7 +364,7 @@ def electron_wavelength_a(voltage_kv: float) -> float:
     return 12.2643 / math.sqrt(volts * (1 + 0.978466e-6 * volts))
 
 
-def ctf_2d(shape_px: tuple[int, int], pixel_size_a: float, defocus_um: float, voltage_kv: float = 300.0,
+def ctf_2d(shape_px: tuple[int, int], pixel_size_a: float, defocus_um: float, *, voltage_kv: float = 300.0,
            cs_mm: float = 2.7, amplitude_contrast: float = 0.1, bfactor_a2: float = 0.0,
            astigmatism_um: float = 0.0, astigmatism_angle_rad: float = 0.0) -> np.ndarray:
     """The CTF on the ``scipy.fft.rfft2`` grid of an image of ``shape_px`` (float32, rows × (cols//2+1)).
@@ -748,9 +748,9 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
     particles = np.zeros(padded, dtype=np.float32)
     _project(particles, points, weights, rotations, centres + offset, scale_px)
     defocus_um = float(scene_rng.uniform(*config.defocus_um))
-    ctf = ctf_2d(padded, config.pixel_size_a, defocus_um, config.voltage_kv, config.cs_mm,
-                 config.amplitude_contrast, config.bfactor_a2, config.astigmatism_um,
-                 float(scene_rng.uniform(0, np.pi)))
+    ctf = ctf_2d(padded, config.pixel_size_a, defocus_um, voltage_kv=config.voltage_kv, cs_mm=config.cs_mm,
+                 amplitude_contrast=config.amplitude_contrast, bfactor_a2=config.bfactor_a2,
+                 astigmatism_um=config.astigmatism_um, astigmatism_angle_rad=float(scene_rng.uniform(0, np.pi)))
     blur = _gaussian_rfft(padded, sigma_px)
     particle_spectrum = _rfft2(particles)
     particle_spectrum *= blur
@@ -825,7 +825,7 @@ def _seed_sequence(seed) -> np.random.SeedSequence:
     return np.random.SeedSequence(list(seed) if isinstance(seed, (list, tuple)) else int(seed))
 
 
-def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig(), n_micrographs: int = 10,
+def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig(), *, n_micrographs: int = 10,
                      seed: int | Sequence[int] = 0,
                      split_fractions: Sequence[float] = (0.7, 0.15, 0.15), overwrite: bool = False,
                      progress: Callable[[int, str, SimulatedMicrograph], None] | None = None) -> Path:
@@ -878,7 +878,8 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
     for i in range(n_micrographs):
         sim = simulate_micrograph(config, np.random.default_rng(seeds[i]))
         stem = f"{config.molecule}_{i:04d}"
-        write_micrograph(mic_dir / f"{stem}.mrc", sim.image, config.pixel_size_a, label="deeppick simulate")
+        write_micrograph(mic_dir / f"{stem}.mrc", sim.image, pixel_size_a=config.pixel_size_a,
+                         label="deeppick simulate")
         written.add(mic_dir / f"{stem}.mrc")
         if len(sim.centres_xy):
             write_picks(sim.picks(stem), coord_dir / f"{stem}.star", "star")
@@ -912,7 +913,7 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
 
 
 def simulate_datasets(out_dir: str | os.PathLike, molecules: Sequence[str], config: SimConfig = SimConfig(),
-                      n_micrographs: int = 10, seed: int = 0, diameters_px: Mapping[str, float] | None = None,
+                      *, n_micrographs: int = 10, seed: int = 0, diameters_px: Mapping[str, float] | None = None,
                       **kwargs) -> list[Path]:
     """One data set per molecule in ``out_dir/<molecule>/`` (e.g. cross-molecule pre-training data).
 
@@ -929,7 +930,7 @@ def simulate_datasets(out_dir: str | os.PathLike, molecules: Sequence[str], conf
     paths = []
     for name in molecules:
         sub = replace(config, molecule=name, diameter_px=diameters_px.get(name))
-        paths.append(simulate_dataset(Path(out_dir) / name, sub, n_micrographs,
+        paths.append(simulate_dataset(Path(out_dir) / name, sub, n_micrographs=n_micrographs,
                                       seed=[int(seed), zlib.crc32(name.encode())], **kwargs))
     return paths
 
@@ -948,7 +949,7 @@ ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
 ZOO_PILOT_MICROGRAPHS = 8
 
 
-def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, n_micrographs: int = 4,
+def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, *, n_micrographs: int = 4,
                  size_px: int = 1024, snr: float = ZOO_SNR, density: float = ZOO_DENSITY, seed: int = 0,
                  diameters_px: dict | None = None) -> list[Path]:
     """Simulated pretraining molecules at real-pack-like sizes; one dataset folder per molecule.

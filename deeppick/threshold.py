@@ -52,7 +52,7 @@ def choose_threshold(ranked, beta: float = BETA) -> tuple[float, float]:
 
 
 def threshold_from_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
-                         match_fraction: float = MATCH_FRACTION, match_px: float | None = None,
+                         *, match_fraction: float = MATCH_FRACTION, match_px: float | None = None,
                          beta: float = BETA, micrographs: Iterable[str] | None = None) -> tuple[float, float]:
     """F-beta-optimal threshold of scored picks on labelled micrographs (see :func:`choose_threshold`).
 

@@ -4,9 +4,11 @@
 (positives = particles, negatives = background) and returns a :class:`~deeppick.model.PickerModel` whose
 ``info`` records what it was trained on and how well it did on held-out patches.
 
-Recipe: a stratified random ~1/9 of the patches is held out (DeepPicker §4.3); every epoch the network
-sees the others once, shuffled, with random 90° rotations and flips (DeepEM) and optional noise and
-contrast jitter; the held-out loss drives early stopping and the best epoch's weights are kept.
+Recipe: a stratified random ~1/9 of the particles is held out with their off-centre views, and ~1/9 of
+the background patches (DeepPicker §4.3 holds out 1/9 of the patches); every epoch the network sees the
+others once, shuffled, with random 90° rotations (DeepEM rotates its training images by 90°) and flips
+(ours), and optional noise and contrast jitter; the held-out loss drives early stopping and the best
+epoch's weights are kept.
 Runs are deterministic for a given seed on one device: the randomness of epoch ``e`` is drawn from
 ``(seed, e)``, so a run resumed from its per-epoch checkpoint continues exactly as if uninterrupted.
 """
@@ -48,8 +50,13 @@ class TrainConfig:
     batch_size: int = 64  # ours: small batches suit the few-thousand-patch sets of one dataset
     epochs: int = 100  # upper bound; early stopping usually ends sooner (ours: docs/measurements.md, Training length)
     val_fraction: float = 1 / 9  # DeepPicker §4.3: 1/9 of the patches validate
+    # ours: hold out whole particles (a particle's patch with its off-centre views and the background beside
+    # it, particle_groups), so validation never scores a view of a particle that was trained on; False:
+    # patches one by one
+    hold_out_particles: bool = True
     patience: int = 10  # epochs without a lower validation loss before stopping (ours, as epochs)
-    rotate_flip: bool = True  # random 90° rotations and flips (DeepEM §2.3)
+    # random 90° rotations (DeepEM's fixed rotations of each training image) and flips (ours)
+    rotate_flip: bool = True
     noise_sd: float = 0.0  # optional Gaussian noise added to the normalised patch (ours)
     contrast_jitter: float = 0.0  # optional contrast scale drawn from 1 ± jitter (ours)
     seed: int = 0
@@ -82,7 +89,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px: float | None = None,
+def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), *, box_px: float | None = None,
                 preprocess: PreprocessConfig | None = None, init: PickerModel | None = None,
                 progress: bool = True, checkpoint: str | os.PathLike | None = None,
                 resume: bool = False) -> PickerModel:
@@ -121,6 +128,70 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
     0.97
     """
     config.check()
+    box_px, preprocess = _check_patch_set(patch_set, box_px, preprocess, init)
+    device = torch.device(config.device) if config.device else default_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    groups = particle_groups(patch_set) if config.hold_out_particles else None
+    train_idx, val_idx = split_validation(patch_set.labels, config.val_fraction, config.seed, groups=groups)
+    data = _Tensors(patch_set, train_idx, val_idx, device)
+    if init is not None:
+        arch, arch_kwargs = init.arch, dict(init.arch_kwargs)
+        net = copy.deepcopy(init.net)
+    else:
+        arch, arch_kwargs = config.arch, {}
+        torch.manual_seed(_epoch_seed(config.seed, -1))
+        net = build_net(arch)
+    net.to(device)
+    optimiser = _optimiser(net, config)
+    fingerprint = patch_set_fingerprint(patch_set)
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "since_best": 0, "history": [],
+             "best_state": None, "seconds": 0.0}
+    if checkpoint is not None and resume and Path(checkpoint).is_file():
+        state = _load_checkpoint(checkpoint, net, optimiser, config, fingerprint, arch)
+
+    started = time.perf_counter() - state["seconds"]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.epochs, initial=min(state["epoch"], config.epochs), desc="train", unit="epoch")
+    while state["epoch"] < config.epochs and not (len(val_idx) and state["since_best"] >= config.patience):
+        record = _train_epoch(net, optimiser, data, config, state["epoch"])
+        _early_stopping(state, record, net)
+        state["seconds"] = time.perf_counter() - started
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, net, optimiser, config, fingerprint, arch, state)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if state["best_state"] is not None:
+        net.load_state_dict(state["best_state"])
+    net.cpu().eval()
+    info = _training_info(patch_set, config, device, init, state, len(train_idx), len(val_idx))
+    return PickerModel(net=net, arch=arch, box_px=float(box_px), preprocess=preprocess, arch_kwargs=arch_kwargs,
+                       info=info)
+
+
+class _Tensors:
+    """The patch set as tensors on the training device, split into training and validation patches;
+    ``hard_*`` flags the particle and background patches, which accuracy counts."""
+
+    def __init__(self, patch_set: PatchSet, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device):
+        x = torch.from_numpy(np.ascontiguousarray(patch_set.patches)).unsqueeze(1)
+        y = torch.from_numpy(patch_set.training_targets)
+        hard = torch.from_numpy(patch_set.hard)
+        self.x_train, self.y_train, self.hard_train = (t[train_idx].to(device) for t in (x, y, hard))
+        self.x_val, self.y_val, self.hard_val = (t[val_idx].to(device) for t in (x, y, hard))
+
+
+def _check_patch_set(patch_set: PatchSet, box_px: float | None, preprocess: PreprocessConfig | None,
+                     init: PickerModel | None) -> tuple[float, PreprocessConfig]:
+    """The box and preparation the model is for; raise :class:`ConfigError` for a patch set that cannot
+    train one."""
     labels = np.asarray(patch_set.labels)
     if len(patch_set) < 2 or labels.min() == labels.max():
         raise ConfigError(f"the patch set has {patch_set.n_positive} particle and {patch_set.n_negative} background "
@@ -135,90 +206,58 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
     if patch_set.patches.shape[-1] != preprocess.model_px:
         raise ConfigError(f"patches are {patch_set.patches.shape[-1]} px but the model box is "
                           f"{preprocess.model_px} px; extract them again")
-    device = torch.device(config.device) if config.device else default_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    return box_px, preprocess
 
-    train_idx, val_idx = split_validation(labels, config.val_fraction, config.seed)
-    x_all = torch.from_numpy(np.ascontiguousarray(patch_set.patches)).unsqueeze(1)
-    y_all = torch.from_numpy(patch_set.training_targets)
-    hard_all = torch.from_numpy(patch_set.hard)  # accuracy counts particle and background patches only
-    x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
-    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
-    hard_train, hard_val = hard_all[train_idx].to(device), hard_all[val_idx].to(device)
-    n_hard = max(int(hard_train.sum()), 1)
 
-    if init is not None:
-        arch, arch_kwargs = init.arch, dict(init.arch_kwargs)
-        net = copy.deepcopy(init.net)
-    else:
-        arch, arch_kwargs = config.arch, {}
-        torch.manual_seed(_epoch_seed(config.seed, -1))
-        net = build_net(arch)
-    net.to(device)
-    optimiser = _optimiser(net, config)
+def _train_epoch(net: nn.Module, optimiser, data: _Tensors, config: TrainConfig, epoch: int) -> dict:
+    """One pass over the training patches, shuffled and augmented with the draws of ``(seed, epoch)``;
+    returns the epoch's figures, validation loss and accuracy included."""
     loss_fn = nn.BCEWithLogitsLoss()
+    gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+    torch.manual_seed(_epoch_seed(config.seed, epoch) + 1)  # dropout
+    net.train()
+    order = torch.randperm(len(data.y_train), generator=gen).to(data.x_train.device)
+    total_loss, total_correct = 0.0, 0
+    for start in range(0, len(order), config.batch_size):
+        idx = order[start:start + config.batch_size]
+        xb = augment(data.x_train[idx], gen, config)
+        yb = data.y_train[idx]
+        logits = net(xb)
+        loss = loss_fn(logits, yb)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total_loss += float(loss.detach()) * len(idx)
+        total_correct += int((((logits > 0).float() == yb) & data.hard_train[idx]).sum())
+    record = {"epoch": epoch + 1, "loss": total_loss / len(order),
+              "accuracy": total_correct / max(int(data.hard_train.sum()), 1)}
+    if len(data.y_val):
+        val_loss, val_acc = _evaluate(net, data.x_val, data.y_val, data.hard_val, loss_fn)
+        record.update(val_loss=val_loss, val_accuracy=val_acc)
+    return record
 
-    fingerprint = patch_set_fingerprint(patch_set)
-    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "since_best": 0, "history": [],
-             "best_state": None, "seconds": 0.0}
-    if checkpoint is not None and resume and Path(checkpoint).is_file():
-        state = _load_checkpoint(checkpoint, net, optimiser, config, fingerprint, arch)
 
-    started = time.perf_counter() - state["seconds"]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+def _early_stopping(state: dict, record: dict, net: nn.Module) -> None:
+    """Add ``record`` to the history and keep the weights of the lowest validation loss so far."""
+    if "val_loss" in record:
+        if record["val_loss"] < state["best_loss"]:
+            state.update(best_loss=record["val_loss"], best_epoch=record["epoch"], since_best=0,
+                         best_state=_cpu_state(net))
+        else:
+            state["since_best"] += 1
+    state["history"].append(record)
+    state["epoch"] = record["epoch"]
 
-        bar = tqdm(total=config.epochs, initial=min(state["epoch"], config.epochs), desc="train", unit="epoch")
-    while state["epoch"] < config.epochs and not (len(val_idx) and state["since_best"] >= config.patience):
-        epoch = state["epoch"]
-        gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-        torch.manual_seed(_epoch_seed(config.seed, epoch) + 1)  # dropout
-        net.train()
-        order = torch.randperm(len(y_train), generator=gen).to(device)
-        total_loss, total_correct = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            xb = augment(x_train[idx], gen, config)
-            yb = y_train[idx]
-            logits = net(xb)
-            loss = loss_fn(logits, yb)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total_loss += float(loss.detach()) * len(idx)
-            total_correct += int((((logits > 0).float() == yb) & hard_train[idx]).sum())
-        record = {"epoch": epoch + 1, "loss": total_loss / len(order), "accuracy": total_correct / n_hard}
-        if len(val_idx):
-            val_loss, val_acc = _evaluate(net, x_val, y_val, hard_val, loss_fn)
-            record.update(val_loss=val_loss, val_accuracy=val_acc)
-            if val_loss < state["best_loss"]:
-                state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0,
-                             best_state=_cpu_state(net))
-            else:
-                state["since_best"] += 1
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        state["seconds"] = time.perf_counter() - started
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, net, optimiser, config, fingerprint, arch, state)
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
-            bar.update(1)
-    if bar is not None:
-        bar.close()
 
-    if state["best_state"] is not None:
-        net.load_state_dict(state["best_state"])
-    net.cpu().eval()
+def _training_info(patch_set: PatchSet, config: TrainConfig, device, init: PickerModel | None, state: dict,
+                   n_train: int, n_val: int) -> dict:
+    """What a trained model's ``info`` records of its training."""
     best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), None)
-    info = {
+    return {
         "trained_on": describe_patch_set(patch_set),
         "training": {**config.to_dict(), "learning_rate": config.lr(), "device": str(device),
                      "init": (init.info.get("name") or "a given model") if init is not None else None,
-                     "n_train": int(len(train_idx)), "n_val": int(len(val_idx))},
+                     "n_train": int(n_train), "n_val": int(n_val)},
         "val_accuracy": best["val_accuracy"] if best else None,
         "val_loss": best["val_loss"] if best else None,
         "best_epoch": state["best_epoch"] or state["epoch"],
@@ -228,8 +267,6 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), box_px
         "seconds": round(state["seconds"], 2),
         "deeppick_version": __version__,
     }
-    return PickerModel(net=net, arch=arch, box_px=float(box_px), preprocess=preprocess, arch_kwargs=arch_kwargs,
-                       info=info)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, config: TrainConfig) -> torch.Tensor:
@@ -257,23 +294,58 @@ def augment(x: torch.Tensor, gen: torch.Generator, config: TrainConfig) -> torch
     return x
 
 
-def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified random split: ``(train_index, val_index)`` with about ``fraction`` of each class held out."""
+def split_validation(labels: np.ndarray, fraction: float, seed: int,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified random split: ``(train_index, val_index)`` with about ``fraction`` of each class held out.
+
+    With ``groups`` (one id per patch, :func:`particle_groups`) whole groups are held out: a group is
+    of the particle class when it holds a particle patch, and about ``fraction`` of each class's groups
+    validate, so no view of a validation particle is trained on.
+    """
+    labels = np.asarray(labels)
+    if groups is None:
+        groups = np.arange(len(labels))
+    groups = np.asarray(groups)
+    ids, inverse = np.unique(groups, return_inverse=True)
+    group_class = np.zeros(len(ids), dtype=np.int64)
+    np.maximum.at(group_class, inverse, (labels == 1).astype(np.int64))
     rng = np.random.default_rng([seed, 9])
-    train, val = [], []
+    held = np.zeros(len(ids), dtype=bool)
     for cls in (0, 1):
-        idx = np.flatnonzero(labels == cls)
+        idx = np.flatnonzero(group_class == cls)
         idx = idx[rng.permutation(len(idx))]
         n_val = int(round(fraction * len(idx)))
         if fraction > 0 and len(idx) >= 2:
             n_val = min(max(n_val, 1), len(idx) - 1)
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        held[idx[:n_val]] = True
+    val = held[inverse]
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def particle_groups(patch_set: PatchSet, reach_box: float = 0.6) -> np.ndarray:
+    """One group id per patch: a particle patch and every patch centred within ``reach_box`` × box of it in
+    the same micrograph (its off-centre views, the background beside it) share the particle's group;
+    other patches are groups of their own. 0.6 box is DeepPicker's background distance: every view
+    nearer a particle shows part of it."""
+    from scipy.spatial import cKDTree
+
+    groups = np.arange(len(patch_set), dtype=np.int64)
+    sources = patch_set.metadata.get("sources", [])
+    for source in np.unique(patch_set.source):
+        here = np.flatnonzero(patch_set.source == source)
+        particles = here[patch_set.labels[here] == 1]
+        box = (sources[source].get("box_px") if source < len(sources) else None) or patch_set.box_px
+        if not len(particles) or not box:
+            continue
+        xy = np.column_stack([patch_set.x, patch_set.y]).astype(np.float64)
+        distance, nearest = cKDTree(xy[particles]).query(xy[here], k=1)
+        near = distance < reach_box * float(box)
+        groups[here[near]] = particles[nearest[near]]
+    return groups
 
 
 @torch.no_grad()
-def evaluate_patches(model: PickerModel, patch_set: PatchSet, device: str | torch.device | None = None,
+def evaluate_patches(model: PickerModel, patch_set: PatchSet, *, device: str | torch.device | None = None,
                      batch_size: int = 512) -> dict:
     """Accuracy, loss, precision and recall of ``model`` on labelled patches (threshold 0.5).
 
@@ -399,7 +471,8 @@ def _load_checkpoint(path, net, optimiser, config: TrainConfig, fingerprint: str
     if archive["fingerprint"] != fingerprint or archive["arch"] != arch:
         raise ConfigError(f"{path}: this checkpoint was trained on other patches or another network; "
                           "delete it or train without --resume")
-    differ = [k for k in ("optimizer", "learning_rate", "batch_size", "val_fraction", "seed", "rotate_flip",
+    differ = [k for k in ("optimizer", "learning_rate", "batch_size", "val_fraction", "hold_out_particles", "seed",
+                          "rotate_flip",
                           "noise_sd", "contrast_jitter", "momentum", "weight_decay")
               if getattr(saved, k) != getattr(config, k)]
     if differ:

@@ -75,7 +75,8 @@ def train_picker(patches: PatchSet, *, held_out: HeldOut | None = None, train_co
     if held_out is None:
         return model
     paths, references = held_out
-    valid = extract_patches(paths, references, model.box_px, PatchConfig(off_centre_ratio=0.0), model.preprocess,
+    valid = extract_patches(paths, references, model.box_px, config=PatchConfig(off_centre_ratio=0.0),
+                            preprocess=model.preprocess,
                             seed=train_config.seed)  # particle vs background: what accuracy measures
     model.info["held_out_patches"] = evaluate_patches(model, valid)
     try:
@@ -253,7 +254,8 @@ def fit_dataset(dataset, *, box_px: float | None = None, train_config: TrainConf
 
     def fit(box: float, sigma: float, recipe: PatchConfig) -> PickerModel:
         prepared = replace(preprocess, lowpass_sigma_model_px=sigma)
-        patches = extract_patches(train_paths, dataset.picks, box, recipe, prepared, seed=train_config.seed,
+        patches = extract_patches(train_paths, dataset.picks, box, config=recipe, preprocess=prepared,
+                                  seed=train_config.seed,
                                   dataset=dataset.name, progress=progress)
         return train_picker(patches, held_out=(valid_paths, dataset.picks), train_config=train_config,
                             pick_config=pick_config, match_px=match_px, progress=progress)

@@ -78,7 +78,8 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
         shutil.copy(p, mics / p.name)
         shutil.copy(target / "coords" / f"{p.stem}.star", mics / f"{p.stem}.star")
     _forbid_label_reading(monkeypatch)
-    result = autopick(general, mics, box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    result = autopick(general, mics, box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(min_top=5),
+                      train_config=FAST_TRAIN, pick_config=FAST_PICK)
     monkeypatch.undo()
 
     assert len(result.candidates) == 2 and result.n_top[0] >= 5
@@ -104,7 +105,8 @@ def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(genera
                                                                            self_training_patches):
     config = AutopickConfig(min_top=10**6)  # more particles than the general model finds
     out = tmp_path / "out"
-    result = autopick(general, target / "micrographs", box_px=56, out_dir=out, config=config, train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    result = autopick(general, target / "micrographs", box_px=56, out_dir=out, config=config, train_config=FAST_TRAIN,
+                      pick_config=FAST_PICK)
     assert self_training_patches == [] and result.n_top == []
     assert result.skipped.startswith("only ") and "kept the general model's picks" in result.skipped
     above = result.candidates[0][result.candidates[0]["score"] >= general.threshold]
@@ -114,7 +116,8 @@ def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(genera
     kept = load_model(out / "autopick_model.pt")
     assert kept.info["autopick"]["skipped"] == result.skipped and model_fingerprint(kept) == model_fingerprint(
         with_box(general, 56))
-    again = autopick(general, target / "micrographs", box_px=56, out_dir=out, config=config, train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True)
+    again = autopick(general, target / "micrographs", box_px=56, out_dir=out, config=config, train_config=FAST_TRAIN,
+                     pick_config=FAST_PICK, resume=True)
     assert again.resumed and again.skipped == result.skipped and again.batch.counts == {}
 
 
@@ -122,7 +125,8 @@ def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, ta
     stems = sorted(p.stem for p in load_dataset(target).paths())
     config = AutopickConfig(max_top=2, min_top=1)  # 4 picks above the threshold give the 2 particles
     assert general_pass_target(config) == 4 and general_pass_target(replace(config, top=3)) == 6
-    result = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=config, train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    result = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=config,
+                      train_config=FAST_TRAIN, pick_config=FAST_PICK)
     first = result.candidates[0]
     assert first["micrograph"].nunique() == 1 and (first["score"] >= general.threshold).sum() >= 4
     assert result.n_top == [2]
@@ -131,7 +135,8 @@ def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, ta
     # without an output folder, its last round does too; the seed chooses where the general pass starts
     starts = set()
     for seed in range(8):
-        again = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=replace(config, seed=seed), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+        again = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=replace(config, seed=seed),
+                         train_config=FAST_TRAIN, pick_config=FAST_PICK)
         assert sorted(again.candidates[-1]["micrograph"].unique()) == stems
         if again.candidates[0]["micrograph"].nunique() == 1:
             starts.add(again.candidates[0]["micrograph"].iloc[0])
@@ -139,7 +144,8 @@ def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, ta
             break
     assert starts == set(stems)
     # a dataset whose picks do not reach the target is picked in full by the general model
-    whole = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=AutopickConfig(min_top=1), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    whole = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=AutopickConfig(min_top=1),
+                     train_config=FAST_TRAIN, pick_config=FAST_PICK)
     assert sorted(whole.candidates[0]["micrograph"].unique()) == stems
 
 
@@ -156,7 +162,8 @@ def test_a_later_round_with_too_few_picks_still_picks_every_micrograph(general, 
 
     monkeypatch.setattr(autopick_module, "too_few_to_self_train", too_few_after_the_first_round)
     config = AutopickConfig(max_top=2, min_top=1, iterations=2)  # the general pass stops after one micrograph
-    result = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=config, train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    result = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=config, train_config=FAST_TRAIN,
+                      pick_config=FAST_PICK)
     assert result.candidates[0]["micrograph"].nunique() == 1 and result.n_top == [2]
     assert "round 1's" in result.skipped
     final = result.candidates[-1]
@@ -176,7 +183,8 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
 
     margin_box = 0.8
     post = replace(autopick_module.postprocess_config(general), edge_margin_box=margin_box)
-    result = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, post=post))
+    result = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=AutopickConfig(min_top=5),
+                      train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, post=post))
     rows, cols = 256, 256  # the simulated target's micrographs
     margin = margin_box * 56
 
@@ -192,7 +200,9 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
 
 def test_autopick_self_trains_on_off_centre_views_only_when_asked(general, target, self_training_patches):
     for ratio in (0.0, 2.0):
-        result = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=AutopickConfig(min_top=5, off_centre_ratio=ratio), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+        config = AutopickConfig(min_top=5, off_centre_ratio=ratio)
+        result = autopick(general, target / "micrographs", box_px=56, config=config, train_config=FAST_TRAIN,
+                          pick_config=FAST_PICK)
         patches = self_training_patches[-1]
         n_top = result.n_top[0]
         assert (patches.labels == 1).sum() == n_top
@@ -224,7 +234,8 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
         shutil.copy(p, mics / p.name)
     (mics / "broken.mrc").write_bytes(b"\0" * 64)
     out = tmp_path / "out"
-    first = autopick(general, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True)
+    first = autopick(general, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN,
+                     pick_config=FAST_PICK, resume=True)
     assert [Path(f).name for f, _ in first.batch.failed] == ["broken.mrc"]
     assert sorted(first.batch.counts) == sorted(p.stem for p in good) and not first.resumed
     for candidates in first.candidates:
@@ -238,25 +249,30 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     monkeypatch.setattr(autopick_module, "train_model", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     # interrupted after fine-tuning, one output missing: the rerun reuses the model and picks only that one
     (out / f"{good[0].stem}.star").unlink()
-    again = autopick(general, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True)
+    again = autopick(general, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN,
+                     pick_config=FAST_PICK, resume=True)
     assert again.resumed and trained == []
     assert list(again.batch.counts) == [good[0].stem] and again.batch.skipped == [good[1].stem]
     assert (out / f"{good[0].stem}.star").read_bytes() == written
     assert [Path(f).name for f, _ in again.batch.failed] == ["broken.mrc"]
     # another peak window gives other candidates, so other pseudo-labels: fine-tuned again, not reused
     wider = replace(FAST_PICK, post=replace(autopick_module.postprocess_config(general), peak_window_box=1.0))
-    assert not autopick(general, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=wider, resume=True).resumed
+    assert not autopick(general, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5),
+                        train_config=FAST_TRAIN, pick_config=wider, resume=True).resumed
     assert trained == [1]
     # a retrained general model under the same name is another model too
     retrained = load_model(out / "autopick_model.pt")  # any other weights will do
     retrained.info = dict(general.info)
-    assert not autopick(retrained, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True).resumed
+    assert not autopick(retrained, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5),
+                        train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True).resumed
     assert trained == [1, 1]
     trained.clear()
     # another box is another model: fine-tuned again, every micrograph picked again without resume
-    other = autopick(general, mics, box_px=60, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True)
+    other = autopick(general, mics, box_px=60, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN,
+                     pick_config=FAST_PICK, resume=True)
     assert not other.resumed and trained == [1] and load_model(out / "autopick_model.pt").box_px == 60
-    fresh = autopick(general, mics, box_px=60, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    fresh = autopick(general, mics, box_px=60, out_dir=out, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN,
+                     pick_config=FAST_PICK)
     assert trained == [1, 1] and sorted(fresh.batch.counts) == sorted(p.stem for p in good)
     # the command line lists the bad micrograph after the summary and exits 2
     res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(mics), "--box-px", "56", "-o", str(out),
@@ -268,17 +284,22 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     nothing.mkdir()
     (nothing / "broken.mrc").write_bytes(b"\0" * 64)
     with pytest.raises(ConfigError, match="none of the 1 micrograph"):
-        autopick(general, nothing, box_px=56, out_dir=None, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+        autopick(general, nothing, box_px=56, out_dir=None, config=AutopickConfig(min_top=5), train_config=FAST_TRAIN,
+                 pick_config=FAST_PICK)
 
 
 def test_autopick_threshold_override_and_zero_iterations(general, target, tmp_path):
-    result = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(iterations=0), train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, threshold=0.99))
+    zero = AutopickConfig(iterations=0)
+    result = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=zero,
+                      train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, threshold=0.99))
     assert len(result.candidates) == 1 and result.n_top == []
     assert (read_picks(tmp_path / "out")["score"] >= 0.99).all()
-    again = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(iterations=0), train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, threshold=0.99), resume=True)
+    again = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=zero,
+                     train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, threshold=0.99), resume=True)
     assert again.resumed and again.batch.counts == {} and len(again.batch.skipped) == 2
     # another threshold does not change the model: reused, and every file picked again at the new cut
-    lower = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(iterations=0), train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, threshold=0.5), resume=True)
+    lower = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=zero,
+                     train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, threshold=0.5), resume=True)
     assert lower.resumed and len(lower.batch.counts) == 2 and lower.batch.skipped == []
     picks = read_picks(tmp_path / "out")
     assert (picks["score"] >= 0.5).all() and (picks["score"] < 0.99).any()

@@ -65,9 +65,11 @@ def test_a_model_keeps_its_fingerprint_across_versions():
 
     def key(model):
         settings = pick_settings(model, PickConfig())
-        return hashlib.sha256(json.dumps([model_fingerprint(model), settings], sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([model_fingerprint(model), settings],
+                                         sort_keys=True).encode()).hexdigest()[:16]
 
-    tuned = PickerModel(net=net, arch="deeppicker", box_px=56.0, preprocess=PreprocessConfig(lowpass_sigma_model_px=2.5),
+    tuned = PickerModel(net=net, arch="deeppicker", box_px=56.0,
+                        preprocess=PreprocessConfig(lowpass_sigma_model_px=2.5),
                         threshold=0.625, postprocess=post)
     plain = PickerModel(net=net, arch="deeppicker", box_px=56.0, threshold=0.625)
     assert (model_fingerprint(tuned), key(tuned)) == ("22ac39f17d92bf52", "27b617cd1c3cc484")

@@ -90,7 +90,8 @@ def test_command_line_defaults_are_the_librarys():
 
     assert _help_default("train", "--epochs") == _help_default("fit", "--epochs") == str(TrainConfig().epochs)
     assert _help_default("train", "--patience") == str(TrainConfig().patience)
-    assert _help_default("pretrain", "--epochs") == _help_default("autopick", "--epochs") == str(PRETRAIN_TRAINING.epochs)
+    assert _help_default("pretrain", "--epochs") == _help_default("autopick",
+                                                                  "--epochs") == str(PRETRAIN_TRAINING.epochs)
     assert _help_default("pretrain", "--positives") == str(PretrainConfig().total_positives)
     assert _help_default("autopick", "--off-centre") == f"{AutopickConfig().off_centre_ratio:g}"
     assert _help_default("pick", "--step-px") == f"{ScanConfig().step_px:g}"
@@ -131,7 +132,8 @@ def test_an_output_path_that_cannot_be_written_fails_at_once_in_one_line(tmp_pat
     assert result.exit_code == 2 and "is a folder; give a file name for the model" in result.stderr
     # a system error while writing (here: the output folder is a file) is one line too
     write_picks(make_picks("m1", [100], [50], [0.9]), tmp_path / "in" / "m1.star")
-    result = runner.invoke(cli, ["convert", str(tmp_path / "in"), str(blocker / "out"), "--to", "box", "--box-px", "40"])
+    result = runner.invoke(cli, ["convert", str(tmp_path / "in"), str(blocker / "out"), "--to", "box", "--box-px",
+                                 "40"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.stderr.startswith("deeppick: error: ") and result.stderr.strip().count("\n") == 0
     assert "check the path, its permissions and the free space" in result.stderr

@@ -87,7 +87,7 @@ def test_negatives_keep_06_box_from_every_particle_and_match_positives_in_number
 def test_sampled_negatives_respect_the_distance_rule(seed, n_particles, min_box):
     rng = np.random.default_rng(seed)
     particles = rng.uniform(0, 200, (n_particles, 2))
-    got = sample_negative_centres((200, 200), particles, 25, min_box * 30, rng)
+    got = sample_negative_centres((200, 200), particles, 25, min_distance_px=min_box * 30, rng=rng)
     assert len(got) <= 25
     if n_particles:
         d = np.hypot(got[:, None, 0] - particles[None, :, 0], got[:, None, 1] - particles[None, :, 1])
@@ -97,7 +97,7 @@ def test_sampled_negatives_respect_the_distance_rule(seed, n_particles, min_box)
 
 
 def test_sampled_negatives_keep_the_edge_margin(rng):
-    got = sample_negative_centres((120, 200), np.zeros((0, 2)), 400, 10, rng, edge_margin_px=25)
+    got = sample_negative_centres((120, 200), np.zeros((0, 2)), 400, min_distance_px=10, rng=rng, edge_margin_px=25)
     assert len(got) == 400
     assert got[:, 0].min() >= 25 and got[:, 0].max() <= 199 - 25
     assert got[:, 1].min() >= 25 and got[:, 1].max() <= 119 - 25
@@ -106,13 +106,13 @@ def test_sampled_negatives_keep_the_edge_margin(rng):
 
 def test_crowded_micrograph_gives_fewer_negatives_not_a_hang(rng):
     grid = np.stack(np.meshgrid(np.arange(0, 200, 10.0), np.arange(0, 200, 10.0)), -1).reshape(-1, 2)
-    assert len(sample_negative_centres((200, 200), grid, 50, 30, rng, max_tries=5)) == 0
+    assert len(sample_negative_centres((200, 200), grid, 50, min_distance_px=30, rng=rng, max_tries=5)) == 0
 
 
 def test_near_miss_negatives_lie_beside_particles_and_off_every_centre(rng):
     image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
     config = PatchConfig(near_negative_ratio=1.0, near_negative_min_box=0.3, off_centre_ratio=0.0)
-    ps = extract_patches(image, xy, 32, config, seed=0)
+    ps = extract_patches(image, xy, 32, config=config, seed=0)
     src = ps.metadata["sources"][0]
     assert src["n_near_negative"] == src["n_positive"] == 15 and src["n_random_negative"] == 15
     neg = np.column_stack([ps.x, ps.y])[ps.labels == 0]
@@ -124,14 +124,15 @@ def test_near_miss_negatives_lie_beside_particles_and_off_every_centre(rng):
     assert extract_patches(image, xy, 32, seed=0).metadata["sources"][0]["n_near_negative"] == 0
     with pytest.raises(ConfigError, match="near_negative_min_box"):
         PatchConfig(near_negative_ratio=1.0, near_negative_min_box=0.7)
-    lonely = sample_near_negative_centres((300, 300), np.zeros((0, 2)), 10, 5, 10, rng)
+    lonely = sample_near_negative_centres((300, 300), np.zeros((0, 2)), 10, min_distance_px=5, max_distance_px=10,
+                                          rng=rng)
     assert lonely.shape == (0, 2)
 
 
 def test_off_centre_views_carry_soft_targets_of_the_nearest_particle(rng, tmp_path):
     image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
     config = PatchConfig(off_centre_ratio=2.0, off_centre_max_box=0.5, off_centre_sigma_box=0.1)
-    ps = extract_patches(image, xy, 32, config, seed=0)
+    ps = extract_patches(image, xy, 32, config=config, seed=0)
     off = ~ps.hard
     assert off.sum() == ps.n_off_centre == ps.metadata["sources"][0]["n_off_centre"] == 30
     assert (ps.labels[off] == 0).all() and ps.n_positive == ps.n_negative == 15
@@ -147,7 +148,7 @@ def test_off_centre_views_carry_soft_targets_of_the_nearest_particle(rng, tmp_pa
     np.testing.assert_array_equal(back.targets, ps.targets)
     assert "30 off-centre" in back.summary() and "15 particles" in back.summary()
     assert back.summary().endswith("from 1 micrograph, box 32 px")  # one source, said in the singular
-    plain = extract_patches(image, xy, 32, PatchConfig(off_centre_ratio=0.0), seed=0)
+    plain = extract_patches(image, xy, 32, config=PatchConfig(off_centre_ratio=0.0), seed=0)
     assert plain.targets is None and plain.hard.all()
     with open(tmp_path / "v1.npz", "wb") as fh:
         np.savez(fh, patches=plain.patches, labels=plain.labels, source=plain.source, x=plain.x, y=plain.y,
@@ -163,13 +164,13 @@ def test_off_centre_views_carry_soft_targets_of_the_nearest_particle(rng, tmp_pa
 def test_explicit_negatives_ratio_and_subsampling(rng):
     image, xy = synthetic_micrograph(rng, size=300, box_px=32, n=15)
     explicit = np.array([[20.0, 20.0], [280.0, 40.0], [999.0, 5.0]])  # the last lies off the image
-    ps = extract_patches(image, xy, 32, PatchConfig(negative_ratio=0.0, max_positives_per_micrograph=5,
+    ps = extract_patches(image, xy, 32, config=PatchConfig(negative_ratio=0.0, max_positives_per_micrograph=5,
                                                     off_centre_ratio=0.0), negatives=explicit, seed=0)
     assert ps.n_positive == 5 and ps.n_negative == 2
     np.testing.assert_allclose(np.column_stack([ps.x, ps.y])[ps.labels == 0], explicit[:2])
     src = ps.metadata["sources"][0]
     assert (src["n_positive"], src["n_random_negative"], src["n_explicit_negative"]) == (5, 0, 2)
-    ps2 = extract_patches(image, xy, 32, PatchConfig(negative_ratio=2.0), seed=0)
+    ps2 = extract_patches(image, xy, 32, config=PatchConfig(negative_ratio=2.0), seed=0)
     assert ps2.n_negative == 30
 
 

@@ -51,7 +51,8 @@ def test_threshold_filters_the_candidates_and_top_n(sim_dataset, trained):
     cut = pick_micrograph(model, image, name=path.stem, config=PickConfig(threshold=0.7))
     assert list(cut["score"]) == list(all_picks["score"][all_picks["score"] >= 0.7])
     assert np.all(np.diff(all_picks["score"]) <= 0)  # sorted by score
-    top = pick_micrograph(model, image, name=path.stem, config=PickConfig(keep_all=True, post=PostprocessConfig(top_n=3)))
+    top = pick_micrograph(model, image, name=path.stem, config=PickConfig(keep_all=True,
+                                                                          post=PostprocessConfig(top_n=3)))
     assert list(top["score"]) == list(all_picks["score"][:3])
 
 

@@ -108,6 +108,7 @@ def test_shipped_model_loads_and_picks_a_simulated_micrograph():
     assert model.info["pretrain"]["sources"], "the recipe must name its training data"
     config = SimConfig(molecule="globular", size_px=384, diameter_px=64, n_particles=12, snr=0.5, contamination=0.0)
     sim = simulate_micrograph(config, 5)
-    picks = pick_micrograph(with_box(model, 64), sim.image, name="sim", config=PickConfig(scan=ScanConfig(rotations=False)))
+    picks = pick_micrograph(with_box(model, 64), sim.image, name="sim",
+                            config=PickConfig(scan=ScanConfig(rotations=False)))
     ev = evaluate_picks(picks, sim.picks("sim"), 64)
     assert ev.recall >= 0.5 and ev.precision >= 0.5

@@ -12,7 +12,7 @@ from deeppick.errors import ConfigError
 from deeppick.model import load_model
 from deeppick.patches import PatchSet, extract_patches, save_patch_set
 from deeppick.preprocess import PreprocessConfig
-from deeppick.train import TrainConfig, augment, evaluate_patches, split_validation, train_model
+from deeppick.train import TrainConfig, augment, evaluate_patches, particle_groups, split_validation, train_model
 from tests.test_patches import synthetic_micrograph, write_dataset
 
 FAST = TrainConfig(epochs=3, batch_size=32, optimizer="adam", patience=100)
@@ -51,7 +51,8 @@ def test_learns_a_trivially_separable_patch_set(separable):
     assert model.box_px == 32 and model.arch == "deeppicker"
     assert model.info["trained_on"]["n_patches"] == len(separable)
     assert model.info["trained_on"]["micrographs"] == ["m0", "m1", "m2", "m3"]
-    assert model.info["training"]["n_val"] == pytest.approx(len(separable) / 9, abs=2)
+    held_out = split_validation(separable.labels, 1 / 9, 0, groups=particle_groups(separable))[1]
+    assert model.info["training"]["n_val"] == len(held_out) == pytest.approx(len(separable) / 9, rel=0.25)
 
 
 def test_off_centre_targets_are_fitted_and_left_out_of_the_accuracy(small):
@@ -111,7 +112,8 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(small, tmp_path):
 
 
 def test_early_stopping_keeps_the_best_epoch(small):
-    model = train_model(small, TrainConfig(epochs=20, optimizer="adam", learning_rate=0.003, patience=2), progress=False)
+    model = train_model(small, TrainConfig(epochs=20, optimizer="adam", learning_rate=0.003, patience=2),
+                        progress=False)
     history = model.info["history"]
     best = min(history, key=lambda r: r["val_loss"])
     assert model.info["best_epoch"] == best["epoch"]
@@ -152,13 +154,34 @@ def test_validation_split_is_stratified_and_disjoint():
     assert not np.array_equal(val, split_validation(labels, 1 / 9, seed=1)[1])
 
 
+def test_validation_holds_out_whole_particles_with_their_off_centre_views(separable):
+    groups = particle_groups(separable)
+    train, val = split_validation(separable.labels, 1 / 9, seed=0, groups=groups)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(separable)
+    off_centre = ~separable.hard
+    assert off_centre.sum() >= 4 * separable.n_positive - 10  # the test means something: many views
+    # every off-centre view belongs to the particle it was cut beside, and shares its side of the split
+    particles = np.flatnonzero(separable.labels == 1)
+    assert set(groups[off_centre]) <= set(particles)
+    for particle in particles[np.isin(particles, val)]:
+        assert np.isin(np.flatnonzero(groups == particle), val).all()
+    # background far from every particle is its own group; about 1/9 of particles and of the rest validate
+    n_val_particles = int(np.isin(particles, val).sum())
+    assert n_val_particles == round(len(particles) / 9)
+    # patch by patch, a particle's views fall on both sides
+    loose_train, loose_val = split_validation(separable.labels, 1 / 9, seed=0)
+    assert any(np.isin(np.flatnonzero(groups == p), loose_train).any() for p in particles[np.isin(particles,
+                                                                                                  loose_val)])
+
+
 def test_augmentation_applies_only_dihedral_moves():
     x = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(2, 1, 64, 64).repeat(20, 1, 1, 1)
     out = augment(x, torch.Generator().manual_seed(0), TrainConfig())
     seen = set()
     for xi, oi in zip(x, out):
         moves = [k + 4 * f for f in (0, 1) for k in range(4)
-                 if torch.equal(oi, torch.rot90(xi, k, dims=(-2, -1)).flip(-1) if f else torch.rot90(xi, k, dims=(-2, -1)))]
+                 if torch.equal(oi, torch.rot90(xi, k, dims=(-2, -1)).flip(-1) if f else torch.rot90(xi, k, dims=(-2,
+                                                                                                                  -1)))]
         assert len(moves) == 1
         seen.add(moves[0])
     assert len(seen) >= 5  # the moves really vary

@@ -11,7 +11,8 @@ from ..errors import ConfigError
 from ._shared import PICK_FORMATS, LibraryDefault, given, highpass_option, options, preprocess_config
 
 patch_source_options = options(
-    click.option("--dataset", type=click.Path(path_type=Path), help="dataset folder (dataset.json, micrographs/, coords/)"),
+    click.option("--dataset", type=click.Path(path_type=Path),
+                 help="dataset folder (dataset.json, micrographs/, coords/)"),
     click.option("--split", default="train", show_default=True, help="which split of --dataset to use"),
     click.option("--micrographs", type=click.Path(path_type=Path), help="micrograph file or folder (with --coords)"),
     click.option("--coords", type=click.Path(path_type=Path),
@@ -20,7 +21,8 @@ patch_source_options = options(
     click.option("--coords-format", type=click.Choice(PICK_FORMATS),
                  help="format of the --coords and --negatives files (default: from each file's suffix; "
                       "needed for a folder holding two formats)"),
-    click.option("--box-px", type=float, help="box side in micrograph px (default for --dataset: its particle diameter)"),
+    click.option("--box-px", type=float,
+                 help="box side in micrograph px (default for --dataset: its particle diameter)"),
     click.option("--negatives", type=click.Path(path_type=Path),
                  help="coordinates of explicit background (ice, carbon, bad particles): file or folder"),
     click.option("--negative-ratio", type=float, cls=LibraryDefault, library="patches:PatchConfig.negative_ratio",
@@ -39,7 +41,7 @@ patch_source_options = options(
 )
 
 
-def labelled_patches(dataset, split, micrographs, coords, coords_format, box_px, negatives, negative_ratio,
+def labelled_patches(*, dataset, split, micrographs, coords, coords_format, box_px, negatives, negative_ratio,
                      near_negative_ratio, off_centre_ratio, max_per_micrograph, max_micrographs, seed, highpass,
                      progress=True, preprocess=None):
     """The patch set the shared options name, and the dataset it came from (or None).
@@ -65,13 +67,13 @@ def labelled_patches(dataset, split, micrographs, coords, coords_format, box_px,
         from ..datasets import load_dataset
 
         ds = load_dataset(dataset)
-        ps = extract_dataset_patches(ds, split, box_px, config, preprocess, negatives=neg, seed=seed,
-                                     max_micrographs=max_micrographs, progress=progress)
+        ps = extract_dataset_patches(ds, split, box_px=box_px, config=config, preprocess=preprocess, negatives=neg,
+                                     seed=seed, max_micrographs=max_micrographs, progress=progress)
         return ps, ds
     if micrographs is None or coords is None or not box_px:
         raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
                           "--coords DIR --box-px N")
     paths = list_micrographs(micrographs)[:max_micrographs]
-    ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config, preprocess,
+    ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config=config, preprocess=preprocess,
                          negatives=neg, seed=seed, progress=progress)
     return ps, None

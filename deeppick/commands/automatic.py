@@ -15,7 +15,8 @@ from .picking import edge_margin_option, peak_window_option, step_line
 @click.command()
 @click.option("--dataset", "datasets", required=True, multiple=True, type=click.Path(path_type=Path),
               help="a dataset folder of one molecule, real or simulated (repeat: one per molecule)")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="general model file to write (.pt)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="general model file to write (.pt)")
 @click.option("--positives", type=int, cls=LibraryDefault, library="pretrain:PretrainConfig.total_positives",
               help="particles in the mix, shared equally by the molecules (DeepPicker §4.3)")
 @click.option("--max-micrographs", type=int, help="use at most the first N train micrographs of each dataset")

@@ -83,5 +83,5 @@ def fetch(manifest_path, output, base_url):
     """Download a dataset described by MANIFEST, checking every file's SHA-256 (resumes if interrupted)."""
     from ..datasets import fetch_dataset
 
-    fetched, present = fetch_dataset(manifest_path, output, base_url)
+    fetched, present = fetch_dataset(manifest_path, output, base_url=base_url)
     click.echo(f"{output}: fetched {fetched} files, {present} already present and verified")

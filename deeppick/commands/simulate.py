@@ -55,7 +55,8 @@ def _diameters(items, molecules) -> dict[str, float]:
 @click.option("--particles", "n_particles", type=int, default=50, show_default=True, help="particles per micrograph")
 @click.option("--density", type=float, help="fraction of the area covered by particles (instead of --particles)")
 @click.option("--min-distance-px", type=float, help="least centre distance [default: the diameter]")
-@click.option("--overlap", type=float, help="allowed overlap as a fraction of the diameter (instead of --min-distance-px)")
+@click.option("--overlap", type=float,
+              help="allowed overlap as a fraction of the diameter (instead of --min-distance-px)")
 @click.option("--defocus-um", cls=LibraryDefault, library="simulate:SimConfig.defocus_um",
               help="MIN,MAX underfocus per micrograph")
 @click.option("--astigmatism-um", type=float, cls=LibraryDefault, library="simulate:SimConfig.astigmatism_um",
@@ -113,9 +114,11 @@ def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, 
 
     for name in molecules:
         if len(molecules) == 1 and molecule != "mix":
-            path = simulate_dataset(out_dir, resolved(name), n_micrographs, seed, fractions, overwrite, progress)
+            path = simulate_dataset(out_dir, resolved(name), n_micrographs=n_micrographs, seed=seed,
+                                    split_fractions=fractions, overwrite=overwrite, progress=progress)
         else:  # each molecule into its own folder, with its own random stream
-            [path] = simulate_datasets(out_dir, [name], resolved(name), n_micrographs, seed,
-                                       {name: resolved(name).resolved_diameter_px}, split_fractions=fractions,
+            [path] = simulate_datasets(out_dir, [name], resolved(name), n_micrographs=n_micrographs, seed=seed,
+                                       diameters_px={name: resolved(name).resolved_diameter_px},
+                                       split_fractions=fractions,
                                        overwrite=overwrite, progress=progress)
         click.echo(f"wrote {n_micrographs} micrographs to {path}")

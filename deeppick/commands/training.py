@@ -29,7 +29,8 @@ def extract(output, **options):
 @click.option("--patches", type=click.Path(path_type=Path), help="patch set from 'deeppick extract'")
 @patch_source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="model file to write (.pt)")
-@click.option("--arch", type=click.Choice(["deeppicker", "deepem"]), cls=LibraryDefault, library="train:TrainConfig.arch",
+@click.option("--arch", type=click.Choice(["deeppicker", "deepem"]), cls=LibraryDefault,
+              library="train:TrainConfig.arch",
               help="network (with --init: the initial model's)")
 @click.option("--init", "init_model",
               help="fine-tune this model instead of starting from random weights: a model file, or 'general' "
