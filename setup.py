@@ -19,8 +19,6 @@ setup(
         "torch>=2.1",
         "numpy>=1.24",
         "scipy>=1.10",
-        "scikit-image>=0.21",
-        "scikit-learn>=1.3",
         "mrcfile>=1.4",
         "starfile>=0.5",
         "pandas>=2.0",
@@ -30,6 +28,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    # scikit-learn: the tests hold our precision-recall curve and AP against its own
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3"]},
     entry_points={"console_scripts": ["deeppick=deeppick.cli:main"]},
 )

@@ -3,9 +3,9 @@
 import os
 
 # Idle OpenMP threads sleep instead of spinning. On a shared node or beside another job, spinning threads
-# wait on descheduled peers: 2 threads then ran ~15× slower (measured at load 13 on 2 cores; `make demo`
-# beside another job: 458 s instead of ~20 s); on a quiet machine passive waiting costs little. It takes
-# effect when torch loads after deeppick (deeppick itself imports torch lazily); a user's setting wins.
+# wait on descheduled peers and torch runs many times slower (docs/measurements.md, *Shared machines*); on a
+# quiet machine passive waiting costs little. It takes effect when torch loads after deeppick (deeppick
+# itself imports torch lazily); a user's setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._version import __version__  # noqa: E402

@@ -214,7 +214,7 @@ def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], *
     An existing output that the folder's record attributes to another model or other settings would be
     skipped by a resumed batch and so mix two pickers' results: unless ``overwrite`` or ``replace_others``
     that raises :class:`ConfigError` before anything is written. Outputs the record does not know (written
-    before records were kept, or by hand) are kept as before. The record is updated atomically before
+    before records were kept, or by hand) are kept. The record is updated atomically before
     picking, so an interrupted batch leaves every file it wrote attributed.
 
     Returns

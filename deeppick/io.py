@@ -67,7 +67,7 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     that several processes update, such as cluster jobs picking parts of one dataset into one folder.
 
     Advisory (``flock``), so only deeppick processes wait for it; where the system or file system offers no
-    such lock (Windows, some network file systems) the block runs unlocked, as before.
+    such lock (Windows, some network file systems) the block runs unlocked.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

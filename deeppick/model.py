@@ -84,7 +84,9 @@ def deeppicker_net(channels=(8, 16, 32, 64), kernels=(9, 5, 3, 2), fc_px: int = 
 
 
 def deepem_net(channels=(6, 12, 24), kernels=(9, 5, 3)) -> ParticleNet:
-    """DeepEM Fig. 1: three conv + sigmoid + 2×2 mean-pool, one fully connected sigmoid output."""
+    """DeepEM's layer pattern (Fig. 1): three conv + sigmoid + 2×2 mean-pool, one fully connected sigmoid
+    output. The channel counts and kernel sizes are ours (for the 64-px model box), and so are the loss
+    (binary cross-entropy on the logit) and the initialisation (PyTorch's defaults)."""
     layers: list[nn.Module] = []
     size, c_in = 64, 1
     for c_out, k in zip(channels, kernels):
@@ -184,7 +186,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
         raise ModelFileError(f"{path}: model file is damaged or inconsistent ({str(exc)[:120]}); retrain it") from None
     net.to(device).eval()
     info = meta.get("info", {})
-    # files of format 1 before the typed field kept the post-processing in ``info``
+    # files of format 1 keep the post-processing in ``info``
     post = meta.get("postprocess") or info.pop("postprocess", None)
     try:
         postprocess = None if post is None else PostprocessConfig.from_dict(post)

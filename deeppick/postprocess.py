@@ -45,13 +45,13 @@ class PostprocessConfig:
     max_area_factor: float = 4.0  # DeepPicker §2.1: regions > 4× the mean region area are ice/carbon
     peak_window_box: float = 0.8  # DeepPicker §4.5: one peak per 0.8-box window (picks ≥ 0.4 box apart)
     extreme_sd: float = 3.0  # DeepPicker §2.1: pixels beyond 3 SD of the micrograph are extreme
-    max_extreme_fraction: float = 0.2  # ours: noise has 0.27 % beyond 3 SD, EMPIAR-10017 particles ≤ ~11 %
+    max_extreme_fraction: float = 0.2  # ours: far above noise's share, above denoised particles' (see below)
     sd_range: tuple[float, float] | None = None  # DeepEM: patch SD range, × micrograph SD; None: off
     top_n: int | None = None  # keep the best N picks per micrograph (--top); None keeps all
     # ours: drop picks whose centre lies nearer than this (× box) to the micrograph edge. 0.5: the box lies
     # inside the micrograph, as extraction needs (cryoSPARC and RELION leave out boxes that cross the edge).
     # Training on labels replaces it by the labels' own margin (learn_edge_margin): annotators often
-    # leave a wider border unpicked (betagal-10017: no label within 1.2 diameters of the edge).
+    # leave a wider border unpicked (docs/measurements.md, *Edge margin*).
     edge_margin_box: float = 0.5
 
     def __post_init__(self):
@@ -252,12 +252,11 @@ def extreme_pixel_mask(micrograph: np.ndarray, x_px, y_px, box_px: float, *, sd_
     DeepPicker §2.1 drops candidates whose patch holds pixels beyond 3 SD of the micrograph. Taken
     literally this drops every particle: a box of 100² Gaussian pixels has about 27 such pixels by
     chance. So a patch is *extreme* when more than ``max_extreme_fraction`` of its pixels lie beyond
-    ``sd_limit`` robust SDs (1.4826 × MAD) of the micrograph's median. Noise alone puts 0.27 % of pixels
-    beyond 3 SD. Particles add little on raw micrographs, but on denoised ones their dark protein density
-    does: on the denoised EMPIAR-10017 (β-galactosidase) exports, 5.5 % of the reference particles have
-    over 5 % extreme pixels, 0.2 % over 20 %. Hence the default of 20 %: a black ice blob, a carbon edge,
-    a gold bead or dirt covering a fifth of the box is dropped; a smaller speck, or isolated hot pixels
-    (preprocessing clips them), are not.
+    ``sd_limit`` robust SDs (1.4826 × MAD) of the micrograph's median. Gaussian noise puts 0.27 % of its
+    pixels beyond 3 SD. Particles add little on raw micrographs, but on denoised ones their dark protein
+    density adds some (docs/measurements.md, *Extreme pixels*). Hence the default of 20 %: a black ice
+    blob, a carbon edge, a gold bead or dirt covering a fifth of the box is dropped; a smaller speck, or
+    isolated hot pixels (preprocessing clips them), are not.
 
     With ``sd_range = (lo, hi)`` (DeepEM), a patch is also dropped when its pixel SD is outside
     ``[lo, hi]`` × the micrograph's robust SD: flat thick ice has a low SD, carbon edges a high one.

@@ -24,8 +24,8 @@ from .io import check_micrograph
 
 
 MIN_HIGHPASS_SIGMA_MODEL_PX = 16.0
-# Settings added after model files were first written, with the value that means "as before" (off).
-ADDED_LATER = {"highpass_sigma_model_px": 0.0}
+# Settings a model file may lack, with the value a missing one means: off.
+OFF_WHEN_ABSENT = {"highpass_sigma_model_px": 0.0}
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class PreprocessConfig:
     lowpass_sigma_model_px: float = 1.0  # Gaussian low-pass, σ in model px; 0 disables it
     clip_sd: float = 4.0  # normalised pixels are clipped to ±clip_sd so ice and dirt do not dominate
     # Background subtraction (smooth_background, σ in model px, 64 = one box), so a gradient of ice
-    # thickness or illumination across the micrograph does not shift every patch's level; 0 disables it
-    # (models written before it existed load with 0 and pick as they did).
+    # thickness or illumination across the micrograph does not shift every patch's level; 0 disables it.
     highpass_sigma_model_px: float = 0.0
 
     def __post_init__(self):
@@ -51,15 +50,14 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
-        # a file written before a setting existed was made without it
-        data = {**ADDED_LATER, **data}
+        data = {**OFF_WHEN_ABSENT, **data}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def identity(self) -> dict:
         """The settings that make up a model's identity (its fingerprint, a patch set's compatibility):
-        :meth:`to_dict` without the settings added later while they are off, so the same model keeps
-        its identity across versions and a picks folder written before resumes."""
-        return {k: v for k, v in self.to_dict().items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+        :meth:`to_dict` without the settings of :data:`OFF_WHEN_ABSENT` while they are off, so a model
+        file that lacks them and one that has them off are the same model, and their picks folders resume."""
+        return {k: v for k, v in self.to_dict().items() if k not in OFF_WHEN_ABSENT or v != OFF_WHEN_ABSENT[k]}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 SHIPPED_MODEL = "general.pt"
 
 # Pretraining and self-training train for at most 30 epochs with patience 6, the length the general model
-# and self-training were measured with; TrainConfig's defaults are semi-automated training's.
+# and self-training are measured with (docs/measurements.md, *Training length*); TrainConfig's defaults are
+# semi-automated training's.
 PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6)
 
 

@@ -42,7 +42,7 @@ OPTIMIZERS = ("sgd", "adam")
 class TrainConfig:
     """Training hyper-parameters; stored in the model file's ``info``."""
 
-    arch: str = "deeppicker"  # DeepPicker §4.2 network; "deepem" for DeepEM's
+    arch: str = "deeppicker"  # DeepPicker §4.2 network; "deepem": DeepEM's layer pattern (model.deepem_net)
     optimizer: str = "sgd"  # DeepPicker §4.5: stochastic gradient descent
     learning_rate: float | None = None  # None: 0.01 for SGD (DeepPicker §4.5), 0.001 for Adam (Kingma & Ba)
     momentum: float = 0.9  # SGD momentum, the usual value (ours)

@@ -29,10 +29,11 @@ from .threshold import choose_threshold
 from .train import TrainConfig, evaluate_patches, train_model
 
 # Boxes tried by fit_dataset, × particle diameter: context around the particle helps where particles are
-# sparse and hurts where they touch, so the held-out micrographs decide (docs/measurements.md, Box size).
+# sparse and hurts where they touch, so the held-out micrographs decide (docs/measurements.md, *Box, peak
+# window and edge margin*).
 BOX_FACTORS = (1.0, 1.3)
 # Low-pass σ (model px) tried at the chosen box: σ 1 barely filters a small particle's upsampled pixels,
-# a stronger one suits noisy small particles; the held-out micrographs decide (docs/measurements.md).
+# a stronger one suits noisy small particles; the held-out micrographs decide (same section).
 LOWPASS_SIGMAS_MODEL_PX = (1.0, 2.5)
 # Peak windows (× box) tried on the held-out micrographs. DeepPicker's 0.8 (picks ≥ 0.4 box apart) suits
 # particles that keep their distance; where they crowd, neighbours sit closer and a wide window hides them.
