@@ -14,17 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import pandas as pd
 
 from .errors import ConfigError, CoordinateError, DeepPickError
-from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_write_text, concat_picks, empty_picks, folder_lock,
-                 is_coordinate_list, listed_file, micrograph_stem, read_coordinate_list, read_micrograph, relion_path,
-                 write_coordinate_list, write_picks)
+from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_path, atomic_write_text, concat_picks, empty_picks, file_stem,
+                 folder_lock, is_coordinate_list, is_text, listed_file, micrograph_stem, read_coordinate_list,
+                 read_micrograph, relion_path, text_name, write_coordinate_list, write_picks)
 from .model import PickerModel
 from .pipeline import (PickConfig, candidates_config, cut_picks, effective_threshold, pick_micrograph,
                        postprocess_config)
@@ -47,7 +49,8 @@ class BatchResult:
 
     def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
         n = sum(self.counts.values())
-        cut = "all candidates kept (--keep-all)" if keep_all else f"threshold {threshold:.3g}"
+        cut = (f"every candidate kept (--keep-all): cut at a figure of merit ≥ {threshold:.3g}, the model's "
+               "threshold, to extract particles" if keep_all else f"threshold {threshold:.3g}")
         m = len(self.counts)
         parts = [f"picked {n} particle{'' if n == 1 else 's'} in {m} micrograph{'' if m == 1 else 's'} ({cut}) "
                  f"in {self.seconds:.1f} s"]
@@ -57,15 +60,17 @@ class BatchResult:
             parts.append(f"{len(self.failed)} failed")
         text = "; ".join(parts) + f"; output in {out_dir}"
         if self.coordinate_list is not None:
-            text += f" (RELION's Particle extraction reads {self.coordinate_list.name} there)"
+            text += (f" (RELION's Particle extraction: input coordinates {self.coordinate_list}; RELION 3.1: "
+                     f"--coord_dir {self.coordinate_list.parent}/ --coord_suffix .star)")
         if self.coordinate_list_problem is not None:
             text += f"; {self.coordinate_list_problem}"
         return text
 
 
 def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: str) -> Path:
-    """Coordinate file written for a micrograph: ``OUT/<stem><suffix>``."""
-    return Path(out_dir) / f"{micrograph_stem(micrograph)}{FORMAT_SUFFIX[fmt]}"
+    """Coordinate file written for a micrograph: ``OUT/<stem><suffix>``, the stem's bytes as the
+    micrograph's (:func:`~deeppick.io.file_stem`)."""
+    return Path(out_dir) / f"{file_stem(micrograph)}{FORMAT_SUFFIX[fmt]}"
 
 
 def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
@@ -101,29 +106,32 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
 
         iterator = tqdm(paths, desc="picking", unit="micrograph")
     pick_config = candidates_config(model, config) if keep_candidates else config
+    note = keep_all_note(model, config)
     candidates = []
     for path in iterator:
         out = output_path(out_dir, path, fmt)
         stem = micrograph_stem(path)
         if out.exists() and not overwrite and out.name not in redo:
             result.skipped.append(stem)
-            continue
-        try:
-            image = read_micrograph(path)
-            picks = pick_micrograph(model, image, name=stem, config=pick_config, path=path)
-        except DeepPickError as exc:
-            result.failed.append((str(path), str(exc)))
-            continue
-        if keep_candidates:
-            candidates.append(picks)
-            picks = cut_picks(model, picks, config)
-        write_picks(picks, out, fmt, box_px=model.box_px)
-        result.counts[stem] = len(picks)
+        else:
+            try:
+                image = read_micrograph(path)
+                picks = pick_micrograph(model, image, name=stem, config=pick_config, path=path)
+            except DeepPickError as exc:
+                result.failed.append((str(path), str(exc)))
+                continue
+            if keep_candidates:
+                candidates.append(picks)
+                picks = cut_picks(model, picks, config)
+            write_picks(picks, out, fmt, box_px=model.box_px, note=note)
+            result.counts[stem] = len(picks)
+        if fmt == "star":
+            link_for_relion3(out, relion3_path(out_dir, path))
     if fmt == "star":
         done = {*result.counts, *result.skipped}  # picked now or before; failed micrographs are left out
         try:
             result.coordinate_list = update_coordinate_list(
-                out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done])
+                out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done], note=note)
         except CoordinateError as exc:  # the picks are written; only the list cannot be
             result.coordinate_list_problem = str(exc)
     if keep_candidates:
@@ -132,7 +140,57 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     return result
 
 
-def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, Path]]) -> Path | None:
+def keep_all_note(model: PickerModel, config: PickConfig) -> str | None:
+    """What a file of every candidate says in its header: that it is not thresholded, and where to cut."""
+    if not config.keep_all:
+        return None
+    threshold = effective_threshold(model, replace(config, keep_all=False))
+    return (f"every candidate (--keep-all), not cut at the model's threshold {threshold:.4g}: cut at "
+            f"rlnAutopickFigureOfMerit >= {threshold:.4g} before extracting, e.g. with RELION 4's extraction "
+            f"option --minimum_pick_fom {threshold:.4g} (RELION 3.1 extracts every line)")
+
+
+def relion3_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike) -> Path | None:
+    """Where RELION 3.1's extraction looks for a micrograph's coordinates with ``--coord_dir OUT/
+    --coord_suffix .star``: ``OUT/`` + the micrograph's name as RELION names it, from after its job folder
+    (``MotionCorr/job002/Movies/m1.mrc`` → ``Movies/m1``), + ``.star``. None for a micrograph outside the
+    folder deeppick runs in: RELION names a project's micrographs relative to the project.
+
+    Example
+    -------
+    >>> relion3_path("picks", "MotionCorr/job002/Movies/m1.mrc").as_posix(), relion3_path("picks", "m1.mrc").as_posix()
+    ('picks/Movies/m1.star', 'picks/m1.star')
+    """
+    name = relion_path(micrograph)
+    if name.startswith("/"):
+        return None
+    job = re.match(r"^(.*?/)(job\d{3}[^/]*/)(.*)$", name)
+    post = job.group(3) if job else name
+    return Path(out_dir) / f"{str(PurePosixPath(post).with_suffix(''))}.star"
+
+
+def link_for_relion3(coordinates: Path, target: Path | None) -> None:
+    """Make ``target`` the same file as ``coordinates`` (a hard link, else a copy), so that RELION 3.1, which
+    looks for each micrograph's coordinates under a copy of its folders, finds the file written beside
+    RELION 4's list; nothing for no target."""
+    if target is None or target == coordinates:
+        return
+    try:
+        if target.exists() and os.path.samefile(target, coordinates):
+            return
+    except OSError:
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(coordinates, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(coordinates, tmp)
+
+
+def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, Path]], *,
+                           note: str | None = None) -> Path | None:
     """Add ``(micrograph, coordinate file)`` pairs to ``out_dir``'s RELION list of coordinate files
     (:data:`~deeppick.io.COORDINATE_LIST`), keeping the entries of earlier batches whose files still exist,
     so that picking a dataset in parts (several cluster jobs, a resumed run) lists all of it.
@@ -153,6 +211,11 @@ def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, 
         raise CoordinateError(f"no {COORDINATE_LIST} written: RELION reads its columns split at spaces and "
                               f"{len(spaced)} path(s) hold one (the first: '{spaced[0]}'); rename the folders "
                               "or files to use it (the per-micrograph coordinate files are written)")
+    undecodable = [text_name(name) for pair in new.items() for name in pair if not is_text(name)]
+    if undecodable:
+        raise CoordinateError(f"no {COORDINATE_LIST} written: STAR files are UTF-8 text and {len(undecodable)} "
+                              f"path(s) are not (the first: '{undecodable[0]}'); rename the folders or files "
+                              "to use it (the per-micrograph coordinate files are written)")
     with folder_lock(out_dir):  # several batches finishing at once each add their part
         entries = {}
         if is_coordinate_list(path):
@@ -165,7 +228,7 @@ def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, 
         entries = {mic: coords for mic, coords in entries.items()
                    if micrograph_stem(mic) not in stems and listed_file(coords, path).is_file()}
         entries.update(new)
-        write_coordinate_list(path, entries)
+        write_coordinate_list(path, entries, note=note)
     return path
 
 

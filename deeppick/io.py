@@ -13,6 +13,7 @@ Frames and conventions used everywhere in deeppick:
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections import Counter
@@ -46,7 +47,8 @@ _MRC_MODES = (0, 1, 2, 6, 12)
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
-    An interrupted run therefore never leaves a half-written file under the final name.
+    An interrupted run therefore never leaves a half-written file under the final name. The file gets the
+    permissions any new file gets (0666 less the umask), so the members of a shared project can read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,10 +57,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask (read once: setting it to read it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -145,6 +157,35 @@ def micrograph_pixel_size(path: str | os.PathLike) -> float | None:
     except Exception as exc:  # mrcfile raises ValueError/OSError for corrupt headers
         raise MicrographError(f"{path}: cannot read MRC header ({exc}); the file may be corrupt") from None
     return size if size > 0 else None
+
+
+def box_px_from_angstrom(box_a: float, micrographs: Iterable[str | os.PathLike]) -> float:
+    """A box of ``box_a`` Å in pixels of ``micrographs``, by the pixel size their MRC headers store (all the
+    same within 1 %).
+
+    Raises
+    ------
+    ConfigError
+        If a micrograph's header stores no pixel size (images, or a header with 0), or they differ.
+    """
+    from .errors import ConfigError
+
+    if not box_a > 0:
+        raise ConfigError(f"--box-a must be a positive size in Å, got {box_a}")
+    sizes = {}
+    for path in micrographs:
+        size = micrograph_pixel_size(path)
+        if size is None:
+            raise ConfigError(f"{path}: its header stores no pixel size, so a box in Å cannot be turned into "
+                              "pixels; give --box-px instead")
+        sizes[str(path)] = size
+    if not sizes:
+        raise ConfigError("no micrographs to read a pixel size from; give --box-px instead")
+    low, high = min(sizes.values()), max(sizes.values())
+    if high > 1.01 * low:
+        raise ConfigError(f"the micrographs' pixel sizes differ ({low:.3f}–{high:.3f} Å/px); give --box-px for "
+                          "micrographs of one pixel size")
+    return float(box_a / np.median(list(sizes.values())))
 
 
 def check_micrograph(image: np.ndarray, path: str | os.PathLike = "<array>", box_px: int | None = None) -> np.ndarray:
@@ -306,8 +347,9 @@ def picks_of(picks: pd.DataFrame, micrograph: str) -> pd.DataFrame:
 
 
 def coordinate_stem(path: str | os.PathLike) -> str:
-    """The micrograph stem a coordinate file names: ``mic_autopick.star`` → ``mic``."""
-    stem = Path(path).stem
+    """The micrograph stem a coordinate file names: ``mic_autopick.star`` → ``mic`` (as :func:`micrograph_stem`
+    writes it)."""
+    stem = micrograph_stem(path)
     for suffix in _PICKER_SUFFIXES:
         if stem.endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
@@ -315,8 +357,38 @@ def coordinate_stem(path: str | os.PathLike) -> str:
 
 
 def micrograph_stem(name: str | os.PathLike) -> str:
-    """Stem of a micrograph name as written in coordinate files (folders and suffix dropped)."""
+    """Stem of a micrograph name as the picks table names it (folders and suffix dropped).
+
+    A file name that is not UTF-8 (bytes Python keeps as surrogate escapes) has those bytes written as
+    ``\\xNN``, so the name is text every table and file format can hold, the same for the micrograph and
+    for the coordinate file named after it (:func:`file_stem`).
+
+    Example
+    -------
+    >>> micrograph_stem("Movies/mic_001.mrc"), micrograph_stem(os.fsdecode(b"mic_\\xff.mrc"))
+    ('mic_001', 'mic_\\\\xff')
+    """
+    return text_name(Path(str(name)).stem)
+
+
+def file_stem(name: str | os.PathLike) -> str:
+    """The stem of a file name with its bytes as they are (a coordinate file written for a micrograph keeps
+    the micrograph's own bytes, whatever their encoding)."""
     return Path(str(name)).stem
+
+
+def text_name(name: str) -> str:
+    """``name`` with the bytes of a non-UTF-8 file name (Python's surrogate escapes) written as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_text(name: str) -> bool:
+    """Whether ``name`` is text a UTF-8 file can hold (a file name that is not UTF-8 is not)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -355,20 +427,7 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
-                       {*FORMAT_SUFFIX.values(), ".coord", ".tsv"} and not is_coordinate_list(p))
-        if fmt is not None:
-            files = [f for f in files if detect_format(f) == fmt]
-        if not files:
-            which = f"{fmt} coordinate files" if fmt else "coordinate files (.star, .box, .cbox, .csv, .txt)"
-            raise CoordinateError(f"{path}: no {which} in this folder")
-        twice = sorted(stem for stem, n in Counter(f.stem for f in files).items() if n > 1)
-        if twice:
-            raise CoordinateError(f"{path}: {len(twice)} micrograph(s) have coordinates in several formats here "
-                                  f"(e.g. {', '.join(f.name for f in files if f.stem == twice[0])}); say which "
-                                  "format to read (evaluate --picks-format, extract/train --coords-format, convert "
-                                  "--from) or keep one format per folder")
-        return concat_picks(read_picks(f, fmt) for f in files)
+        return concat_picks(read_picks(f, fmt) for f in coordinate_files(path, fmt))
     if not path.is_file():
         raise CoordinateError(f"{path}: no such coordinate file; check the path")
     fmt = fmt or detect_format(path)
@@ -387,13 +446,57 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
     return picks
 
 
+def coordinate_files(folder: str | os.PathLike, fmt: str | None = None) -> list[Path]:
+    """The coordinate files of a folder that :func:`read_picks` reads, sorted: those with a known suffix
+    (with ``fmt``: those of that format), RELION lists of coordinate files left out.
+
+    Raises
+    ------
+    CoordinateError
+        If there are none, or one micrograph has files in two formats (read together they would count every
+        particle twice): then ``fmt`` must say which.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in
+                   {*FORMAT_SUFFIX.values(), ".coord", ".tsv"} and not is_coordinate_list(p))
+    if fmt is not None:
+        files = [f for f in files if detect_format(f) == fmt]
+    if not files:
+        which = f"{fmt} coordinate files" if fmt else "coordinate files (.star, .box, .cbox, .csv, .txt)"
+        raise CoordinateError(f"{folder}: no {which} in this folder")
+    twice = sorted(stem for stem, n in Counter(f.stem for f in files).items() if n > 1)
+    if twice:
+        raise CoordinateError(f"{folder}: {len(twice)} micrograph(s) have coordinates in several formats here "
+                              f"(e.g. {', '.join(f.name for f in files if f.stem == twice[0])}); say which "
+                              "format to read (evaluate --picks-format, extract/train --coords-format, convert "
+                              "--from) or keep one format per folder")
+    return files
+
+
+def covered_micrographs(path: str | os.PathLike, fmt: str | None = None) -> set[str]:
+    """The micrographs a coordinate file, folder or RELION list covers, as the picks table names them, those
+    with no pick included: an empty coordinate file says its micrograph was picked and held nothing, which
+    the picks table alone cannot say."""
+    path = Path(path)
+    if path.is_file() and is_coordinate_list(path):
+        return {micrograph_stem(m) for m in read_coordinate_list(path)}
+    names: set[str] = set()
+    for file in coordinate_files(path, fmt) if path.is_dir() else [path]:
+        kind = fmt or detect_format(file)
+        with open(file, "rb") as handle:
+            several = kind == "coord" or (kind == "star" and b"rlnMicrographName" in handle.read(1 << 16))
+        names |= set(read_picks(file, kind)["micrograph"]) if several else {coordinate_stem(file)}
+    return names
+
+
 def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None,
-                *, box_px: float | None = None) -> None:
+                *, box_px: float | None = None, note: str | None = None) -> None:
     """Write a picks table to one file, atomically.
 
     ``star`` and ``coord`` may hold several micrographs (STAR then gets ``rlnMicrographName``);
-    ``box``, ``cbox`` and ``csv`` hold one micrograph. ``box`` and ``cbox`` need ``box_px``.
-    Use :func:`write_picks_per_micrograph` for one file per micrograph.
+    ``box``, ``cbox`` and ``csv`` hold one micrograph. ``box`` and ``cbox`` need ``box_px``. A STAR file
+    carries ``note`` as a comment in its header. Use :func:`write_picks_per_micrograph` for one file per
+    micrograph.
     """
     fmt = fmt or detect_format(path)
     if fmt not in PICK_FORMATS:
@@ -404,7 +507,14 @@ def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = 
         raise CoordinateError(f"{path}: the {fmt} format holds one micrograph; write one file per micrograph")
     text = {"star": _star_text, "box": _box_text, "coord": _coord_text, "csv": _csv_text,
             "cbox": _cbox_text}[fmt](picks.reset_index(drop=True), box_px)
+    if fmt == "star" and note:
+        text = text.replace("# written by deeppick\n", f"# written by deeppick\n{_comment(note)}", 1)
     atomic_write_text(path, text)
+
+
+def _comment(text: str) -> str:
+    """``text`` as STAR comment lines."""
+    return "".join(f"# {line}\n" for line in text.splitlines())
 
 
 def write_picks_per_micrograph(picks: pd.DataFrame, folder: str | os.PathLike, fmt: str = "star",
@@ -436,12 +546,50 @@ def convert_picks(source: str | os.PathLike, dest: str | os.PathLike, fmt: str, 
     if box_px is not None:
         box_px *= scale
     dest = Path(dest)
-    one_file = dest.suffix.lower() == FORMAT_SUFFIX[fmt] and (fmt in ("star", "coord")
-                                                              or picks["micrograph"].nunique() <= 1)
-    if one_file:
+    n_micrographs = picks["micrograph"].nunique()
+    if dest.suffix.lower() == FORMAT_SUFFIX[fmt]:
+        if fmt not in ("star", "coord") and n_micrographs > 1:
+            raise CoordinateError(f"{dest}: the {fmt} format holds one micrograph and these picks name "
+                                  f"{n_micrographs}; give a folder (a name without {dest.suffix}) for one file each")
         write_picks(picks, dest, fmt, box_px=box_px)
         return [dest], picks
     return write_picks_per_micrograph(picks, dest, fmt, box_px=box_px), picks
+
+
+def picks_off_the_image(picks: pd.DataFrame, shapes: dict[str, tuple[int, int]] | None = None) -> int:
+    """How many picks lie outside their micrograph: at a negative coordinate, or, for the micrographs
+    ``shapes`` gives (stem → rows, columns), beyond the last row or column."""
+    off = (picks["x"] < 0) | (picks["y"] < 0)
+    if shapes:
+        rows = picks["micrograph"].map(lambda m: shapes.get(m, (np.inf, np.inf))[0]).astype(float)
+        cols = picks["micrograph"].map(lambda m: shapes.get(m, (np.inf, np.inf))[1]).astype(float)
+        off |= (picks["x"] > cols - 1) | (picks["y"] > rows - 1)
+    return int(off.sum())
+
+
+def micrograph_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """A micrograph's (rows, columns) from its header where the format has one (MRC, TIFF, PNG, JPEG),
+    without reading the pixels."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".mrc", ".mrcs", ".map"):
+            import mrcfile
+
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                return int(mrc.header.ny), int(mrc.header.nx)
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+                return int(shape[0]), int(shape[1])
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.height, image.width
+    except Exception as exc:
+        raise MicrographError(f"{path}: cannot read the micrograph's header ({exc}); the file may be corrupt") from None
 
 # --- STAR (RELION 3.0 and 3.1) -----------------------------------------------------------------------
 
@@ -513,12 +661,13 @@ def relion_path(path: str | os.PathLike) -> str:
         return path.as_posix()
 
 
-def write_coordinate_list(path: str | os.PathLike, entries: dict[str, str]) -> None:
+def write_coordinate_list(path: str | os.PathLike, entries: dict[str, str], *, note: str | None = None) -> None:
     """Write RELION's list of coordinate files, atomically: ``entries`` maps each micrograph's name (as
     RELION's micrograph STAR names it) to its coordinate file. This is the file RELION's Particle extraction
-    job takes as its input coordinates (the ``coordinate_files`` table an AutoPick job writes)."""
-    lines = ["", "# version 30001", "# written by deeppick", "", "data_coordinate_files", "", "loop_",
-             "_rlnMicrographName #1", "_rlnMicrographCoordinates #2"]
+    job takes as its input coordinates (the ``coordinate_files`` table an AutoPick job writes); ``note`` goes
+    in its header as a comment."""
+    lines = ["", "# version 30001", "# written by deeppick", *_comment(note or "").splitlines(), "",
+             "data_coordinate_files", "", "loop_", "_rlnMicrographName #1", "_rlnMicrographCoordinates #2"]
     lines += [f"{mic}\t{coords}" for mic, coords in entries.items()]
     atomic_write_text(path, "\n".join(lines) + "\n\n")
 

@@ -274,6 +274,8 @@ class Evaluation:
     tp: np.ndarray = field(repr=False)
     distance_px: np.ndarray = field(repr=False)  # NaN for false positives
     micrograph: np.ndarray = field(repr=False)  # name of each ranked pick's micrograph
+    # the threshold when no pick scores below it: the picks were cut there, the curve covers only the top
+    truncated_at: float | None = None
 
     def to_dict(self) -> dict:
         """The scalar figures as JSON-ready Python values (NaN and inf become None)."""
@@ -292,6 +294,49 @@ class Evaluation:
     def curve(self):
         """``(thresholds, precision, recall)`` of the pooled list; see :func:`precision_recall_curve`."""
         return precision_recall_curve(self.scores, self.tp, self.n_refs)
+
+
+@dataclass(frozen=True)
+class SharedNames:
+    """Which micrographs two coordinate sources share, by name: evaluated on ``shared``, the rest left out."""
+
+    shared: list[str]
+    picks_only: list[str]  # picked, with no references
+    references_only: list[str]  # with references, not picked
+
+    def summary(self) -> str:
+        """One line: how many micrographs match, and the first few names of each kind left out."""
+        def some(names):
+            return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+        text = f"{len(self.shared)} micrograph(s) with both picks and references"
+        if self.picks_only:
+            text += f"; left out, picked but without references: {some(self.picks_only)}"
+        if self.references_only:
+            text += f"; left out, with references but not picked: {some(self.references_only)}"
+        return text
+
+
+def shared_micrographs(picked: Iterable[str], referenced: Iterable[str], *, picks="the picks",
+                       references="the references") -> SharedNames:
+    """The micrographs both sides name (by micrograph name stem), and those only one side does.
+
+    Raises
+    ------
+    CoordinateError
+        If no name is shared: nothing could be evaluated, and zeros would look like a result.
+    """
+    picked, referenced = set(picked), set(referenced)
+    names = SharedNames(sorted(picked & referenced), sorted(picked - referenced), sorted(referenced - picked))
+    if not names.shared:
+        def some(side):
+            return ", ".join(sorted(side)[:3]) or "none"
+
+        raise CoordinateError(f"no micrograph name is in both {picks} ({some(picked)}) and {references} "
+                              f"({some(referenced)}); coordinates are matched to micrographs by name stem "
+                              "(mic_001.star, mic_001_autopick.star → mic_001): rename the files, or give a "
+                              "STAR file with rlnMicrographName")
+    return names
 
 
 def match_distance_px(box_px: float, match_fraction: float = MATCH_FRACTION, match_px: float | None = None) -> float:
@@ -400,4 +445,5 @@ def evaluate_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
         n_picks=n_picks, n_tp=n_tp, n_refs=int(n_refs), n_micrographs=len(names),
         box_px=float(box_px), max_dist_px=max_dist,
         scores=scores, tp=tp, distance_px=dist, micrograph=mics,
+        truncated_at=threshold if threshold is not None and len(scores) and scores.min() >= threshold else None,
     )

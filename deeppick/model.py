@@ -16,6 +16,7 @@ A model file is one ``torch.save`` archive of tensors plus a JSON string of meta
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ class PickerModel:
     info: dict = field(default_factory=dict)  # provenance: training data, recipe, metrics (free-form JSON)
     # cleaning, peak window and edge margin chosen for this model; None: the stage's defaults
     postprocess: PostprocessConfig | None = None
+    written_by: str | None = None  # the deeppick version that wrote the file it was loaded from
 
     @torch.no_grad()
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
@@ -142,15 +144,55 @@ class PickerModel:
 
 
 def save_model(model: PickerModel, path: str | os.PathLike) -> None:
-    """Write a model file atomically: tensors and a JSON metadata string, nothing executable."""
+    """Write a model file atomically: tensors and a JSON metadata string, nothing executable.
+
+    Raises
+    ------
+    ModelFileError
+        If the file cannot be written (a full disk, say). A trained model is not lost to that: a copy is
+        written to the temporary folder or the home folder first, and the message says where.
+    """
     archive = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "metadata_json": json.dumps(model.metadata(), sort_keys=True),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(archive, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(archive, tmp)
+    except (OSError, RuntimeError) as exc:  # torch reports a short write as a RuntimeError
+        kept = _keep_a_copy(archive, Path(path))
+        where = (f"a copy is kept in {kept}: move it there once there is room" if kept is not None
+                 else "no copy could be kept elsewhere either")
+        raise ModelFileError(f"{path}: the model could not be written ({_one_line(exc)}); check the free space "
+                             f"and permissions there; {where}") from None
+
+
+def _keep_a_copy(archive: dict, path: Path) -> Path | None:
+    """Write ``archive`` where there may be room: the temporary folder, else the home folder."""
+    import tempfile
+    import time
+
+    name = f"deeppick-{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt"
+    for folder in (Path(tempfile.gettempdir()), Path.home()):
+        if folder.resolve() == path.parent.resolve():
+            continue
+        try:
+            with atomic_path(folder / name) as tmp:
+                torch.save(archive, tmp)
+            return folder / name
+        except (OSError, RuntimeError):
+            continue
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, shortened at a word boundary."""
+    import textwrap
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return textwrap.shorten(text, width=160, placeholder=" …")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> PickerModel:
@@ -169,8 +211,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     try:
         archive = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: not a readable deeppick model file ({first[:120]}); "
+        raise ModelFileError(f"{path}: not a readable deeppick model file ({_one_line(exc)}); "
                              "the file is corrupt or was not written by deeppick") from None
     if not isinstance(archive, dict) or archive.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a deeppick model file (no '{MODEL_FORMAT}' marker)")
@@ -182,20 +223,29 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
         meta = json.loads(archive["metadata_json"])
         net = build_net(meta["arch"], **meta.get("arch_kwargs", {}))
         net.load_state_dict(archive["state_dict"])
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}; the file was written by another deeppick, or is damaged") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: model file is damaged or inconsistent ({str(exc)[:120]}); retrain it") from None
+        raise ModelFileError(f"{path}: model file is damaged or inconsistent ({_one_line(exc)}); retrain it") from None
     net.to(device).eval()
     info = meta.get("info", {})
     # files of format 1 keep the post-processing in ``info``
     post = meta.get("postprocess") or info.pop("postprocess", None)
     try:
         postprocess = None if post is None else PostprocessConfig.from_dict(post)
+        preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
     except (TypeError, ValueError, DeepPickError) as exc:
-        raise ModelFileError(f"{path}: the model's post-processing settings are damaged ({exc}); retrain it") from None
-    return PickerModel(net=net, arch=meta["arch"], box_px=float(meta["box_px"]),
-                       preprocess=PreprocessConfig.from_dict(meta.get("preprocess", {})),
-                       threshold=meta.get("threshold"), arch_kwargs=meta.get("arch_kwargs", {}),
-                       info=info, postprocess=postprocess)
+        raise ModelFileError(f"{path}: the model's settings are damaged ({_one_line(exc)}); retrain it") from None
+    box_px, threshold = meta.get("box_px"), meta.get("threshold")
+    if not isinstance(box_px, (int, float)) or not math.isfinite(box_px) or box_px <= 0:
+        raise ModelFileError(f"{path}: the model's box size is {box_px!r}, not a positive number of pixels; the "
+                             "file is damaged: retrain it")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
+        raise ModelFileError(f"{path}: the model's threshold is {threshold!r}, not a probability; the file is "
+                             "damaged: choose one again with 'deeppick threshold' or retrain it")
+    return PickerModel(net=net, arch=meta["arch"], box_px=float(box_px), preprocess=preprocess, threshold=threshold,
+                       arch_kwargs=meta.get("arch_kwargs", {}), info=info, postprocess=postprocess,
+                       written_by=meta.get("deeppick_version"))
 
 
 def default_device() -> torch.device:

@@ -209,9 +209,15 @@ class PatchSet:
     def summary(self) -> str:
         box = f"{self.box_px:g} px" if self.box_px else "mixed"
         off = f", {self.n_off_centre} off-centre" if self.n_off_centre else ""
-        n, m = self.n_positive, len(self.metadata.get("sources", []))
-        return (f"{len(self)} patches ({n} particle{'' if n == 1 else 's'}, {self.n_negative} background{off}) "
+        sources = self.metadata.get("sources", [])
+        n, m = self.n_positive, len(sources)
+        text = (f"{len(self)} patches ({n} particle{'' if n == 1 else 's'}, {self.n_negative} background{off}) "
                 f"from {m} micrograph{'' if m == 1 else 's'}, box {box}")
+        outside = sum(s.get("n_labels_off_the_image", 0) for s in sources)
+        if outside:
+            text += (f"; {outside} labelled particle{'' if outside == 1 else 's'} left out: outside the micrograph "
+                     "or with most of the box off it")
+        return text
 
 
 def save_patch_set(patch_set: PatchSet, path: str | os.PathLike) -> None:
@@ -478,6 +484,7 @@ def extract_patches(micrographs, picks, box_px: float, *, config: PatchConfig = 
         pos = pick_xy.get(stem, np.zeros((0, 2)))
         all_particles = pos
         pos = _inside(pos, rows, cols, box_px, config.min_inside_fraction)
+        n_left_out = len(all_particles) - len(pos)
         if config.max_positives_per_micrograph is not None and len(pos) > config.max_positives_per_micrograph:
             pos = pos[np.sort(rng.choice(len(pos), config.max_positives_per_micrograph, replace=False))]
         n_neg = int(round(config.negative_ratio * len(pos)))
@@ -508,7 +515,8 @@ def extract_patches(micrographs, picks, box_px: float, *, config: PatchConfig = 
         sources.append({"micrograph": stem, "path": path, "dataset": dataset, "box_px": float(box_px),
                         "shape": [int(rows), int(cols)], "n_positive": int(len(pos)),
                         "n_random_negative": int(len(rand_neg)), "n_near_negative": int(len(near_neg)),
-                        "n_explicit_negative": int(len(explicit)), "n_off_centre": int(len(off))})
+                        "n_explicit_negative": int(len(explicit)), "n_off_centre": int(len(off)),
+                        "n_labels_off_the_image": int(n_left_out)})
     meta = {"format": PATCHSET_FORMAT, "format_version": PATCHSET_FORMAT_VERSION, "box_px": float(box_px),
             "model_px": model_px, "preprocess": preprocess.to_dict(), "patch_config": config.to_dict(),
             "sources": sources, "deeppick_version": __version__}

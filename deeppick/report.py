@@ -36,8 +36,9 @@ def _save(fig, path: str | os.PathLike) -> Path:
 def plot_pr_curve(evaluation: Evaluation, path: str | os.PathLike) -> Path:
     """Write the precision–recall curve of ``evaluation`` as a PNG at ``path``; returns the path.
 
-    The curve is drawn as steps (the AP in the title is the area under those steps); the operating point
-    at ``evaluation.threshold`` and the F-beta optimum are marked.
+    The curve is drawn as steps (the AP in the legend is the area under those steps); the operating point
+    at ``evaluation.threshold`` (the threshold in use, the model's) and the F-beta optimum of these
+    micrographs are marked.
     """
     thresholds, precision, recall = evaluation.curve()
     fig = _figure()
@@ -49,14 +50,15 @@ def plot_pr_curve(evaluation: Evaluation, path: str | os.PathLike) -> Path:
             evaluation.best_threshold) else None
         if k is not None:
             ax.plot(recall[k], precision[k], "o", color="C3",
-                    label=f"best F{evaluation.beta:g} = {evaluation.best_fbeta:.3f} at {thresholds[k]:.3g}")
-    ax.plot(evaluation.recall, evaluation.precision, "s", color="C2", mfc="none",
-            label="all picks" if evaluation.threshold is None else f"threshold {evaluation.threshold:.3g}")
+                    label=f"best F{evaluation.beta:g} here ({evaluation.best_fbeta:.3f} at {thresholds[k]:.3g})")
+    ax.plot(evaluation.recall, evaluation.precision, "s", color="C2", mfc="none", ms=9,
+            label="all picks" if evaluation.threshold is None else f"threshold in use ({evaluation.threshold:.3g})")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(f"{evaluation.n_refs} references, {evaluation.n_micrographs} micrographs")
+    ax.set_title(f"Precision and recall: {evaluation.n_refs} references, {evaluation.n_micrographs} micrographs",
+                 fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
     return _save(fig, path)
@@ -65,7 +67,9 @@ def plot_pr_curve(evaluation: Evaluation, path: str | os.PathLike) -> Path:
 def plot_fbeta_vs_threshold(evaluation: Evaluation, path: str | os.PathLike, beta: float | None = None) -> Path:
     """Write F-beta, precision and recall against the score threshold as a PNG at ``path``.
 
-    ``beta`` defaults to the evaluation's; the optimum is marked. Returns the path.
+    ``beta`` defaults to the evaluation's. The threshold in use (``evaluation.threshold``, the model's,
+    chosen on held-out micrographs) is marked; so is the optimum on these micrographs, which is what they
+    would prefer, not a threshold to choose on them. Returns the path.
     """
     beta = evaluation.beta if beta is None else float(beta)
     thresholds, precision, recall = evaluation.curve()
@@ -78,11 +82,16 @@ def plot_fbeta_vs_threshold(evaluation: Evaluation, path: str | os.PathLike, bet
         ax.plot(thresholds, recall, color="C2", lw=0.8, label="recall")
         k = int(np.argmax(f))
         if f[k] > 0:
-            ax.axvline(thresholds[k], color="0.5", ls="--", lw=0.8)
-            ax.plot(thresholds[k], f[k], "o", color="C3", label=f"best {f[k]:.3f} at {thresholds[k]:.3g}")
+            ax.plot(thresholds[k], f[k], "o", color="C3", label=f"best here: {f[k]:.3f} at {thresholds[k]:.3g}")
+        if evaluation.threshold is not None:
+            ax.axvline(evaluation.threshold, color="0.2", ls="--", lw=1.0,
+                       label=f"threshold in use {evaluation.threshold:.3g}: F{beta:g} "
+                             f"{fbeta_score(evaluation.precision, evaluation.recall, beta):.3f}")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("score threshold (keep score ≥ threshold)")
     ax.set_ylabel("value")
+    ax.set_title(f"F{beta:g}, precision and recall against the threshold ({evaluation.n_micrographs} micrographs)",
+                 fontsize="medium")
     ax.grid(alpha=0.3)
     if len(f):
         ax.legend(loc="best", fontsize="small")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -451,8 +452,14 @@ def _save_checkpoint(path, net, optimiser, config: TrainConfig, fingerprint: str
         "optimiser": optimiser.state_dict(),
         "best_state": state["best_state"] or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(archive, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(archive, tmp)
+    except (OSError, RuntimeError) as exc:  # torch reports a short write as a RuntimeError
+        kept = (f"the checkpoint of epoch {state['epoch'] - 1} is kept: free some space and rerun with --resume"
+                if Path(path).is_file() else "free some space and train again")
+        reason = textwrap.shorten(" ".join(str(exc).split()) or type(exc).__name__, width=160, placeholder=" …")
+        raise ModelFileError(f"{path}: the training checkpoint could not be written ({reason}); {kept}") from None
 
 
 def _load_checkpoint(path, net, optimiser, config: TrainConfig, fingerprint: str, arch: str) -> dict:

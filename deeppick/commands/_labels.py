@@ -23,6 +23,8 @@ patch_source_options = options(
                       "needed for a folder holding two formats)"),
     click.option("--box-px", type=float,
                  help="box side in micrograph px (default for --dataset: its particle diameter)"),
+    click.option("--box-a", type=float,
+                 help="box side in Å instead of --box-px, by the pixel size the MRC headers store"),
     click.option("--negatives", type=click.Path(path_type=Path),
                  help="coordinates of explicit background (ice, carbon, bad particles): file or folder"),
     click.option("--negative-ratio", type=float, cls=LibraryDefault, library="patches:PatchConfig.negative_ratio",
@@ -41,14 +43,14 @@ patch_source_options = options(
 )
 
 
-def labelled_patches(*, dataset, split, micrographs, coords, coords_format, box_px, negatives, negative_ratio,
+def labelled_patches(*, dataset, split, micrographs, coords, coords_format, box_px, box_a, negatives, negative_ratio,
                      near_negative_ratio, off_centre_ratio, max_per_micrograph, max_micrographs, seed, highpass,
                      progress=True, preprocess=None):
     """The patch set the shared options name, and the dataset it came from (or None).
 
     ``preprocess``: prepare the micrographs so (an initial model's) instead of the defaults with ``highpass``.
     """
-    from ..io import list_micrographs, read_picks
+    from ..io import box_px_from_angstrom, list_micrographs, read_picks
     from ..patches import PatchConfig, extract_dataset_patches, extract_patches
 
     if preprocess is None:
@@ -60,6 +62,8 @@ def labelled_patches(*, dataset, split, micrographs, coords, coords_format, box_
     config = PatchConfig(**given(negative_ratio=negative_ratio, near_negative_ratio=near_negative_ratio,
                                  off_centre_ratio=off_centre_ratio, max_positives_per_micrograph=max_per_micrograph))
     seed = 0 if seed is None else seed
+    if box_a is not None and box_px is not None:
+        raise ConfigError("give the box as --box-px or --box-a, not both")
     neg = read_picks(negatives, coords_format) if negatives is not None else None
     if dataset is not None:
         if micrographs is not None or coords is not None:
@@ -67,13 +71,17 @@ def labelled_patches(*, dataset, split, micrographs, coords, coords_format, box_
         from ..datasets import load_dataset
 
         ds = load_dataset(dataset)
+        if box_a is not None:
+            box_px = box_px_from_angstrom(box_a, ds.paths(split))
         ps = extract_dataset_patches(ds, split, box_px=box_px, config=config, preprocess=preprocess, negatives=neg,
                                      seed=seed, max_micrographs=max_micrographs, progress=progress)
         return ps, ds
-    if micrographs is None or coords is None or not box_px:
+    if micrographs is None or coords is None or not (box_px or box_a):
         raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
-                          "--coords DIR --box-px N")
+                          "--coords DIR --box-px N (or --box-a Å)")
     paths = list_micrographs(micrographs)[:max_micrographs]
+    if box_a is not None:
+        box_px = box_px_from_angstrom(box_a, paths)
     ps = extract_patches(paths, read_picks(coords, coords_format), box_px, config=config, preprocess=preprocess,
                          negatives=neg, seed=seed, progress=progress)
     return ps, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import click
 from ..errors import ConfigError, DeepPickError
 
 EXIT_USER_ERROR = 2
+# Free space an output needs before a command starts work: models and picks are small, and an hour of
+# training should not end on a full disk.
+MIN_FREE_BYTES = 64 * 2**20
 # The coordinate formats the readers and writers know (io.PICK_FORMATS; a test holds the two equal),
 # written out so the command line starts without importing pandas.
 PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")
@@ -35,6 +39,19 @@ def user_errors(func):
         sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def load_model_file(path: Path, device=None):
+    """A model file for a command: loaded (one line if it cannot be), with a note on stderr when another
+    deeppick version wrote it."""
+    from .._version import __version__
+    from ..model import load_model
+
+    model = load_model(path, device=device or "cpu")
+    if model.written_by is not None and model.written_by != __version__:
+        click.echo(f"deeppick: note: {path} was written by deeppick {model.written_by} (this is {__version__}); "
+                   "it picks as it was trained to", err=True)
+    return model
 
 
 def library_value(where: str):
@@ -85,6 +102,10 @@ def check_output_file(path: Path, what: str, folder: bool = False) -> None:
         raise ConfigError(f"{path}: {existing} is a file, not a folder; choose another path for the {what}")
     if not os.access(existing, os.W_OK):
         raise ConfigError(f"{path}: no permission to write in {existing}; choose another path for the {what}")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(f"{path}: only {free / 2**20:.0f} MB free in {existing}; free some space or choose "
+                          f"another path for the {what} (at least {MIN_FREE_BYTES // 2**20} MB)")
 
 
 def report_failures(failed: list[tuple[str, str]], verb: str = "picked") -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, given, highpass_option, pick_config,
-                      preprocess_config, report_failures, scan_options, user_errors)
+from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, given, highpass_option, load_model_file,
+                      pick_config, preprocess_config, report_failures, scan_options, user_errors)
 from .picking import edge_margin_option, peak_window_option, step_line
 
 
@@ -49,9 +49,10 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.command()
 @click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
               help="a folder of micrographs of the new molecule, or files (repeat the option)")
-@click.option("--box-px", required=True, type=float,
+@click.option("--box-px", type=float,
               help="box side of the new molecule, micrograph px: one that holds its longest view (too small a box "
               "picks beside particles)")
+@click.option("--box-a", type=float, help="box side in Å instead of --box-px, by the pixel size the MRC headers store")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="folder for one coordinate file per micrograph and the fine-tuned model")
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
@@ -78,7 +79,7 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
               help="fine-tune and pick again even where an earlier run left its model and picks in OUTPUT")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @user_errors
-def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
+def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
              keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, quiet):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
@@ -94,8 +95,16 @@ def autopick(micrographs, box_px, output, model_path, iterations, top, epochs, o
     from ..pipeline import effective_threshold
     from ..pretrain import PRETRAIN_TRAINING, load_general_model
 
+    from ..errors import ConfigError
+    from ..io import box_px_from_angstrom, list_micrographs
+
     check_output_file(output, "picks and the fine-tuned model", folder=True)
-    model = load_general_model(model_path, device=default_device())
+    if (box_px is None) == (box_a is None):
+        raise ConfigError("give the particle's box as --box-px N or --box-a Å (one of them)")
+    if box_a is not None:
+        box_px = box_px_from_angstrom(box_a, list_micrographs(list(micrographs)))
+    model = load_general_model(device=default_device()) if model_path is None else load_model_file(
+        model_path, device=default_device())
     config = pick_config(model, step_px=step_px, no_rotations=no_rotations, threshold=threshold, keep_all=keep_all,
                          edge_margin=edge_margin, peak_window=peak_window)
     result = run_autopick(model, list(micrographs), box_px=box_px, out_dir=output,

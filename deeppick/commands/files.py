@@ -19,18 +19,28 @@ from ._shared import PICK_FORMATS, report_failures, user_errors
 @click.option("--box-px", type=float, help="box side in micrograph px (needed to write box/cbox corners)")
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="multiply coordinates by this factor (e.g. 0.25 for micrographs binned 4×)")
+@click.option("--micrographs", type=click.Path(path_type=Path),
+              help="the micrographs (a folder or file): also count picks beyond their far edges")
 @user_errors
-def convert(source, dest, fmt, from_fmt, box_px, scale):
+def convert(source, dest, fmt, from_fmt, box_px, scale, micrographs):
     """Convert coordinates SOURCE (file or folder) to DEST in another format.
 
-    DEST is one file when it ends in the format's suffix and the format holds several micrographs
-    (star, coord); otherwise it is a folder with one file per micrograph.
+    DEST is one file when it ends in the format's suffix (star and coord hold several micrographs, the
+    others one); otherwise it is a folder with one file per micrograph. Picks outside their micrograph
+    are converted as they are and counted.
     """
-    from ..io import convert_picks
+    from ..io import convert_picks, list_micrographs, micrograph_shape, micrograph_stem, picks_off_the_image
 
     written, picks = convert_picks(source, dest, fmt, from_fmt=from_fmt, box_px=box_px, scale=scale)
     click.echo(f"converted {len(picks)} picks from {picks['micrograph'].nunique()} micrographs "
                f"into {len(written)} {fmt} file(s) at {dest}")
+    shapes = None
+    if micrographs is not None:
+        shapes = {micrograph_stem(p): micrograph_shape(p) for p in list_micrographs(micrographs)}
+    off = picks_off_the_image(picks, shapes)
+    if off:
+        where = "outside their micrograph" if shapes else "at negative coordinates, outside any micrograph"
+        click.echo(f"note: {off} pick(s) lie {where}; they are converted as they are", err=True)
 
 
 @click.command()
@@ -54,7 +64,7 @@ def info(micrographs, box_px):
             failed.append((str(path), str(exc)))
             continue
         pixel_text = f"{pixel:.3f} Å/px" if pixel else "no pixel size"
-        click.echo(f"{path.name}\t{image.shape[1]}x{image.shape[0]} px\t{pixel_text}\t"
+        click.echo(f"{path}\t{image.shape[1]}x{image.shape[0]} px\t{pixel_text}\t"
                    f"mean {image.mean():.4g}\tSD {image.std():.4g}")
     report_failures(failed, "used")
 

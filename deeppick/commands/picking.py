@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ._shared import (PICK_FORMATS, LibraryDefault, pick_config, report_failures, scan_options, user_errors)
+from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, load_model_file, pick_config, report_failures,
+                      scan_options, user_errors)
 
 # the post-processing options of pick and autopick; the model's stored choice is their default
 top_option = click.option("--top", type=int, help="keep at most N picks per micrograph")
@@ -48,9 +49,10 @@ def step_line(model, config) -> str:
 @click.option("--overwrite", is_flag=True,
               help="re-pick micrographs that already have an output file (needed when another model or other "
                    "settings wrote them)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 @user_errors
 def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
-         edge_margin, peak_window, overwrite):
+         edge_margin, peak_window, overwrite, quiet):
     """Pick particles in micrographs with a trained model.
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default,
@@ -62,15 +64,16 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
     """
     from ..batch import pick_micrographs
     from ..io import list_micrographs
-    from ..model import default_device, load_model
+    from ..model import default_device
     from ..pipeline import effective_threshold
 
-    model = load_model(model_path, device=default_device())
+    check_output_file(output, "picks", folder=True)
+    model = load_model_file(model_path, device=default_device())
     config = pick_config(model, step_px=step_px, no_rotations=no_rotations, threshold=threshold, keep_all=keep_all,
                          top=top, sd_range=sd_range, edge_margin=edge_margin, peak_window=peak_window)
     paths = list_micrographs(micrographs)
     result = pick_micrographs(model, paths, output, fmt=fmt, config=config, overwrite=overwrite,
-                              progress=len(paths) > 1)
+                              progress=not quiet and len(paths) > 1)
     click.echo(f"{result.summary(output, effective_threshold(model, config), keep_all)}; {step_line(model, config)}")
     report_failures(result.failed)
 
@@ -94,42 +97,50 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 @user_errors
 def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_px, threshold, match_px, beta,
              output):
-    """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots."""
-    from ..io import read_picks
-    from ..metrics import BETA, evaluate_picks
+    """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots.
+
+    Picks and references are matched by micrograph name; micrographs that only one side names are left
+    out (and listed), and the command stops with one line when no name matches.
+    """
+    from ..io import covered_micrographs, read_picks
+    from ..metrics import BETA, evaluate_picks, shared_micrographs
 
     if (references is None) == (dataset is None):
         raise ConfigError("give the references with exactly one of --references DIR or --dataset DIR")
     beta = BETA if beta is None else beta
-    micrographs = None
     if dataset is not None:
         from ..datasets import load_dataset
 
         ds = load_dataset(dataset)
-        refs = ds.picks
-        micrographs = ds.stems(split)
+        refs, referenced = ds.picks, set(ds.stems(split))
         box_px = box_px or (ds.diameter_px if model_path is None else None)
     else:
         refs = read_picks(references)
+        referenced = covered_micrographs(references)
     if model_path is not None:
-        from ..model import load_model
-
-        model = load_model(model_path)
+        model = load_model_file(model_path)
         box_px = box_px or model.box_px
         if threshold is None:
             threshold = model.threshold
     if not box_px:
         raise ConfigError("the box size is unknown: give --box-px, --model or a dataset with diameter_px")
     picks = read_picks(picks_path, picks_fmt)
+    names = shared_micrographs(covered_micrographs(picks_path, picks_fmt), referenced, picks=picks_path,
+                               references=references or dataset)
+    click.echo(names.summary())
     ev = evaluate_picks(picks, refs, box_px, match_px=match_px, threshold=threshold, beta=beta,
-                        micrographs=micrographs)
+                        micrographs=names.shared)
     cut = "all picks" if ev.threshold is None else f"threshold {ev.threshold:.3g}"
     click.echo(f"{ev.n_micrographs} micrographs, {ev.n_refs} references, {ev.n_picks} picks at {cut}, "
                f"match ≤ {ev.max_dist_px:.1f} px")
     click.echo(f"precision {ev.precision:.3f}  recall {ev.recall:.3f}  F1 {ev.f1:.3f}  F2 {ev.f2:.3f}  "
                f"AP {ev.ap:.3f}")
-    click.echo(f"F{beta:g}-optimal threshold {ev.best_threshold:.3g} (F{beta:g} {ev.best_fbeta:.3f}); "
-               f"centre error {ev.centre_error_box:.3f} box")
+    click.echo(f"F{beta:g}-optimal threshold on these micrographs {ev.best_threshold:.3g} (F{beta:g} "
+               f"{ev.best_fbeta:.3f}; choose a threshold on held-out micrographs, not on these); centre error "
+               f"{ev.centre_error_box:.3f} box")
+    if ev.truncated_at is not None:
+        click.echo(f"note: no pick scores below {ev.truncated_at:.3g}, so these picks were cut there: the curve and "
+                   "AP cover only the picks above it; pick with --keep-all to evaluate the whole ranked list")
     if output is not None:
         from ..report import write_report
 

@@ -8,7 +8,8 @@ import click
 
 from ..errors import ConfigError
 from ._labels import labelled_patches, patch_source_options
-from ._shared import LibraryDefault, check_output_file, given, highpass_option, preprocess_config, user_errors
+from ._shared import (LibraryDefault, check_output_file, given, highpass_option, load_model_file, preprocess_config,
+                      user_errors)
 
 
 @click.command()
@@ -76,7 +77,7 @@ def train(patches, output, arch, init_model, epochs, optimizer, lr, batch_size, 
     if init_model is not None:
         from ..pretrain import load_general_model
 
-        init = load_general_model(None if init_model == "general" else init_model)
+        init = load_general_model() if init_model == "general" else load_model_file(Path(init_model))
     ds = None
     if patches is not None:
         if options["dataset"] is not None or options["micrographs"] is not None:
@@ -104,7 +105,9 @@ def train(patches, output, arch, init_model, epochs, optimizer, lr, batch_size, 
     model = train_picker(ps, held_out=held_out, train_config=config, init=init, progress=not quiet,
                          checkpoint=output.with_name(output.name + ".ckpt"), resume=resume)
     save_model(model, output)
-    click.echo(f"wrote {output}: {training_summary(model)}")
+    checkpoint = output.with_name(output.name + ".ckpt")
+    click.echo(f"wrote {output}: {training_summary(model)}; {checkpoint.name} is kept beside it, so --resume with "
+               "more --epochs continues this training (delete it when done)")
 
 
 @click.command()
@@ -159,7 +162,7 @@ def threshold(model_path, dataset, split, validation, beta, threshold_only, outp
     """
     from ..datasets import load_dataset
     from ..metrics import BETA
-    from ..model import load_model, save_model
+    from ..model import save_model
     from ..tuning import choose_postprocess, postprocess_summary, select_threshold
 
     if (dataset is None) == (validation is None):
@@ -167,7 +170,7 @@ def threshold(model_path, dataset, split, validation, beta, threshold_only, outp
     ds = load_dataset(dataset or validation)
     paths = ds.paths(split) if dataset is not None else ds.paths()
     beta = BETA if beta is None else beta
-    model = load_model(model_path)
+    model = load_model_file(model_path)
     if threshold_only:
         model = select_threshold(model, paths, ds.picks, beta=beta)
     else:
