@@ -19,6 +19,7 @@ setup(
         "torch>=2.1",
         "numpy>=1.24",
         "scipy>=1.10",
+        "scikit-image>=0.21",
         "mrcfile>=1.4",
         "starfile>=0.5",
         "pandas>=2.0",

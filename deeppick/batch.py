@@ -24,9 +24,10 @@ from typing import Iterable
 import pandas as pd
 
 from .errors import ConfigError, CoordinateError, DeepPickError
-from .io import (COORDINATE_LIST, FORMAT_SUFFIX, atomic_path, atomic_write_text, concat_picks, empty_picks, file_stem,
-                 folder_lock, is_coordinate_list, is_text, listed_file, micrograph_stem, read_coordinate_list,
-                 read_micrograph, relion_path, text_name, write_coordinate_list, write_picks)
+from .io import (COORDINATE_LIST, CUT_NOTE, FORMAT_SUFFIX, KEEP_ALL_NOTE, atomic_path, atomic_write_text,
+                 concat_picks, empty_picks, file_stem, folder_lock, is_coordinate_list, is_text, listed_file,
+                 micrograph_stem, read_coordinate_list, read_micrograph, relion_path, text_name,
+                 write_coordinate_list, write_picks)
 from .model import PickerModel
 from .pipeline import (PickConfig, candidates_config, cut_picks, effective_threshold, pick_micrograph,
                        postprocess_config)
@@ -106,7 +107,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
 
         iterator = tqdm(paths, desc="picking", unit="micrograph")
     pick_config = candidates_config(model, config) if keep_candidates else config
-    note = keep_all_note(model, config)
+    note = header_note(model, config)
     candidates = []
     for path in iterator:
         out = output_path(out_dir, path, fmt)
@@ -136,18 +137,17 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
             result.coordinate_list_problem = str(exc)
     if keep_candidates:
         result.candidates = concat_picks(candidates) if candidates else empty_picks()
+    done = {*result.counts, *result.skipped}
+    record_failures(out_dir, result.failed, [str(p) for p in paths if micrograph_stem(p) in done])
     result.seconds = time.perf_counter() - start
     return result
 
 
-def keep_all_note(model: PickerModel, config: PickConfig) -> str | None:
-    """What a file of every candidate says in its header: that it is not thresholded, and where to cut."""
-    if not config.keep_all:
-        return None
+def header_note(model: PickerModel, config: PickConfig) -> str:
+    """What a picks file says in its header: where its picks were cut (:data:`~deeppick.io.CUT_NOTE`), or
+    that it holds every candidate and where to cut them."""
     threshold = effective_threshold(model, replace(config, keep_all=False))
-    return (f"every candidate (--keep-all), not cut at the model's threshold {threshold:.4g}: cut at "
-            f"rlnAutopickFigureOfMerit >= {threshold:.4g} before extracting, e.g. with RELION 4's extraction "
-            f"option --minimum_pick_fom {threshold:.4g} (RELION 3.1 extracts every line)")
+    return (KEEP_ALL_NOTE if config.keep_all else CUT_NOTE).format(threshold=threshold)
 
 
 def relion3_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike) -> Path | None:
@@ -304,9 +304,27 @@ def claim_outputs(model: PickerModel, config: PickConfig, outputs: list[Path], *
         runs = {k: v for k, v in record["runs"].items() if k in used}
         runs[key] = {"model": fingerprint, "model_name": model.info.get("name"), "box_px": float(model.box_px),
                      "settings": settings}
-        atomic_write_text(out_dir / PICK_RECORD, json.dumps({"format": "deeppick-picks-record", "version": 1,
-                                                             "runs": runs, "files": files}, indent=1,
-                                                            sort_keys=True))
+        _write_record(out_dir, {**record, "runs": runs, "files": files})
     return others
+
+
+def record_failures(out_dir: str | os.PathLike, failed: list[tuple[str, str]], picked: Iterable[str]) -> None:
+    """Keep in the folder's record the micrographs a batch could not use, with their reasons (``failed``:
+    path, reason), and drop earlier failures of micrographs picked now (``picked``: their paths): the
+    report lists what is still missing."""
+    out_dir = Path(out_dir)
+    if not failed and not (out_dir / PICK_RECORD).is_file():
+        return
+    with folder_lock(out_dir):
+        record = read_pick_record(out_dir)
+        known = {path: reason for path, reason in record.get("failed", {}).items() if path not in set(picked)}
+        known.update(dict(failed))
+        if known != record.get("failed", {}):
+            _write_record(out_dir, {**record, "failed": known})
+
+
+def _write_record(out_dir: Path, record: dict) -> None:
+    atomic_write_text(out_dir / PICK_RECORD, json.dumps({**record, "format": "deeppick-picks-record", "version": 1},
+                                                        indent=1, sort_keys=True))
 
 

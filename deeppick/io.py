@@ -30,6 +30,12 @@ MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".map", ".tif", ".tiff", ".png", ".jpg",
 PICK_COLUMNS = ["micrograph", "x", "y", "score"]
 PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")
 FORMAT_SUFFIX = {"star": ".star", "box": ".box", "coord": ".txt", "csv": ".csv", "cbox": ".cbox"}
+# What a STAR file of picks cut at a threshold says in its header (picks_cut_at reads it back).
+CUT_NOTE = "picks scoring at least {threshold:.6g}, the threshold; pick with --keep-all for every candidate"
+# ... and a STAR file of every candidate, with where to cut them to extract particles
+KEEP_ALL_NOTE = ("every candidate (--keep-all), not cut at the model's threshold {threshold:.4g}: cut at "
+                 "rlnAutopickFigureOfMerit >= {threshold:.4g} before extracting, e.g. with RELION 4's extraction "
+                 "option --minimum_pick_fom {threshold:.4g} (RELION 3.1 extracts every line)")
 # RELION's list of coordinate files (the input coordinates of its Particle extraction job); ``pick`` writes
 # one beside its STAR files.
 COORDINATE_LIST = "coordinate_files.star"
@@ -471,6 +477,26 @@ def coordinate_files(folder: str | os.PathLike, fmt: str | None = None) -> list[
                               "format to read (evaluate --picks-format, extract/train --coords-format, convert "
                               "--from) or keep one format per folder")
     return files
+
+
+def picks_cut_at(path: str | os.PathLike, fmt: str | None = None) -> float | None:
+    """The threshold the STAR files of a picks file or folder say their picks were cut at (deeppick's
+    headers: :data:`CUT_NOTE`), 0 where they say they hold every candidate (:data:`KEEP_ALL_NOTE`), None
+    where they say neither."""
+    path = Path(path)
+    files = coordinate_files(path, fmt) if path.is_dir() else [path]
+    cut_prefix, all_prefix = "# " + CUT_NOTE.split("{")[0], "# " + KEEP_ALL_NOTE.split("{")[0]
+    cuts = []
+    for file in files:
+        if file.suffix.lower() != ".star":
+            continue
+        with open(file, "rb") as handle:
+            for line in handle.read(4096).decode("utf-8", "replace").splitlines():
+                if line.startswith(cut_prefix):
+                    cuts.append(float(line[len(cut_prefix):].split(",")[0]))
+                elif line.startswith(all_prefix):
+                    cuts.append(0.0)
+    return max(cuts) if cuts else None
 
 
 def covered_micrographs(path: str | os.PathLike, fmt: str | None = None) -> set[str]:

@@ -191,7 +191,8 @@ def _one_line(exc: BaseException) -> str:
     """An exception's message on one line, shortened at a word boundary."""
     import textwrap
 
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
     return textwrap.shorten(text, width=160, placeholder=" …")
 
 

@@ -458,7 +458,8 @@ def _save_checkpoint(path, net, optimiser, config: TrainConfig, fingerprint: str
     except (OSError, RuntimeError) as exc:  # torch reports a short write as a RuntimeError
         kept = (f"the checkpoint of epoch {state['epoch'] - 1} is kept: free some space and rerun with --resume"
                 if Path(path).is_file() else "free some space and train again")
-        reason = textwrap.shorten(" ".join(str(exc).split()) or type(exc).__name__, width=160, placeholder=" …")
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = textwrap.shorten(" ".join(text.split()) or type(exc).__name__, width=160, placeholder=" …")
         raise ModelFileError(f"{path}: the training checkpoint could not be written ({reason}); {kept}") from None
 
 

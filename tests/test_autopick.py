@@ -3,6 +3,7 @@ picks, early stop of the general pass, resumed runs, bad micrographs."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -310,3 +311,41 @@ def test_autopick_cli_bad_model_is_one_line(target, tmp_path):
                                    "-o", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")])
     assert res.exit_code == 2
     assert "missing.pt: no such model file" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_autopick_picks_a_micrograph_whose_name_is_not_utf8(general, target, tmp_path):
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    paths = load_dataset(target).paths()
+    shutil.copy(paths[0], mics / os.fsdecode(b"m\xe9.mrc"))  # latin-1 é: not UTF-8
+    shutil.copy(paths[1], mics / "plain.mrc")
+    result = autopick(general, mics, box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(min_top=5),
+                      train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    assert sorted(result.batch.counts) == ["m\\xe9", "plain"] and result.batch.failed == []
+    assert os.fsdecode(b"m\xe9.star") in os.listdir(tmp_path / "out")
+    assert "not" in result.batch.coordinate_list_problem and result.batch.coordinate_list is None
+
+
+def test_a_full_disk_while_autopick_saves_its_model_is_one_line(target, tmp_path, monkeypatch):
+    import torch
+
+    import deeppick.model
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):  # what torch says when the disk fills under it
+        if "rescue" not in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(deeppick.model.torch, "save", full_disk)
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path / "rescue"))
+    (tmp_path / "rescue").mkdir()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
+                                      "-o", str(out), "--step-px", "8", "--no-rotations", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.count("\n") == 1 and "autopick_model.pt: the model could not be written" in result.stderr
+    kept = list((tmp_path / "rescue").glob("deeppick-autopick_model-*.pt"))
+    assert len(kept) == 1 and str(kept[0]) in result.stderr
+    assert load_model(kept[0]).box_px == 56.0 and not (out / "autopick_model.pt").exists()

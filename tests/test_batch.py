@@ -3,6 +3,9 @@ of coordinate files, and several batches share one folder."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +249,53 @@ def test_batches_finishing_together_keep_every_entry_of_the_shared_list(tmp_path
         proc.join(30)
     assert all(proc.exitcode == 0 for proc in procs)
     assert set(read_coordinate_list(folder / COORDINATE_LIST)) == {f"Movies/{stem}.mrc" for stem in stems}
+
+
+def test_a_micrograph_named_in_bytes_that_are_not_utf8_is_picked_and_the_batch_goes_on(sim_dataset, trained,
+                                                                                       tmp_path, monkeypatch):
+    # file names on shared file systems are bytes; one that is not UTF-8 must not stop the batch
+    monkeypatch.chdir(tmp_path)
+    mics = Path("mics")
+    mics.mkdir()
+    sources = sim_dataset.paths("test")[:2]
+    odd = os.fsdecode(b"mic_\xff.mrc")
+    shutil.copy(sources[0], mics / odd)
+    shutil.copy(sources[1], mics / "plain.mrc")
+    result = CliRunner().invoke(cli, ["pick", "--model", str(trained), "--micrographs", "mics", "-o", "out",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(b"out")) == sorted([b".deeppick-picks.json", b".deeppick.lock", b"mic_\xff.star",
+                                                 b"plain.star", b"mics"])  # mics/: where RELION 3.1 looks
+    assert sorted(os.listdir(b"out/mics")) == [b"mic_\xff.star", b"plain.star"]
+    assert "STAR files are UTF-8 text" in result.output and "mic_\\xff" in result.output  # why no list, and which
+    picks = read_picks("out")
+    assert set(picks["micrograph"]) == {"mic_\\xff", "plain"} and len(picks)
+    # a rerun resumes past it, and evaluating against the same files matches the name
+    again = CliRunner().invoke(cli, ["pick", "--model", str(trained), "--micrographs", "mics", "-o", "out",
+                                     "--quiet"])
+    assert again.exit_code == 0 and "already done" in again.output
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--picks", "out", "--references", "out", "--box-px", "40"])
+    assert evaluated.exit_code == 0 and "2 micrograph(s) with both" in evaluated.output
+
+
+def test_outputs_follow_the_umask(sim_dataset, trained, tmp_path):
+    from deeppick.io import atomic_write_text
+    from deeppick.model import save_model
+
+    model = load_model(trained)
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664)):
+        previous = os.umask(umask)
+        try:
+            import deeppick.io
+
+            deeppick.io._umask.cache_clear()
+            out = tmp_path / f"u{umask:o}"
+            pick_micrographs(model, sim_dataset.paths("test")[:1], out)
+            save_model(model, out / "m.pt")
+            atomic_write_text(out / "t.txt", "x")
+            files = [f for f in out.iterdir() if f.is_file() and f.name != ".deeppick.lock"]
+            assert len(files) >= 5
+            assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {mode}, [oct(f.stat().st_mode) for f in files]
+        finally:
+            os.umask(previous)
+            deeppick.io._umask.cache_clear()

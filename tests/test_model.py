@@ -101,6 +101,7 @@ class _Exploit:
         return (print, ("loading this file ran code",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch on the plain pickle: expected
 def test_loading_never_runs_code_from_the_file(tmp_path, capsys):
     with open(tmp_path / "evil.pt", "wb") as fh:
         pickle.dump({"format": MODEL_FORMAT, "payload": _Exploit()}, fh)

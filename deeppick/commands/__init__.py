@@ -3,9 +3,10 @@ library (:mod:`deeppick.cli` gathers them)."""
 
 from .automatic import autopick, pretrain
 from .files import convert, fetch, info, manifest
+from .looking import report, show
 from .picking import evaluate, pick
 from .simulate import simulate
 from .training import extract, fit, threshold, train
 
-COMMANDS = (simulate, info, convert, extract, train, fit, threshold, pick, evaluate, pretrain, autopick, manifest,
-            fetch)
+COMMANDS = (simulate, info, convert, extract, train, fit, threshold, pick, evaluate, report, show, pretrain, autopick,
+            manifest, fetch)

@@ -78,9 +78,10 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--overwrite", is_flag=True,
               help="fine-tune and pick again even where an earlier run left its model and picks in OUTPUT")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
 def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
-             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, quiet):
+             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, quiet, with_report):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
@@ -120,4 +121,10 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
         trained = f"self-trained on the top {', '.join(str(n) for n in result.n_top) or 'no'} picks"
     summary = result.batch.summary(output, effective_threshold(result.model, config), keep_all)
     click.echo(f"{trained}; {summary}; {step_line(result.model, config)}")
+    if with_report:
+        from .looking import write_report_for
+        from .picking import REPORT_FILE
+
+        write_report_for(output, list(micrographs), output / REPORT_FILE, model=result.model, threshold=threshold,
+                         picks_fmt=fmt)
     report_failures(result.batch.failed)

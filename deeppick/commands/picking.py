@@ -22,6 +22,9 @@ peak_window_option = click.option(
          "micrographs, else 0.8; lower it for crowded particles]")
 
 
+REPORT_FILE = "report.html"  # what --report writes into the output folder
+
+
 def step_line(model, config) -> str:
     """Which scan step is used (the scanner rounds the asked one to whole model px)."""
     from ..scan import step_used
@@ -50,9 +53,10 @@ def step_line(model, config) -> str:
               help="re-pick micrographs that already have an output file (needed when another model or other "
                    "settings wrote them)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
 def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
-         edge_margin, peak_window, overwrite, quiet):
+         edge_margin, peak_window, overwrite, quiet, with_report):
     """Pick particles in micrographs with a trained model.
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default,
@@ -75,6 +79,10 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
     result = pick_micrographs(model, paths, output, fmt=fmt, config=config, overwrite=overwrite,
                               progress=not quiet and len(paths) > 1)
     click.echo(f"{result.summary(output, effective_threshold(model, config), keep_all)}; {step_line(model, config)}")
+    if with_report:
+        from .looking import write_report_for
+
+        write_report_for(output, paths, output / REPORT_FILE, model=model, threshold=threshold, picks_fmt=fmt)
     report_failures(result.failed)
 
 
@@ -94,15 +102,19 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
 @click.option("--match-px", type=float, help="match distance in px [default: 0.2 × box, DeepPicker §4.4]")
 @click.option("--beta", type=float, cls=LibraryDefault, library="metrics:BETA", help="F-beta for the optimal threshold")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="folder for the plots and JSON")
+@click.option("--report", "with_report", is_flag=True,
+              help="also write OUTPUT/report.html ('deeppick report'; needs --micrographs)")
+@click.option("--micrographs", multiple=True, type=click.Path(path_type=Path),
+              help="the micrographs picked, for --report's pictures [default: the --dataset's]")
 @user_errors
 def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_px, threshold, match_px, beta,
-             output):
+             output, with_report, micrographs):
     """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots.
 
     Picks and references are matched by micrograph name; micrographs that only one side names are left
     out (and listed), and the command stops with one line when no name matches.
     """
-    from ..io import covered_micrographs, read_picks
+    from ..io import covered_micrographs, picks_cut_at, read_picks
     from ..metrics import BETA, evaluate_picks, shared_micrographs
 
     if (references is None) == (dataset is None):
@@ -118,10 +130,12 @@ def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_
         refs = read_picks(references)
         referenced = covered_micrographs(references)
     if model_path is not None:
+        from ..pipeline import effective_threshold
+
         model = load_model_file(model_path)
         box_px = box_px or model.box_px
         if threshold is None:
-            threshold = model.threshold
+            threshold = effective_threshold(model)  # where pick cuts with this model
     if not box_px:
         raise ConfigError("the box size is unknown: give --box-px, --model or a dataset with diameter_px")
     picks = read_picks(picks_path, picks_fmt)
@@ -138,11 +152,25 @@ def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_
     click.echo(f"F{beta:g}-optimal threshold on these micrographs {ev.best_threshold:.3g} (F{beta:g} "
                f"{ev.best_fbeta:.3f}; choose a threshold on held-out micrographs, not on these); centre error "
                f"{ev.centre_error_box:.3f} box")
-    if ev.truncated_at is not None:
-        click.echo(f"note: no pick scores below {ev.truncated_at:.3g}, so these picks were cut there: the curve and "
-                   "AP cover only the picks above it; pick with --keep-all to evaluate the whole ranked list")
+    cut = picks_cut_at(picks_path, picks_fmt)
+    if cut:
+        click.echo(f"note: these picks were cut at a score of {cut:.3g} when picked, so the curve and AP cover only "
+                   "the picks above it; pick with --keep-all to evaluate the whole ranked list")
+    elif cut is None and ev.truncated_at is not None:
+        click.echo(f"note: no pick scores below {ev.truncated_at:.3g}; if the picks were cut there, the curve and AP "
+                   "cover only the picks above it")
     if output is not None:
         from ..report import write_report
 
         written = write_report(ev, output)
         click.echo("wrote " + ", ".join(str(p) for p in written))
+    if with_report:
+        if output is None or not (micrographs or dataset):
+            raise ConfigError("--report writes OUTPUT/report.html with pictures of the micrographs: give -o and "
+                              "--micrographs (or --dataset)")
+        from .looking import write_report_for
+
+        refs_for_report = refs[refs["micrograph"].isin(names.shared)]
+        write_report_for(picks_path, list(micrographs) or [dataset / "micrographs"], output / REPORT_FILE,
+                         references=refs_for_report, model=model if model_path is not None else None, box_px=box_px,
+                         threshold=threshold, picks_fmt=picks_fmt)
