@@ -59,6 +59,33 @@ class Dataset:
         return int(round(self.diameter_px))
 
 
+def dataset_from(micrographs, picks: pd.DataFrame, *, name: str = "labelled micrographs",
+                 diameter_px: float | None = None, holdout_fraction: float = 0.15) -> Dataset:
+    """A dataset of micrographs and their labelled particles without a dataset folder (``fit --micrographs
+    --coords``): the labelled micrographs split into ``train`` and ``valid``, the last ``holdout_fraction``
+    of them (at least one) held out to choose the threshold on; micrographs without labels are left out.
+
+    Raises
+    ------
+    DatasetError
+        With fewer than two labelled micrographs: one is needed to train and one to hold out.
+    """
+    from .io import list_micrographs
+
+    paths = [p for p in list_micrographs(micrographs) if micrograph_stem(p) in set(picks["micrograph"])]
+    if len(paths) < 2:
+        raise DatasetError(f"{len(paths)} of the micrographs given have labelled particles; fit needs two or more "
+                           "(one to train on, one to choose the threshold on): label another, or use 'deeppick "
+                           "train'")
+    n_hold = max(1, int(round(holdout_fraction * len(paths))))
+    split = {micrograph_stem(p): "train" for p in paths[:-n_hold]}
+    split.update({micrograph_stem(p): "valid" for p in paths[-n_hold:]})
+    root = paths[0].parent
+    return Dataset(root=root, name=name, diameter_px=diameter_px, micrographs=paths, split=split,
+                   picks=picks[picks["micrograph"].isin(split)].reset_index(drop=True),
+                   meta={"name": name, "diameter_px": diameter_px, "source": "micrographs and coordinates"})
+
+
 def normalise_split(split: str) -> str:
     try:
         return _SPLIT_ALIASES[split.lower()]

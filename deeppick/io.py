@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -28,7 +30,8 @@ from .errors import CoordinateError, MicrographError
 
 MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".map", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 PICK_COLUMNS = ["micrograph", "x", "y", "score"]
-PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")
+PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")  # written and read
+READ_FORMATS = (*PICK_FORMATS, "cs")  # cryoSPARC's particle files are read, not written
 FORMAT_SUFFIX = {"star": ".star", "box": ".box", "coord": ".txt", "csv": ".csv", "cbox": ".cbox"}
 # What a STAR file of picks cut at a threshold says in its header (picks_cut_at reads it back).
 CUT_NOTE = "picks scoring at least {threshold:.6g}, the threshold; pick with --keep-all for every candidate"
@@ -405,13 +408,16 @@ def detect_format(path: str | os.PathLike) -> str:
             return fmt
     if suffix in (".coord", ".tsv"):
         return "coord"
+    if suffix == ".cs":
+        return "cs"
     raise CoordinateError(
         f"{path}: cannot tell the coordinate format from suffix '{suffix}'; "
-        f"name it .star, .box, .cbox, .csv or .txt (Topaz table), or pass the format"
+        f"name it .star, .box, .cbox, .csv, .txt (Topaz table) or .cs (cryoSPARC), or pass the format"
     )
 
 
-def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | None = None) -> pd.DataFrame:
+def read_picks(path: str | os.PathLike, fmt: str | None = None, *, classes: Iterable[int] | None = None
+               ) -> pd.DataFrame:
     """Read a coordinate file, or every coordinate file in a folder, into one picks table.
 
     Parameters
@@ -421,11 +427,15 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
         the files of that format). A folder holding one micrograph's coordinates in two formats (say
         ``m1.star`` and ``m1.box``) without ``fmt`` is refused: read together they would count every
         particle twice. A RELION list of coordinate files (:func:`read_coordinate_list`, e.g. an AutoPick
-        job's ``autopick.star``) reads the files it lists; in a folder such a list is passed over.
+        job's ``autopick.star``) reads the files it lists; in a folder such a list is passed over. A RELION
+        particles STAR (``data_particles`` with ``rlnMicrographName``, RELION 3.0 or 3.1+ with
+        ``data_optics``) and a cryoSPARC particle file (``.cs``) span many micrographs.
     fmt
-        ``star``, ``box``, ``coord`` (Topaz table), ``csv`` or ``cbox``; guessed from the suffix if None.
-    box_px
-        Unused by the readers (corner formats store their own box size); accepted for symmetry.
+        ``star``, ``box``, ``coord`` (Topaz table), ``csv``, ``cbox`` or ``cs`` (cryoSPARC, read only);
+        guessed from the suffix if None.
+    classes
+        Keep only the particles of these 2-D classes (``rlnClassNumber``; cryoSPARC's ``alignments2D/class``):
+        "the good classes". The table's ``attrs["left_out_by_class"]`` counts those left out.
 
     Returns
     -------
@@ -433,23 +443,61 @@ def read_picks(path: str | os.PathLike, fmt: str | None = None, box_px: float | 
     """
     path = Path(path)
     if path.is_dir():
-        return concat_picks(read_picks(f, fmt) for f in coordinate_files(path, fmt))
+        tables = [read_picks(f, fmt, classes=classes) for f in coordinate_files(path, fmt)]
+        picks = concat_picks(tables)
+        picks.attrs["left_out_by_class"] = sum(t.attrs.get("left_out_by_class", 0) for t in tables)
+        return picks
     if not path.is_file():
         raise CoordinateError(f"{path}: no such coordinate file; check the path")
     fmt = fmt or detect_format(path)
-    reader = {"star": _read_star, "box": _read_box, "coord": _read_coord, "csv": _read_csv,
-              "cbox": _read_cbox}.get(fmt)
+    reader = {"star": _read_star, "box": _no_classes(_read_box), "coord": _no_classes(_read_coord),
+              "csv": _no_classes(_read_csv), "cbox": _no_classes(_read_cbox), "cs": _read_cs}.get(fmt)
     if reader is None:
-        raise CoordinateError(f"unknown coordinate format '{fmt}'; use one of {', '.join(PICK_FORMATS)}")
+        raise CoordinateError(f"unknown coordinate format '{fmt}'; use one of {', '.join(READ_FORMATS)}")
+    if classes is not None and fmt not in ("star", "cs"):
+        raise CoordinateError(f"{path}: a {fmt} file has no 2-D classes to choose from; leave out --classes, or "
+                              "give RELION's particles STAR or cryoSPARC's .cs file")
     try:
-        picks = reader(path)
+        picks, class_numbers = reader(path)
     except CoordinateError:
         raise
     except Exception as exc:
         raise CoordinateError(f"{path}: cannot read as {fmt} coordinates ({exc}); check the file") from None
     if not np.all(np.isfinite(picks[["x", "y"]].to_numpy())):
         raise CoordinateError(f"{path}: some coordinates are not numbers; check the file")
+    left_out = 0
+    if classes is not None:
+        if class_numbers is None:
+            raise CoordinateError(f"{path}: no 2-D class column (rlnClassNumber, alignments2D/class) to choose "
+                                  "--classes from; give the file of a 2-D classification job")
+        keep = np.isin(np.asarray(class_numbers).astype(int), [int(c) for c in classes])
+        left_out = int((~keep).sum())
+        picks = picks[keep].reset_index(drop=True)
+    picks.attrs["left_out_by_class"] = left_out
     return picks
+
+
+def _no_classes(reader):
+    """A reader of a format without 2-D classes, in the shape of those with them: ``(picks, None)``."""
+    return lambda path: (reader(path), None)
+
+
+def parse_classes(text: str | None) -> list[int] | None:
+    """``--classes 1,4,7`` as class numbers (None for None).
+
+    Example
+    -------
+    >>> parse_classes("1, 4,7")
+    [1, 4, 7]
+    """
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [int(c) for c in str(text).split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError(f"--classes {text}: give class numbers separated by commas, e.g. 1,4,7") from None
 
 
 def coordinate_files(folder: str | os.PathLike, fmt: str | None = None) -> list[Path]:
@@ -464,7 +512,7 @@ def coordinate_files(folder: str | os.PathLike, fmt: str | None = None) -> list[
     """
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in
-                   {*FORMAT_SUFFIX.values(), ".coord", ".tsv"} and not is_coordinate_list(p))
+                   {*FORMAT_SUFFIX.values(), ".coord", ".tsv", ".cs"} and not is_coordinate_list(p))
     if fmt is not None:
         files = [f for f in files if detect_format(f) == fmt]
     if not files:
@@ -510,7 +558,7 @@ def covered_micrographs(path: str | os.PathLike, fmt: str | None = None) -> set[
     for file in coordinate_files(path, fmt) if path.is_dir() else [path]:
         kind = fmt or detect_format(file)
         with open(file, "rb") as handle:
-            several = kind == "coord" or (kind == "star" and b"rlnMicrographName" in handle.read(1 << 16))
+            several = kind in ("coord", "cs") or (kind == "star" and b"rlnMicrographName" in handle.read(1 << 16))
         names |= set(read_picks(file, kind)["micrograph"]) if several else {coordinate_stem(file)}
     return names
 
@@ -620,21 +668,60 @@ def micrograph_shape(path: str | os.PathLike) -> tuple[int, int]:
 # --- STAR (RELION 3.0 and 3.1) -----------------------------------------------------------------------
 
 
-def _read_star(path: Path) -> pd.DataFrame:
+def _read_star(path: Path):
     import starfile
 
     if is_coordinate_list(path):
-        return _read_listed_picks(path)
+        return _read_listed_picks(path), None
     blocks = starfile.read(path, always_dict=True)
+    # a particles STAR of RELION 3.1+ holds an optics table first; the particles are the block with coordinates
     table = next((b for b in blocks.values() if isinstance(b, pd.DataFrame) and "rlnCoordinateX" in b), None)
     if table is None:
         raise CoordinateError(f"{path}: no data block with rlnCoordinateX/rlnCoordinateY in this STAR file")
+    if "rlnCoordinateY" not in table:
+        raise CoordinateError(f"{path}: rlnCoordinateX without rlnCoordinateY; check the file")
     if "rlnMicrographName" in table:
         names = [micrograph_stem(n) for n in table["rlnMicrographName"]]
     else:
         names = coordinate_stem(path)
     score = table["rlnAutopickFigureOfMerit"] if "rlnAutopickFigureOfMerit" in table else None
-    return make_picks(names, table["rlnCoordinateX"], table["rlnCoordinateY"], score)
+    classes = table["rlnClassNumber"].to_numpy() if "rlnClassNumber" in table else None
+    return make_picks(names, table["rlnCoordinateX"], table["rlnCoordinateY"], score), classes
+
+
+# --- cryoSPARC particles (.cs: a NumPy structured array) -------------------------------------------
+
+CS_FIELDS = ("location/micrograph_path", "location/center_x_frac", "location/center_y_frac",
+             "location/micrograph_shape")
+
+
+def _read_cs(path: Path):
+    """cryoSPARC's particle locations: a fraction of the micrograph's width and height, converted to px."""
+    array = np.load(path, allow_pickle=False)
+    names = array.dtype.names or ()
+    missing = [f for f in CS_FIELDS if f not in names]
+    if missing:
+        raise CoordinateError(f"{path}: a cryoSPARC particle file needs the fields {', '.join(missing)}; export "
+                              "the particles of a job that has picked or extracted them")
+    shape = np.asarray(array["location/micrograph_shape"]).reshape(len(array), 2)  # (rows, columns)
+    x = np.asarray(array["location/center_x_frac"], dtype=np.float64) * shape[:, 1]
+    y = np.asarray(array["location/center_y_frac"], dtype=np.float64) * shape[:, 0]
+    paths = [p.decode("utf-8", "surrogateescape") if isinstance(p, bytes) else str(p)
+             for p in array["location/micrograph_path"]]
+    classes = np.asarray(array["alignments2D/class"]) if "alignments2D/class" in names else None
+    return make_picks([cryosparc_stem(p) for p in paths], x, y), classes
+
+
+def cryosparc_stem(path: str) -> str:
+    """A micrograph's stem as cryoSPARC names it, without the unique id it prefixes to imported files
+    (``J3/imported/008765298472347812_mic_001.mrc`` → ``mic_001``).
+
+    Example
+    -------
+    >>> cryosparc_stem("J3/imported/008765298472347812_mic_001.mrc")
+    'mic_001'
+    """
+    return re.sub(r"^\d{15,}_", "", micrograph_stem(path))
 
 
 def _score_text(score: float, missing: str) -> str:
@@ -845,6 +932,56 @@ def _numeric_rows(path: Path, min_columns: int) -> np.ndarray:
             raise CoordinateError(f"{path}:{lineno}: expected at least {min_columns} numbers, got {len(values)}")
         rows.append(values[:min_columns])
     return np.array(rows, dtype=np.float64).reshape(-1, min_columns)
+
+
+# --------------------------------------------------------------------------------------------------
+# labels for the micrographs given
+
+
+@dataclass
+class LabelUse:
+    """How the particles of a coordinate source were used for a set of micrographs."""
+
+    source: str
+    used: int
+    not_given: dict[str, int] = field(default_factory=dict)  # micrograph named in the source, not given → labels
+    left_out_by_class: int = 0
+    classes: list[int] | None = None
+
+    def summary(self) -> str:
+        """One line: particles used, and those left out, per reason."""
+        parts = [f"{self.used:,} particle{'' if self.used == 1 else 's'} of {self.source}"]
+        if self.not_given:
+            n = sum(self.not_given.values())
+            names = sorted(self.not_given)
+            parts.append(f"{n:,} left out on {len(names)} micrograph(s) not given (e.g. {', '.join(names[:3])})")
+        if self.left_out_by_class:
+            parts.append(f"{self.left_out_by_class:,} left out as not in classes "
+                         f"{','.join(map(str, self.classes or []))}")
+        return "; ".join(parts)
+
+
+def labels_on(picks: pd.DataFrame, micrographs: Iterable[str | os.PathLike], *, source: str) -> tuple[
+        pd.DataFrame, LabelUse]:
+    """The rows of ``picks`` that name one of ``micrographs`` (by name stem), and how many were left out, why.
+
+    Raises
+    ------
+    CoordinateError
+        When no row names a micrograph given: the labels are for other micrographs, or named otherwise.
+    """
+    stems = {micrograph_stem(m) for m in micrographs}
+    here = picks["micrograph"].isin(stems)
+    counts = picks.loc[~here, "micrograph"].value_counts()
+    use = LabelUse(source=str(source), used=int(here.sum()), not_given={str(k): int(v) for k, v in counts.items()},
+                   left_out_by_class=int(picks.attrs.get("left_out_by_class", 0)))
+    if len(picks) and not here.any():
+        named = sorted(set(picks["micrograph"]))
+        raise CoordinateError(f"{source}: its particles name micrographs {', '.join(named[:3])}"
+                              f"{' …' if len(named) > 3 else ''}, none of those given ({', '.join(sorted(stems)[:3])}"
+                              f"{' …' if len(stems) > 3 else ''}); coordinates are matched to micrographs by file "
+                              "name stem: give the micrographs they were picked on")
+    return picks[here].reset_index(drop=True), use
 
 
 # --------------------------------------------------------------------------------------------------

@@ -528,6 +528,51 @@ def extract_patches(micrographs, picks, box_px: float, *, config: PatchConfig = 
                     targets=targets)
 
 
+def patches_from_stacks(positives: str | os.PathLike, negatives: str | os.PathLike, box_px: float, *,
+                        preprocess: PreprocessConfig = PreprocessConfig()) -> PatchSet:
+    """A patch set from MRC stacks of boxed particles (``positives``) and of background or junk
+    (``negatives``), e.g. the particles of good and of junk 2-D classes as RELION extracted them, at any box;
+    ``box_px`` is the particle's box in the stacks' pixels. Prepared by
+    :func:`~deeppick.preprocess.prepare_stack`, the model frame's resampling and normalisation."""
+    from .preprocess import prepare_stack
+
+    parts, sources = [], []
+    for index, (path, label) in enumerate(((positives, 1), (negatives, 0))):
+        stack = _read_stack(Path(path))
+        parts.append((prepare_stack(stack, box_px, preprocess, path=str(path)), label, index))
+        sources.append({"micrograph": Path(path).stem, "path": str(path), "stack": True, "box_px": float(box_px),
+                        "stack_box_px": int(stack.shape[-1]), "n_positive" if label else "n_explicit_negative":
+                        int(len(stack))})
+    patches = np.concatenate([p for p, _, _ in parts])
+    labels = np.concatenate([np.full(len(p), label) for p, label, _ in parts])
+    source = np.concatenate([np.full(len(p), index) for p, _, index in parts])
+    meta = {"format": PATCHSET_FORMAT, "format_version": PATCHSET_FORMAT_VERSION, "box_px": float(box_px),
+            "model_px": preprocess.model_px, "preprocess": preprocess.to_dict(), "patch_config": None,
+            "sources": sources, "deeppick_version": __version__}
+    # stacks carry no positions: each image is its own group for validation (x, y are NaN)
+    nan = np.full(len(patches), np.nan)
+    return PatchSet(patches, labels, source, nan, nan, meta)
+
+
+def _read_stack(path: Path) -> np.ndarray:
+    import mrcfile
+
+    if not path.is_file():
+        raise PatchSetError(f"{path}: no such particle stack; check the path")
+    try:
+        with mrcfile.open(path, permissive=False) as mrc:
+            data = np.array(mrc.data, dtype=np.float32)
+    except Exception as exc:
+        raise PatchSetError(f"{path}: cannot read this MRC stack ({exc}); the file is truncated or corrupt") from None
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3 or data.shape[1] != data.shape[2]:
+        raise PatchSetError(f"{path}: expected a stack of square particle images, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise PatchSetError(f"{path}: the stack holds NaN or infinite pixels; extract the particles again")
+    return data
+
+
 def extract_dataset_patches(dataset, split: str = "train", *, box_px: float | None = None,
                             config: PatchConfig = PatchConfig(), preprocess: PreprocessConfig = PreprocessConfig(),
                             negatives=None, seed: int | np.random.Generator | None = 0,

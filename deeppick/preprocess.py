@@ -115,6 +115,40 @@ def prepare_micrograph(image: np.ndarray, box_px: float, config: PreprocessConfi
     )
 
 
+def prepare_stack(images: np.ndarray, box_px: float, config: PreprocessConfig = PreprocessConfig(), *,
+                  path: str = "<stack>") -> np.ndarray:
+    """Boxed particle images (N, S, S; e.g. RELION's extracted particles, any box S) in the model frame:
+    each is Fourier-resampled with the same low-pass as a micrograph so ``box_px`` becomes ``model_px``,
+    cropped to the model box around its centre (pixel S/2, where RELION puts it), and the whole stack
+    normalised by its median and robust SD and clipped, as a micrograph's pixels are. A model prepared with
+    background subtraction has each image's median subtracted first: a box holds no background gradient to
+    fit, and its level is what the plane would remove.
+
+    Example
+    -------
+    >>> stack = np.random.default_rng(0).normal(size=(3, 100, 100))
+    >>> prepare_stack(stack, box_px=50).shape
+    (3, 64, 64)
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or not len(images):
+        raise ConfigError(f"{path}: expected a stack of square particle images, got shape {images.shape}")
+    side = images.shape[1]
+    size = max(1, int(round(side * config.model_px / float(box_px))))
+    centre = int(round(side / 2 * size / side))
+    h = config.model_px // 2
+    out = np.zeros((len(images), config.model_px, config.model_px), dtype=np.float32)
+    for i, image in enumerate(images):
+        small = _fourier_resample(image, (size, size), config.lowpass_sigma_model_px)
+        if config.highpass_sigma_model_px > 0:
+            small -= np.median(small)
+        padded = np.pad(small, h)
+        out[i] = padded[centre:centre + config.model_px, centre:centre + config.model_px]
+    return _robust_normalise(out, config.clip_sd)
+
+
 def _fourier_resample(image: np.ndarray, shape_out: tuple[int, int], sigma_out_px: float) -> np.ndarray:
     ny, nx = image.shape
     my, mx = shape_out

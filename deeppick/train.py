@@ -55,6 +55,10 @@ class TrainConfig:
     # it, particle_groups), so validation never scores a view of a particle that was trained on; False:
     # patches one by one
     hold_out_particles: bool = True
+    # ours, for partially labelled micrographs: the share of particles among the background patches, which are
+    # then unlabelled, not background (non-negative PU learning, Kiryo et al. 2017, as Topaz trains); None:
+    # background is background
+    unlabelled_prior: float | None = None
     patience: int = 10  # epochs without a lower validation loss before stopping (ours, as epochs)
     # random 90° rotations (DeepEM's fixed rotations of each training image) and flips (ours)
     rotate_flip: bool = True
@@ -213,7 +217,7 @@ def _check_patch_set(patch_set: PatchSet, box_px: float | None, preprocess: Prep
 def _train_epoch(net: nn.Module, optimiser, data: _Tensors, config: TrainConfig, epoch: int) -> dict:
     """One pass over the training patches, shuffled and augmented with the draws of ``(seed, epoch)``;
     returns the epoch's figures, validation loss and accuracy included."""
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss() if config.unlabelled_prior is None else _pu_loss(config.unlabelled_prior)
     gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
     torch.manual_seed(_epoch_seed(config.seed, epoch) + 1)  # dropout
     net.train()
@@ -224,7 +228,7 @@ def _train_epoch(net: nn.Module, optimiser, data: _Tensors, config: TrainConfig,
         xb = augment(data.x_train[idx], gen, config)
         yb = data.y_train[idx]
         logits = net(xb)
-        loss = loss_fn(logits, yb)
+        loss = loss_fn(logits, yb) if config.unlabelled_prior is None else loss_fn(logits, yb, data.hard_train[idx])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -233,9 +237,59 @@ def _train_epoch(net: nn.Module, optimiser, data: _Tensors, config: TrainConfig,
     record = {"epoch": epoch + 1, "loss": total_loss / len(order),
               "accuracy": total_correct / max(int(data.hard_train.sum()), 1)}
     if len(data.y_val):
-        val_loss, val_acc = _evaluate(net, data.x_val, data.y_val, data.hard_val, loss_fn)
+        val_loss_fn = loss_fn if config.unlabelled_prior is None else (
+            lambda logits, targets: loss_fn(logits, targets, data.hard_val))
+        val_loss, val_acc = _evaluate(net, data.x_val, data.y_val, data.hard_val, val_loss_fn)
         record.update(val_loss=val_loss, val_accuracy=val_acc)
     return record
+
+
+def _pu_loss(prior: float):
+    """The non-negative positive-unlabelled risk (Kiryo et al. 2017) with the logistic loss: particle patches
+    are positives, background patches unlabelled holding a share ``prior`` of particles; off-centre views
+    keep their soft targets (binary cross-entropy)."""
+    softplus = nn.functional.softplus
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        positive, unlabelled = hard & (targets == 1), hard & (targets == 0)
+        n = len(logits)
+        total = logits.new_zeros(())
+        if positive.any():
+            as_positive = softplus(-logits[positive]).mean()
+            as_negative = softplus(logits[positive]).mean()
+        else:
+            as_positive = as_negative = logits.new_zeros(())
+        unlabelled_risk = softplus(logits[unlabelled]).mean() if unlabelled.any() else logits.new_zeros(())
+        n_hard = int((positive | unlabelled).sum())
+        total = total + (prior * as_positive + torch.clamp(unlabelled_risk - prior * as_negative, min=0.0)) * n_hard / n
+        soft = ~hard
+        if soft.any():
+            total = total + nn.functional.binary_cross_entropy_with_logits(logits[soft], targets[soft],
+                                                                            reduction="sum") / n
+        return total
+
+    return loss
+
+
+def unlabelled_prior(patch_set: PatchSet, fraction_labelled: float) -> float:
+    """The share of particles among a patch set's background patches when only ``fraction_labelled`` of each
+    micrograph's particles are labelled: the unlabelled particles' centre discs (radius 0.25 box, where a
+    patch shows a particle centred) over the area background is drawn from. A small share: most of what
+    partial labels cost is elsewhere (docs/measurements.md, *Partial labels*)."""
+    if not 0 < fraction_labelled <= 1:
+        raise ConfigError(f"the labelled fraction must lie in (0, 1], got {fraction_labelled}")
+    area, particle_area = 0.0, 0.0
+    for index, source in enumerate(patch_set.metadata.get("sources", [])):
+        if not source.get("shape") or not source.get("box_px"):
+            continue
+        rows, cols = source["shape"]
+        box = float(source["box_px"])
+        labelled = int(((patch_set.source == index) & (patch_set.labels == 1)).sum())
+        unlabelled = labelled * (1 / fraction_labelled - 1)
+        free = rows * cols - labelled * np.pi * (0.6 * box) ** 2
+        area += max(free, 0.1 * rows * cols)
+        particle_area += unlabelled * np.pi * (0.25 * box) ** 2
+    return float(np.clip(particle_area / area, 0.0, 0.5)) if area else 0.0
 
 
 def _early_stopping(state: dict, record: dict, net: nn.Module) -> None:
@@ -336,8 +390,8 @@ def particle_groups(patch_set: PatchSet, reach_box: float = 0.6) -> np.ndarray:
         here = np.flatnonzero(patch_set.source == source)
         particles = here[patch_set.labels[here] == 1]
         box = (sources[source].get("box_px") if source < len(sources) else None) or patch_set.box_px
-        if not len(particles) or not box:
-            continue
+        if not len(particles) or not box or not np.isfinite(patch_set.x[here]).all():
+            continue  # without positions (a stack of boxed particles) each patch is its own group
         xy = np.column_stack([patch_set.x, patch_set.y]).astype(np.float64)
         distance, nearest = cKDTree(xy[particles]).query(xy[here], k=1)
         near = distance < reach_box * float(box)
@@ -479,7 +533,8 @@ def _load_checkpoint(path, net, optimiser, config: TrainConfig, fingerprint: str
     if archive["fingerprint"] != fingerprint or archive["arch"] != arch:
         raise ConfigError(f"{path}: this checkpoint was trained on other patches or another network; "
                           "delete it or train without --resume")
-    differ = [k for k in ("optimizer", "learning_rate", "batch_size", "val_fraction", "hold_out_particles", "seed",
+    differ = [k for k in ("optimizer", "learning_rate", "batch_size", "val_fraction", "hold_out_particles",
+                          "unlabelled_prior", "seed",
                           "rotate_flip",
                           "noise_sd", "contrast_jitter", "momentum", "weight_decay")
               if getattr(saved, k) != getattr(config, k)]

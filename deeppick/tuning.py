@@ -87,6 +87,33 @@ def train_picker(patches: PatchSet, *, held_out: HeldOut | None = None, train_co
         return model
 
 
+def refine_picker(model: PickerModel, micrographs, accepted: pd.DataFrame, rejected: pd.DataFrame, *,
+                  held_out: HeldOut | None = None, train_config: TrainConfig = TrainConfig(),
+                  negative_ratio: float | None = None, match_px: float | None = None,
+                  progress: bool = False) -> PickerModel:
+    """DeepEM's retraining loop: fine-tune ``model`` on picks a person verified on new micrographs.
+
+    ``accepted`` (true positives) become particles, ``rejected`` (false positives, e.g. the particles of
+    junk 2-D classes) explicit background, beside random background ≥ 0.6 box from every accepted pick
+    (``negative_ratio`` per particle; default: the model's recipe); the patches follow the recipe the model
+    was trained with (its off-centre views). Then :func:`train_picker` from ``model``'s weights, with the
+    threshold re-chosen on ``held_out`` micrographs when given (else the model's is kept).
+    """
+    recipe = PatchConfig.from_dict(model.info.get("trained_on", {}).get("patch_config") or {})
+    if negative_ratio is not None:
+        recipe = replace(recipe, negative_ratio=negative_ratio)
+    patches = extract_patches(micrographs, accepted, model.box_px, config=recipe, preprocess=model.preprocess,
+                              negatives=rejected, seed=train_config.seed, progress=progress)
+    tuned = train_picker(patches, held_out=held_out, train_config=train_config, init=model, match_px=match_px,
+                         progress=progress)
+    if held_out is None:
+        tuned.threshold, tuned.postprocess = model.threshold, model.postprocess
+        tuned.info["threshold"] = {**model.info.get("threshold", {}), "kept_from": model.info.get("name")}
+    tuned.info["refined"] = {"from": model.info.get("name"), "accepted": int(len(accepted)),
+                             "rejected": int(len(rejected)), "micrographs": sorted(set(accepted["micrograph"]))}
+    return tuned
+
+
 def adopt_label_edge_margin(model: PickerModel, patch_set: PatchSet) -> PickerModel:
     """Store in ``model`` the edge margin its training labels keep (:func:`~deeppick.postprocess.learn_edge_margin`).
 

@@ -329,3 +329,71 @@ def test_coordinate_list_round_trip_and_folders_pass_it_over(tmp_path, monkeypat
     moved.parent.mkdir()
     folder.rename(moved)
     assert len(read_picks(moved / "coordinate_files.star")) == 3
+
+
+# --- particle sets from 2-D classification: RELION particles STAR (3.0 and 3.1+), cryoSPARC .cs ----------
+
+
+def _particles_star(path, rows, optics: bool):
+    """A RELION particles STAR: 3.1+ with its optics table, 3.0 without."""
+    lines = [""]
+    if optics:
+        lines += ["# version 30001", "", "data_optics", "", "loop_", "_rlnOpticsGroupName #1", "_rlnOpticsGroup #2",
+                  "_rlnImagePixelSize #3", "opticsGroup1 1 1.2", "", "# version 30001", ""]
+    lines += ["data_particles" if optics else "data_", "", "loop_", "_rlnMicrographName #1", "_rlnCoordinateX #2",
+              "_rlnCoordinateY #3", "_rlnClassNumber #4", "_rlnImageName #5"]
+    lines += [f"MotionCorr/job002/Movies/{m}.mrc\t{x:.2f}\t{y:.2f}\t{c}\t{i:06d}@Extract/job007/{m}.mrcs"
+              for i, (m, x, y, c) in enumerate(rows, 1)]
+    path.write_text("\n".join(lines) + "\n\n")
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["m1", "m2", "m3"]), coordinate, coordinate, st.integers(1, 9)),
+                     min_size=1, max_size=30),
+       optics=st.booleans(), wanted=st.sets(st.integers(1, 9), min_size=1, max_size=4))
+def test_relion_particles_star_reads_per_micrograph_and_class(tmp_path_factory, rows, optics, wanted):
+    path = tmp_path_factory.mktemp("star") / "particles.star"
+    _particles_star(path, rows, optics)
+    picks = read_picks(path)
+    assert list(picks["micrograph"]) == [m for m, _, _, _ in rows]
+    np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), [[x, y] for _, x, y, _ in rows], atol=0.006)
+    good = read_picks(path, classes=sorted(wanted))
+    assert len(good) == sum(c in wanted for *_, c in rows)
+    assert good.attrs["left_out_by_class"] == len(rows) - len(good)
+
+
+def test_cryosparc_particles_are_read_in_pixels_without_the_uid_prefix(tmp_path):
+    dtype = [("uid", "<u8"), ("location/micrograph_path", "S64"), ("location/center_x_frac", "<f4"),
+             ("location/center_y_frac", "<f4"), ("location/micrograph_shape", "<u4", (2,)),
+             ("alignments2D/class", "<u4")]
+    array = np.array([(1, b"J3/imported/012345678901234567_mic_001.mrc", 0.25, 0.5, (1000, 2000), 3),
+                      (2, b"J3/imported/012345678901234567_mic_001.mrc", 0.75, 0.1, (1000, 2000), 5),
+                      (3, b"J9/motioncorrected/mic_002_patch_aligned.mrc", 0.5, 0.5, (4096, 4096), 3)], dtype=dtype)
+    with open(tmp_path / "P12_J20_passthrough_particles.cs", "wb") as handle:
+        np.save(handle, array)
+    picks = read_picks(tmp_path / "P12_J20_passthrough_particles.cs")
+    assert list(picks["micrograph"]) == ["mic_001", "mic_001", "mic_002_patch_aligned"]
+    np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), [[500, 500], [1500, 100], [2048, 2048]], atol=1e-3)
+    assert len(read_picks(tmp_path / "P12_J20_passthrough_particles.cs", classes=[3])) == 2
+    bad = np.array([(1, 0.5)], dtype=[("uid", "<u8"), ("location/center_x_frac", "<f4")])
+    with open(tmp_path / "bad.cs", "wb") as handle:
+        np.save(handle, bad)
+    with pytest.raises(CoordinateError, match="bad.cs: a cryoSPARC particle file needs the fields"):
+        read_picks(tmp_path / "bad.cs")
+    with pytest.raises(CoordinateError, match="no 2-D class column"):
+        write_picks(make_picks("m", [1], [2]), tmp_path / "plain.star")  # no score: no class column
+        read_picks(tmp_path / "plain.star", classes=[1])
+
+
+def test_labels_on_the_micrographs_given_count_what_is_left_out(tmp_path):
+    from deeppick.io import labels_on
+
+    picks = make_picks(["a", "a", "b", "c"], [1, 2, 3, 4], [1, 2, 3, 4])
+    picks.attrs["left_out_by_class"] = 7
+    used, use = labels_on(picks, ["x/a.mrc", "x/b.mrc"], source="particles.star")
+    assert list(used["micrograph"]) == ["a", "a", "b"] and use.not_given == {"c": 1}
+    use.classes = [1, 4]
+    assert use.summary() == ("3 particles of particles.star; 1 left out on 1 micrograph(s) not given (e.g. c); 7 left "
+                             "out as not in classes 1,4")
+    with pytest.raises(CoordinateError, match="particles.star: its particles name micrographs a, b, c, none of those"):
+        labels_on(picks, ["z.mrc"], source="particles.star")

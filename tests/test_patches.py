@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deeppick.cli import cli
-from deeppick.errors import ConfigError
+from deeppick.errors import ConfigError, DeepPickError
 from pathlib import Path
 
 from deeppick.io import make_picks, read_picks, write_coordinate_list, write_picks
@@ -362,3 +362,30 @@ def test_real_pack_patches(realdata):
     ps = extract_dataset_patches(realdata / "ribosome80s-10028", "train", max_micrographs=1, seed=0)
     assert ps.n_positive > 50 and ps.n_negative == ps.n_positive
     assert ps.patches.shape[1:] == (64, 64) and np.isfinite(ps.patches).all()
+
+
+def test_a_stack_of_boxed_particles_matches_the_micrograph_crops_at_another_box(tmp_path):
+    # the same particles boxed at twice their box (as RELION extracts them), then brought into the model frame
+    from deeppick.patches import patches_from_stacks
+    from deeppick.preprocess import PreprocessConfig
+    import mrcfile
+
+    rng = np.random.default_rng(3)
+    image, xy = synthetic_micrograph(rng, size=512, box_px=40, n=12, contrast=2.5)
+    micrograph_patches = extract_patches(image, xy, 40, config=PatchConfig(negative_ratio=0, off_centre_ratio=0),
+                                         seed=0)
+    side = 80  # the stack's box: twice the particle's
+    padded = np.pad(image, side)
+    stack = np.stack([padded[int(round(y)) + side - side // 2:int(round(y)) + side + side // 2,
+                             int(round(x)) + side - side // 2:int(round(x)) + side + side // 2] for x, y in xy])
+    background = rng.normal(size=(12, side, side)).astype(np.float32)
+    for name, data in (("good.mrcs", stack), ("bad.mrcs", background)):
+        with mrcfile.new(tmp_path / name) as mrc:
+            mrc.set_data(data.astype(np.float32))
+    ps = patches_from_stacks(tmp_path / "good.mrcs", tmp_path / "bad.mrcs", 40, preprocess=PreprocessConfig())
+    assert ps.patches.shape == (24, 64, 64) and ps.labels.tolist() == [1] * 12 + [0] * 12 and ps.box_px == 40
+    for from_stack, from_micrograph in zip(ps.patches[:12], micrograph_patches.patches):
+        r = np.corrcoef(from_stack.ravel(), from_micrograph.ravel())[0, 1]
+        assert r > 0.9, r  # the same pixels up to the resampling's edge and the normalisation
+    with pytest.raises(DeepPickError, match="no such particle stack"):
+        patches_from_stacks(tmp_path / "missing.mrcs", tmp_path / "bad.mrcs", 40)

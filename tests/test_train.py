@@ -259,3 +259,14 @@ def test_train_command_fine_tunes_the_general_model_with_init(tmp_path):
 def test_box_size_must_match_the_patches(small):
     with pytest.raises(ConfigError, match="32-px box"):
         train_model(small, FAST, box_px=40, progress=False)
+
+
+def test_positive_unlabelled_training_runs_and_its_prior_follows_the_labelled_fraction(separable):
+    from deeppick.train import unlabelled_prior
+
+    few, most = unlabelled_prior(separable, 0.1), unlabelled_prior(separable, 0.9)
+    assert 0 < most < few <= 0.5 and unlabelled_prior(separable, 1.0) == 0.0
+    model = train_model(separable, TrainConfig(epochs=6, unlabelled_prior=few), progress=False)
+    assert model.info["training"]["unlabelled_prior"] == few and model.info["val_accuracy"] >= 0.8
+    with pytest.raises(ConfigError, match="labelled fraction"):
+        unlabelled_prior(separable, 0)

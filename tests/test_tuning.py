@@ -13,6 +13,7 @@ from deeppick.cli import cli
 from deeppick.errors import ConfigError
 from deeppick.metrics import evaluate_picks
 from deeppick.model import load_model, save_model
+from deeppick.io import write_picks
 from deeppick.pipeline import PickConfig, effective_threshold, pick_paths
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import PreprocessConfig
@@ -164,3 +165,48 @@ def test_fit_command_passes_background_subtraction_on(sim_dataset, tmp_path, mon
     seen.clear()
     result = CliRunner().invoke(cli, [*args, "--highpass", "8"])
     assert result.exit_code == 2 and "at least 16 model px" in result.output and not seen
+
+
+def test_fit_and_train_take_a_particles_star_with_classes_and_refine_takes_verified_picks(sim_dataset, trained,
+                                                                                           tmp_path):
+    # a RELION 2-D classification's particles: the labels in class 1, a second copy shifted onto background
+    # in class 2 (junk), on micrographs named as RELION names them
+    rows = []
+    for _, pick in sim_dataset.picks.iterrows():
+        rows.append(f"Movies/{pick['micrograph']}.mrc\t{pick['x']:.2f}\t{pick['y']:.2f}\t1")
+        rows.append(f"Movies/{pick['micrograph']}.mrc\t{(pick['x'] + 150) % 320:.2f}\t{pick['y']:.2f}\t2")
+    star = tmp_path / "run_it025_data.star"
+    star.write_text("\n".join(["", "data_particles", "", "loop_", "_rlnMicrographName #1", "_rlnCoordinateX #2",
+                               "_rlnCoordinateY #3", "_rlnClassNumber #4", *rows]) + "\n\n")
+    runner = CliRunner()
+    mics = str(sim_dataset.root / "micrographs")
+    result = runner.invoke(cli, ["fit", "--micrographs", mics, "--coords", str(star), "--classes", "1",
+                                 "--diameter-px", "40", "-o", str(tmp_path / "fit.pt"), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    n = len(sim_dataset.picks)
+    assert f"--coords: {n:,} particles of {star}; {n:,} left out as not in classes 1" in result.stderr
+    model = load_model(tmp_path / "fit.pt")
+    assert model.threshold is not None and set(model.info["dataset"]["threshold"]) <= set(sim_dataset.stems())
+    result = runner.invoke(cli, ["train", "--micrographs", mics, "--coords", str(star), "--classes", "1",
+                                 "--negatives", str(star), "--negative-classes", "2", "--box-px", "40",
+                                 "-o", str(tmp_path / "t.pt"), "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    trained_on = load_model(tmp_path / "t.pt").info["trained_on"]
+    assert trained_on["n_positive"] > 0 and "--negatives:" in result.stderr
+    # refine: the verified picks of two micrographs, with the threshold chosen again on a held-out dataset
+    test = sim_dataset.paths("test")
+    accepted = sim_dataset.picks[sim_dataset.picks["micrograph"].isin([p.stem for p in test])]
+    write_picks(accepted, tmp_path / "accepted.star")
+    write_picks(accepted.assign(x=(accepted["x"] + 150) % 320), tmp_path / "rejected.star")
+    (tmp_path / "mics").mkdir()
+    for p in test:
+        (tmp_path / "mics" / p.name).symlink_to(p)
+    result = runner.invoke(cli, ["refine", "--model", str(trained), "--micrographs", str(tmp_path / "mics"),
+                                 "--accepted", str(tmp_path / "accepted.star"), "--rejected",
+                                 str(tmp_path / "rejected.star"), "--validation", str(sim_dataset.root),
+                                 "-o", str(tmp_path / "refined.pt"), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    refined = load_model(tmp_path / "refined.pt")
+    assert refined.info["refined"]["accepted"] == len(accepted) == refined.info["trained_on"]["n_positive"]
+    assert refined.info["trained_on"]["n_negative"] >= len(accepted)  # the rejected and random background
+    assert refined.threshold is not None and refined.info["training"]["init"] is not None

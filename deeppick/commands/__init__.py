@@ -6,7 +6,7 @@ from .files import convert, fetch, info, manifest
 from .looking import report, show
 from .picking import evaluate, pick
 from .simulate import simulate
-from .training import extract, fit, threshold, train
+from .training import extract, fit, refine, threshold, train
 
-COMMANDS = (simulate, info, convert, extract, train, fit, threshold, pick, evaluate, report, show, pretrain, autopick,
-            manifest, fetch)
+COMMANDS = (simulate, info, convert, extract, train, fit, refine, threshold, pick, evaluate, report, show, pretrain,
+            autopick, manifest, fetch)

@@ -20,6 +20,7 @@ MIN_FREE_BYTES = 64 * 2**20
 # The coordinate formats the readers and writers know (io.PICK_FORMATS; a test holds the two equal),
 # written out so the command line starts without importing pandas.
 PICK_FORMATS = ("star", "box", "coord", "csv", "cbox")
+READ_FORMATS = (*PICK_FORMATS, "cs")  # io.READ_FORMATS: cryoSPARC's particle files are read, not written
 
 
 def user_errors(func):

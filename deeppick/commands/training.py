@@ -28,6 +28,11 @@ def extract(output, **options):
 
 @click.command()
 @click.option("--patches", type=click.Path(path_type=Path), help="patch set from 'deeppick extract'")
+@click.option("--positives", type=click.Path(path_type=Path),
+              help="an MRC stack of boxed particles (e.g. RELION's extracted particles of good 2-D classes), "
+                   "with --negatives-stack and --box-px (the particle's box in the stack's pixels)")
+@click.option("--negatives-stack", type=click.Path(path_type=Path),
+              help="an MRC stack of boxed background or junk (e.g. the particles of junk classes), with --positives")
 @patch_source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="model file to write (.pt)")
 @click.option("--arch", type=click.Choice(["deeppicker", "deepem"]), cls=LibraryDefault,
@@ -57,8 +62,8 @@ def extract(output, **options):
               help="dataset folder of held-out labelled micrographs for the F2 threshold "
                    "(default: the --dataset's valid split)")
 @user_errors
-def train(patches, output, arch, init_model, epochs, optimizer, lr, batch_size, patience, no_augment, noise,
-          contrast, device, resume, quiet, validation, **options):
+def train(patches, positives, negatives_stack, output, arch, init_model, epochs, optimizer, lr, batch_size, patience,
+          no_augment, noise, contrast, device, resume, quiet, validation, **options):
     """Train a particle classifier on a patch set, or on micrographs with their particle coordinates.
 
     The validation micrographs of a --dataset are never trained on: the model's patch accuracy on them
@@ -79,7 +84,17 @@ def train(patches, output, arch, init_model, epochs, optimizer, lr, batch_size, 
 
         init = load_general_model() if init_model == "general" else load_model_file(Path(init_model))
     ds = None
-    if patches is not None:
+    if positives is not None or negatives_stack is not None:
+        if positives is None or negatives_stack is None or not options["box_px"]:
+            raise ConfigError("training from particle stacks needs --positives, --negatives-stack and --box-px (the "
+                              "particle's box in the stacks' pixels)")
+        if patches is not None or options["dataset"] is not None or options["micrographs"] is not None:
+            raise ConfigError("give either the stacks or --patches / --dataset / --micrographs, not both")
+        from ..patches import patches_from_stacks
+
+        prep = init.preprocess if init is not None else preprocess_config(options["highpass"])
+        ps = patches_from_stacks(positives, negatives_stack, options["box_px"], preprocess=prep)
+    elif patches is not None:
         if options["dataset"] is not None or options["micrographs"] is not None:
             raise ConfigError("give either --patches or --dataset / --micrographs, not both")
         if options["highpass"] is not None:
@@ -111,8 +126,16 @@ def train(patches, output, arch, init_model, epochs, optimizer, lr, batch_size, 
 
 
 @click.command()
-@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+@click.option("--dataset", type=click.Path(path_type=Path),
               help="dataset folder with train and valid splits (dataset.json, micrographs/, coords/)")
+@click.option("--micrographs", type=click.Path(path_type=Path),
+              help="instead of --dataset: micrographs (a folder or file), with --coords; the last 15 % of those "
+                   "with labels (at least one) are held out to choose the threshold on")
+@click.option("--coords", type=click.Path(path_type=Path),
+              help="with --micrographs: particle centres (coordinate files, RELION's particles STAR, cryoSPARC's .cs)")
+@click.option("--classes", help="with --coords from a 2-D classification: use only these classes, e.g. 1,4,7")
+@click.option("--diameter-px", type=float,
+              help="with --micrographs: the particle's diameter in px (boxes of 1.0× and 1.3× it are tried)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="model file to write (.pt)")
 @click.option("--epochs", type=int, cls=LibraryDefault, library="train:TrainConfig.epochs",
               help="most epochs per model trained (early stopping may end sooner)")
@@ -121,26 +144,103 @@ def train(patches, output, arch, init_model, epochs, optimizer, lr, batch_size, 
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @highpass_option
 @user_errors
-def fit(dataset, output, epochs, max_micrographs, seed, quiet, highpass):
-    """Train on a labelled dataset and tune it on the held-out micrographs (what the benchmarks run).
+def fit(dataset, micrographs, coords, classes, diameter_px, output, epochs, max_micrographs, seed, quiet, highpass):
+    """Train on labelled micrographs and tune on held-out ones (what the benchmarks run).
 
     Trains models with and without off-centre views, then per box (1.0× and 1.3× the particle diameter)
     and low-pass, keeps the one with the best AP on the valid split (or held-out train micrographs),
     decides whether the large-region cleaning helps and how wide the peak window is (narrower where
     particles crowd), and stores the F2-optimal threshold: 'deeppick pick' then needs only the model.
     """
-    from ..datasets import load_dataset
     from ..model import save_model
     from ..train import TrainConfig
     from ..tuning import fit_dataset, recipe_summary
 
     check_output_file(output, "model")
-    model = fit_dataset(load_dataset(dataset), train_config=TrainConfig(**given(epochs=epochs, seed=seed)),
+    if (dataset is None) == (micrographs is None or coords is None):
+        raise ConfigError("give the labelled micrographs as --dataset DIR, or as --micrographs DIR --coords FILE|DIR "
+                          "--diameter-px N")
+    if dataset is not None:
+        from ..datasets import load_dataset
+
+        ds = load_dataset(dataset)
+    else:
+        from ..datasets import dataset_from
+        from ..io import labels_on, list_micrographs, parse_classes, read_picks
+
+        if not diameter_px:
+            raise ConfigError("--diameter-px is needed with --micrographs: the boxes fit tries are multiples of it")
+        picks, use = labels_on(read_picks(coords, classes=parse_classes(classes)), list_micrographs(micrographs),
+                               source=coords)
+        use.classes = parse_classes(classes)
+        click.echo(f"--coords: {use.summary()}", err=True)
+        ds = dataset_from(micrographs, picks, name=Path(micrographs).name, diameter_px=diameter_px)
+    model = fit_dataset(ds, train_config=TrainConfig(**given(epochs=epochs, seed=seed)),
                         max_micrographs=max_micrographs, progress=not quiet, preprocess=preprocess_config(highpass))
     save_model(model, output)
     info = model.info
     click.echo(f"wrote {output}: {recipe_summary(model)}; held-out AP {info['threshold']['ap']:.3f}, "
                f"F2 {info['threshold']['fbeta']:.3f} at threshold {model.threshold:.3f}")
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="the model to refine")
+@click.option("--micrographs", required=True, type=click.Path(path_type=Path),
+              help="the micrographs whose picks were verified (a folder or file)")
+@click.option("--accepted", required=True, type=click.Path(path_type=Path),
+              help="picks verified as particles (true positives): coordinate files, a particles STAR or .cs")
+@click.option("--accepted-classes", help="with --accepted from a 2-D classification: these (good) classes")
+@click.option("--rejected", type=click.Path(path_type=Path),
+              help="picks verified as not particles (false positives): coordinate files, a particles STAR or .cs")
+@click.option("--rejected-classes", help="with --rejected from a 2-D classification: these (junk) classes")
+@click.option("--validation", type=click.Path(path_type=Path),
+              help="a dataset folder of held-out labelled micrographs: the threshold is chosen again there "
+                   "[default: the model's is kept]")
+@click.option("--epochs", type=int, cls=LibraryDefault, library="train:TrainConfig.epochs",
+              help="most fine-tuning epochs")
+@click.option("--seed", type=int, cls=LibraryDefault, library="train:TrainConfig.seed", help="random seed")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="refined model to write (.pt)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@user_errors
+def refine(model_path, micrographs, accepted, accepted_classes, rejected, rejected_classes, validation, epochs, seed,
+           output, quiet):
+    """DeepEM's loop: fine-tune a model on picks verified on new micrographs (accepted and rejected)."""
+    from ..io import empty_picks, labels_on, list_micrographs, parse_classes, read_picks
+    from ..model import save_model
+    from ..train import TrainConfig
+    from ..tuning import refine_picker, training_summary
+
+    check_output_file(output, "model")
+    model = load_model_file(model_path)
+    paths = list_micrographs(micrographs)
+    good, use = labels_on(read_picks(accepted, classes=parse_classes(accepted_classes)), paths, source=accepted)
+    click.echo(f"--accepted: {use.summary()}", err=True)
+    bad = empty_picks()
+    if rejected is not None:
+        bad, use = labels_on(read_picks(rejected, classes=parse_classes(rejected_classes)), paths, source=rejected)
+        click.echo(f"--rejected: {use.summary()}", err=True)
+    held_out = None
+    if validation is not None:
+        from ..datasets import load_dataset
+
+        vds = load_dataset(validation)
+        held_out = (vds.paths(), vds.picks)
+    tuned = refine_picker(model, paths, good, bad, held_out=held_out,
+                          train_config=TrainConfig(**given(epochs=epochs, seed=seed)), progress=not quiet)
+    save_model(tuned, output)
+    kept = "" if held_out is not None else f"; the model's threshold {_threshold(tuned)} is kept"
+    click.echo(f"wrote {output}: refined on {len(good)} accepted and {len(bad)} rejected picks; "
+               f"{training_summary(tuned) if held_out is not None else _patch_line(tuned)}{kept}")
+
+
+def _threshold(model) -> str:
+    return "none" if model.threshold is None else f"{model.threshold:.3g}"
+
+
+def _patch_line(model) -> str:
+    info = model.info
+    return (f"held-out patch accuracy {info['val_accuracy']:.3f}" if info.get("val_accuracy") is not None
+            else "no held-out patches")
 
 
 @click.command()

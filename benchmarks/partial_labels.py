@@ -1,0 +1,97 @@
+"""How much is lost when only some particles of each micrograph are labelled?
+
+    python benchmarks/partial_labels.py [--packs ribosome80s-10028 ...] [--fractions 1 0.3 0.1] [--labels full|partial]
+
+For each pack and each fraction: a model trained as ``deeppick train --dataset`` (box = diameter, default
+patches and preparation) on the train split with only that fraction of its labels kept (at random, seeded,
+every micrograph alike), cleaning, peak window and F2 threshold chosen on the fully labelled held-out
+micrographs, the test split picked and matched at 0.25 × diameter. Background patches are drawn ≥ 0.6 box
+from the *kept* labels, so unlabelled particles can be drawn as background: what partial labelling costs.
+``--labels partial`` trains with positive-unlabelled learning instead (``TrainConfig.unlabelled_prior``:
+background patches as unlabelled, the share of particles among them estimated from the labels kept).
+Needs ../shared/realdata. Minutes per row on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/__init__.py
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deeppick.datasets import load_dataset
+from deeppick.metrics import MATCH_FRACTION
+from deeppick.patches import PatchConfig, extract_patches
+from deeppick.pipeline import PickConfig, evaluate_model
+from deeppick.train import TrainConfig
+from deeppick.tuning import split_for_threshold, train_picker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
+from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, require_realdata  # noqa: E402
+
+
+def keep_fraction(picks, fraction: float, seed: int):
+    """``fraction`` of the labels of every micrograph, drawn at random (at least one per labelled micrograph)."""
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(picks), dtype=bool)
+    for _, rows in picks.groupby("micrograph").indices.items():
+        n = max(1, int(round(fraction * len(rows))))
+        keep[rng.choice(rows, n, replace=False)] = True
+    return picks[keep].reset_index(drop=True)
+
+
+def partial_row(dataset, fraction: float, labels: str, seed: int) -> dict:
+    train, held_out = split_for_threshold(dataset)
+    box_px = dataset.default_box_px()
+    kept = keep_fraction(dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])], fraction, seed)
+    start = time.perf_counter()
+    patches = extract_patches(train, kept, box_px, config=PatchConfig(), seed=seed, dataset=dataset.name)
+    config = TrainConfig(seed=seed)
+    if labels == "partial":
+        from deeppick.train import unlabelled_prior
+
+        config = TrainConfig(seed=seed, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
+    model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config,
+                         match_px=MATCH_FRACTION * dataset.diameter_px)
+    seconds = time.perf_counter() - start
+    evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(),
+                                   match_px=MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px)
+    return {"pack": dataset.name, "fraction": fraction, "labels": labels, "particles": int(len(kept)),
+            "ap": evaluation.ap, "held_out_ap": model.info.get("threshold", {}).get("ap"),
+            "epochs": model.info["epochs_run"], "seconds": round(seconds)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--packs", nargs="+", default=list(PACKS))
+    parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.3, 0.1])
+    parser.add_argument("--labels", choices=["full", "partial"], default="full",
+                        help="how background is treated: as background (full) or as unlabelled (partial)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    require_realdata()
+    rows = []
+    print(f"{'pack':<20} {'labels':<8} {'kept':>5} {'particles':>9} {'test AP':>7} {'held-out AP':>11} "
+          f"{'epochs':>6} {'train s':>7}")
+    for pack in args.packs:
+        dataset = load_dataset(REALDATA / pack)
+        for fraction in args.fractions:
+            row = partial_row(dataset, fraction, args.labels, args.seed)
+            rows.append(row)
+            print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['ap']:>7.3f} "
+                  f"{row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} {row['seconds']:>7}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
