@@ -30,6 +30,8 @@ setup(
         "tqdm>=4.60",
     ],
     # scikit-learn: the tests hold our precision-recall curve and AP against its own
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3"]},
+    # dask: picking on a Dask cluster (--dask-scheduler); the tests run it on a local cluster
+    extras_require={"dask": ["dask[distributed]>=2023.1"],
+                    "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "dask[distributed]>=2023.1"]},
     entry_points={"console_scripts": ["deeppick=deeppick.cli:main"]},
 )

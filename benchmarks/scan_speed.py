@@ -6,7 +6,8 @@
 2. Achieved GFLOP/s of that scan against a float32 matrix-multiply peak measured here (target ≥ 40 %).
 3. Dense vs naive (per-patch) scanner on the same positions (target ≥ 100×).
 
-Usage: ``python benchmarks/scan_speed.py [--arch deeppicker] [--threads 2] [--naive-px 96]``.
+Usage: ``python benchmarks/scan_speed.py [--arch deeppicker] [--threads 2] [--naive-px 96] [--device cuda]``.
+With ``--device cuda`` every figure is the GPU's (its matmul peak too) and micrographs per second are printed.
 Timings on a shared machine are noisy; the ratios (2, 3) are taken in the same run, so they are fairer.
 """
 
@@ -17,9 +18,7 @@ import os
 import resource
 import time
 
-# On a shared machine, spinning OpenMP threads wait on descheduled peers: 2 threads then ran ~15× slower
-# than 1 (measured at load 13 on 2 cores). Passive waiting costs little on a quiet machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/__init__.py
 
 from pathlib import Path  # noqa: E402
 
@@ -38,16 +37,26 @@ REAL_4096 = (Path(__file__).resolve().parents[2] / "shared" / "realdata" / "beta
              / "Falcon_2012_06_12-16_44_07_0.jpg")
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` float32 n×n matrix multiply rate in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Best-of-``repeats`` float32 n×n matrix multiply rate in GFLOP/s on ``device``."""
+    if device != "cpu":
+        n = 8192
+        torch.backends.cuda.matmul.allow_tf32 = False  # the float32 peak, as the scan computes in float32
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def _sync(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def flops_per_position(model: PickerModel, step: int) -> float:
@@ -83,6 +92,7 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=4.0, help="scan step, micrograph px")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the 4096² pick (median reported)")
     parser.add_argument("--naive-px", type=int, default=96, help="model-frame image side for the naive comparison")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU")
     parser.add_argument("--micrograph", type=Path, default=REAL_4096 if REAL_4096.is_file() else None,
                         help="4096² micrograph for the full pick [default: a betagal-10017 test micrograph "
                              "when ../shared/realdata is there]")
@@ -93,6 +103,7 @@ def main() -> None:
         model = with_box(load_general_model(), args.box)
     else:
         model = PickerModel(net=build_net(args.arch).eval(), arch=args.arch, box_px=args.box)
+    model.net.to(args.device)
     config = ScanConfig(step_px=args.step, rotations=True)
     rss_start = peak_rss_gb()
 
@@ -121,7 +132,7 @@ def main() -> None:
     pick_s = time.perf_counter() - start
 
     # 2. against the matmul ceiling
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(device=args.device)
     gflops = positions * flops_per_position(model, step) / scan_s / 1e9
 
     # 3. dense vs naive on the same positions
@@ -136,7 +147,8 @@ def main() -> None:
     naive_s = time.perf_counter() - start
     max_diff = float(np.abs(fast.scores - naive.scores).max())
 
-    print(f"deeppick scan benchmark: arch={args.arch}, threads={args.threads}, torch {torch.__version__}, "
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, threads={args.threads}"
+    print(f"deeppick scan benchmark: arch={args.arch}, {device}, torch {torch.__version__}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
     print(f"micrograph {args.size}² px, box {args.box:g} px → model image {prepared.image.shape[0]}×"
           f"{prepared.image.shape[1]}, step {args.step:g} px → {step} model px, grid {score_map.scores.shape}, "
@@ -161,6 +173,7 @@ def main() -> None:
     print(f"{'dense / naive speed-up':<44}{naive_s / fast_s:>12.0f}×  ≥ 100×")
     print(f"{'max |dense − naive|':<44}{max_diff:>12.1e}  ≤ 1e-5")
     print(f"{'dense positions/s at 4096² (M)':<44}{positions / scan_s / 1e6:>12.2f}")
+    print(f"{'micrographs per second (whole pick)':<44}{1 / pick_s:>12.2f}  (GPU: ≥ 20)")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ import pandas as pd
 
 from .batch import BatchResult, model_fingerprint, pick_micrographs, pick_settings
 from .errors import ConfigError, DeepPickError
-from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
+from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
-from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
+from .pipeline import PickConfig, candidates_config, effective_threshold, postprocess_config
 from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
@@ -115,7 +115,7 @@ class _Pass:
 def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | os.PathLike | None = None,
              config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = PRETRAIN_TRAINING,
              pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False,
-             resume: bool = False) -> AutopickResult:
+             resume: bool = False, workers: int = 1, scheduler=None) -> AutopickResult:
     """Pick a new molecule with no labels: general model → top picks → fine-tune → pick again.
 
     Micrographs are read one at a time (a folder of any size fits in memory); one that cannot be used is
@@ -140,6 +140,9 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
         Fine-tuning settings (it starts from the current model's weights).
     pick_config
         Scan and post-processing; ``threshold`` overrides the inherited one (see the module docstring).
+    workers, scheduler
+        Where the fine-tuned model's passes pick (:func:`~deeppick.workers.pick_many`); the general model's
+        pass, which stops as soon as it has enough picks, runs here.
     resume
         With ``out_dir``: reuse the fine-tuned model an interrupted run of the same general model, box,
         micrographs, ``config`` and candidate settings left there, and skip micrographs whose output it
@@ -174,16 +177,17 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
     else:
         result, targets, latest = _self_train_rounds(general, paths, record, out_dir=out_dir, config=config,
                                                      train_config=train_config, pick_config=pick_config,
-                                                     progress=progress)
+                                                     progress=progress, workers=workers, scheduler=scheduler)
     if out_dir is not None:
         # one file as soon as each micrograph is picked, as pick does; files already there are kept only
         # if they came from this very model
         batch = pick_micrographs(result.model, targets, out_dir, fmt=fmt, config=pick_config,
-                                 overwrite=not result.resumed, keep_candidates=True, replace_others=True)
+                                 overwrite=not result.resumed, keep_candidates=True, replace_others=True,
+                                 progress=progress, workers=workers, scheduler=scheduler)
         result.batch = replace(batch, failed=result.batch.failed + batch.failed)
         result.candidates.append(batch.candidates)
     else:
-        final = _complete_pass(result.model, latest, targets, pick_config)
+        final = _complete_pass(result.model, latest, targets, pick_config, workers=workers, scheduler=scheduler)
         result.batch.failed += final.failed
         if latest is None:
             result.candidates.append(final.candidates)
@@ -195,7 +199,8 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
 
 def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, out_dir: Path | None,
                        config: AutopickConfig, train_config: TrainConfig, pick_config: PickConfig,
-                       progress: bool) -> tuple[AutopickResult, list[Path], _Pass | None]:
+                       progress: bool, workers: int = 1, scheduler=None) -> tuple[AutopickResult, list[Path],
+                                                                                   _Pass | None]:
     """The general model's pass and the self-training rounds.
 
     Returns the result so far (the kept model, the candidates of each pass, the general pass's failures),
@@ -247,7 +252,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
             save_model(current, out_dir / AUTOPICK_MODEL)
         latest = None
         if round_ < config.iterations - 1:  # pseudo-labels for the next round, from the usable micrographs
-            latest = _pick_pass(current, usable, pick_config)
+            latest = _pick_pass(current, usable, pick_config, workers=workers, scheduler=scheduler)
             result.candidates.append(latest.candidates)
     result.model = current
     return result, targets, latest
@@ -267,42 +272,50 @@ def _self_train(model: PickerModel, picked: _Pass, micrographs: list[Path], top:
 
 
 def _pick_pass(model: PickerModel, paths: list[Path], config: PickConfig, *, order: Sequence[int] | None = None,
-               enough: tuple[float, int] | None = None) -> _Pass:
-    """Every candidate of ``paths``, one micrograph in memory at a time; a micrograph that cannot be used is
-    listed as failed and the pass goes on.
+               enough: tuple[float, int] | None = None, workers: int = 1, scheduler=None) -> _Pass:
+    """Every candidate of ``paths``; a micrograph that cannot be used is listed as failed and the pass goes on.
 
     ``order`` (indices into ``paths``) is the order to pick in; ``enough = (threshold, n)`` stops once
-    ``n`` candidates score at or above ``threshold``. Candidates come back in the order of ``paths``.
+    ``n`` candidates score at or above ``threshold`` (then one micrograph at a time, here). Otherwise the
+    micrographs go to ``workers`` / ``scheduler`` (:func:`~deeppick.workers.pick_many`). Candidates come
+    back in the order of ``paths``.
     """
+    from .workers import pick_many
+
     keep_all = candidates_config(model, config)
     tables, shapes, failed = {}, {}, []
+    position = {str(p): i for i, p in enumerate(paths)}
+    ordered = [paths[i] for i in (range(len(paths)) if order is None else order)]
+    if enough is not None:
+        workers, scheduler = 1, None
     n_above = 0
-    for i in (range(len(paths)) if order is None else order):
-        if enough is not None and n_above >= enough[1]:
-            break
-        path = paths[i]
-        try:
-            image = read_micrograph(path)
-            tables[i] = pick_micrograph(model, image, name=micrograph_stem(path), config=keep_all, path=path)
-        except DeepPickError as exc:
-            failed.append((str(path), str(exc)))
+    outcomes = pick_many(model, ordered, config=keep_all, workers=workers, scheduler=scheduler)
+    for outcome in outcomes:
+        if outcome.error is not None:
+            failed.append((str(outcome.path), outcome.error))
             continue
-        shapes[micrograph_stem(path)] = image.shape
+        i = position[str(outcome.path)]
+        tables[i] = outcome.picks
+        shapes[micrograph_stem(outcome.path)] = outcome.shape
         if enough is not None:
             n_above += int((tables[i]["score"] >= enough[0]).sum())
+            if n_above >= enough[1]:
+                outcomes.close()
+                break
     candidates = concat_picks([tables[i] for i in sorted(tables)]) if tables else empty_picks()
     return _Pass(candidates, shapes, failed)
 
 
-def _complete_pass(model: PickerModel, done: _Pass | None, targets: list[Path], config: PickConfig) -> _Pass:
+def _complete_pass(model: PickerModel, done: _Pass | None, targets: list[Path], config: PickConfig, *,
+                   workers: int = 1, scheduler=None) -> _Pass:
     """``model``'s candidates of every target: ``done`` (its own pass so far, or None) completed with the
     targets it has not picked, in the order of ``targets``. The failures returned are the new ones."""
     if done is None:
-        return _pick_pass(model, targets, config)
+        return _pick_pass(model, targets, config, workers=workers, scheduler=scheduler)
     rest = [p for p in targets if micrograph_stem(p) not in done.shapes]
     if not rest:
         return _Pass(done.candidates, done.shapes, [])
-    more = _pick_pass(model, rest, config)
+    more = _pick_pass(model, rest, config, workers=workers, scheduler=scheduler)
     merged = concat_picks([done.candidates, more.candidates])
     position = {micrograph_stem(p): i for i, p in enumerate(targets)}
     order = np.argsort(merged["micrograph"].map(position).to_numpy(), kind="stable")

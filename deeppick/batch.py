@@ -23,14 +23,13 @@ from typing import Iterable
 
 import pandas as pd
 
-from .errors import ConfigError, CoordinateError, DeepPickError
-from .io import (COORDINATE_LIST, CUT_NOTE, FORMAT_SUFFIX, KEEP_ALL_NOTE, atomic_path, atomic_write_text,
-                 concat_picks, empty_picks, file_stem, folder_lock, is_coordinate_list, is_text, listed_file,
-                 micrograph_stem, read_coordinate_list, read_micrograph, relion_path, text_name,
-                 write_coordinate_list, write_picks)
+from .errors import ConfigError, CoordinateError
+from .io import (COMBINED_PICKS, COORDINATE_LIST, CUT_NOTE, FORMAT_SUFFIX, KEEP_ALL_NOTE, atomic_path,
+                 atomic_write_text, concat_picks, empty_picks, file_stem, folder_lock, is_combined_picks,
+                 is_coordinate_list, is_text, listed_file, micrograph_stem, read_coordinate_list,
+                 read_picks, relion_path, text_name, write_coordinate_list, write_picks)
 from .model import PickerModel
-from .pipeline import (PickConfig, candidates_config, cut_picks, effective_threshold, pick_micrograph,
-                       postprocess_config)
+from .pipeline import PickConfig, candidates_config, cut_picks, effective_threshold, postprocess_config
 
 PICK_RECORD = ".deeppick-picks.json"  # in an output folder: which model and settings wrote which file
 
@@ -47,6 +46,7 @@ class BatchResult:
     coordinate_list_problem: str | None = None  # why no list was written, for the summary
     # with ``keep_candidates``: every candidate of the micrographs picked now, sub-threshold ones too
     candidates: pd.DataFrame | None = None
+    combined: Path | None = None  # one STAR file of every pick in the folder (STAR output)
 
     def summary(self, out_dir: Path, threshold: float, keep_all: bool) -> str:
         n = sum(self.counts.values())
@@ -76,8 +76,8 @@ def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: 
 
 def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
                      fmt: str = "star", config: PickConfig = PickConfig(), overwrite: bool = False,
-                     progress: bool = False, keep_candidates: bool = False,
-                     replace_others: bool = False) -> BatchResult:
+                     progress: bool = False, keep_candidates: bool = False, replace_others: bool = False,
+                     workers: int = 1, scheduler=None) -> BatchResult:
     """Pick many micrographs, one coordinate file each in ``out_dir``, written atomically.
 
     A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes);
@@ -85,7 +85,11 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     refused (autopick's resumed run: its folder, its model).
     A micrograph that cannot be used is recorded in ``failed`` and the batch goes on. With
     ``keep_candidates`` the result also holds every candidate of the micrographs picked (sub-threshold
-    ones too), for evaluation.
+    ones too), for evaluation. ``workers`` and ``scheduler`` say where the picking runs
+    (:func:`~deeppick.workers.pick_many`); this process writes every file. At the end, STAR output gets
+    RELION's list of the files (:func:`update_coordinate_list`) and one STAR of every pick in the folder
+    (:func:`update_combined_picks`), both updated under the folder's lock so that batches picking parts of
+    a dataset into one folder list all of it.
 
     Raises
     ------
@@ -94,6 +98,8 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
         that another model or other pick settings wrote (:func:`claim_outputs`): skipping them would mix
         two pickers' files.
     """
+    from .workers import pick_many
+
     if fmt not in FORMAT_SUFFIX:
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
     paths = [Path(p) for p in paths]
@@ -101,46 +107,137 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
                          replace_others=replace_others)
     result = BatchResult()
     start = time.perf_counter()
-    iterator = paths
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(paths, desc="picking", unit="micrograph")
+    todo = []
+    for path in paths:
+        out = output_path(out_dir, path, fmt)
+        if out.exists() and not overwrite and out.name not in redo:
+            result.skipped.append(micrograph_stem(path))
+            if fmt == "star":
+                link_for_relion3(out, relion3_path(out_dir, path))
+        else:
+            todo.append(path)
+    bar = _progress_bar(len(todo)) if progress and todo else None
     pick_config = candidates_config(model, config) if keep_candidates else config
     note = header_note(model, config)
     candidates = []
-    for path in iterator:
-        out = output_path(out_dir, path, fmt)
-        stem = micrograph_stem(path)
-        if out.exists() and not overwrite and out.name not in redo:
-            result.skipped.append(stem)
+    for outcome in pick_many(model, todo, config=pick_config, workers=workers, scheduler=scheduler):
+        if outcome.error is not None:
+            result.failed.append((str(outcome.path), outcome.error))
         else:
-            try:
-                image = read_micrograph(path)
-                picks = pick_micrograph(model, image, name=stem, config=pick_config, path=path)
-            except DeepPickError as exc:
-                result.failed.append((str(path), str(exc)))
-                continue
+            picks = outcome.picks
             if keep_candidates:
                 candidates.append(picks)
                 picks = cut_picks(model, picks, config)
+            out = output_path(out_dir, outcome.path, fmt)
             write_picks(picks, out, fmt, box_px=model.box_px, note=note)
-            result.counts[stem] = len(picks)
-        if fmt == "star":
-            link_for_relion3(out, relion3_path(out_dir, path))
+            result.counts[micrograph_stem(outcome.path)] = len(picks)
+            if fmt == "star":
+                link_for_relion3(out, relion3_path(out_dir, outcome.path))
+        if bar is not None:
+            bar.set_postfix_str(f"{len(result.failed)} failed", refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    result.failed.sort(key=lambda failure: [str(p) for p in paths].index(failure[0]))  # in the order given
+    done = {*result.counts, *result.skipped}  # picked now or before; failed micrographs are left out
+    picked = [p for p in paths if micrograph_stem(p) in done]
     if fmt == "star":
-        done = {*result.counts, *result.skipped}  # picked now or before; failed micrographs are left out
         try:
             result.coordinate_list = update_coordinate_list(
-                out_dir, [(p, output_path(out_dir, p, fmt)) for p in paths if micrograph_stem(p) in done], note=note)
+                out_dir, [(p, output_path(out_dir, p, fmt)) for p in picked], note=note)
         except CoordinateError as exc:  # the picks are written; only the list cannot be
             result.coordinate_list_problem = str(exc)
+        result.combined = update_combined_picks(out_dir, [(p, output_path(out_dir, p, fmt)) for p in picked],
+                                                note=note)
     if keep_candidates:
         result.candidates = concat_picks(candidates) if candidates else empty_picks()
-    done = {*result.counts, *result.skipped}
-    record_failures(out_dir, result.failed, [str(p) for p in paths if micrograph_stem(p) in done])
+    record_failures(out_dir, result.failed, [str(p) for p in picked])
     result.seconds = time.perf_counter() - start
     return result
+
+
+def watch_and_pick(model: PickerModel, folder: str | os.PathLike, out_dir: str | os.PathLike, *, fmt: str = "star",
+                   config: PickConfig = PickConfig(), overwrite: bool = False, workers: int = 1, scheduler=None,
+                   timeout_s: float | None = None, poll_s: float = 2.0, progress=None) -> BatchResult:
+    """Pick micrographs as they appear in ``folder`` (during collection), until ``timeout_s`` seconds pass
+    without a new one, or Ctrl-C.
+
+    A micrograph is picked once its file has stopped growing (the same size at two looks ``poll_s`` apart)
+    and, for MRC, holds all the data its header announces. Each group found ready is picked as
+    :func:`pick_micrographs` picks (resumable: a rerun skips what is done), and RELION's list and the
+    combined STAR are brought up to date at the end, also after Ctrl-C. ``progress(result)`` is called
+    after each group. Returns the account of every group.
+    """
+    from .io import MICROGRAPH_SUFFIXES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder to watch; check the path")
+    total, sizes, done = BatchResult(), {}, []
+    start = quiet_since = time.monotonic()
+    try:
+        while True:
+            ready = []
+            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in MICROGRAPH_SUFFIXES):
+                if path in done or not path.is_file():
+                    continue
+                size = path.stat().st_size
+                if sizes.get(path) == size and _complete(path):
+                    ready.append(path)
+                sizes[path] = size
+            if ready:
+                batch = pick_micrographs(model, ready, out_dir, fmt=fmt, config=config, overwrite=overwrite,
+                                         workers=workers, scheduler=scheduler)
+                _add(total, batch)
+                done += ready
+                quiet_since = time.monotonic()
+                if progress is not None:
+                    progress(total)
+            elif timeout_s is not None and time.monotonic() - quiet_since >= timeout_s:
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        pass
+    finished = [p for p in done if output_path(out_dir, p, fmt).exists()]
+    if finished:  # every output there: nothing is picked again, the list and the combined STAR are completed
+        final = pick_micrographs(model, finished, out_dir, fmt=fmt, config=config)
+        total.coordinate_list, total.coordinate_list_problem = final.coordinate_list, final.coordinate_list_problem
+        total.combined = final.combined
+    total.seconds = time.monotonic() - start
+    return total
+
+
+def _complete(path: Path) -> bool:
+    """Whether a micrograph file holds all it announces: an MRC file as long as its header says (other
+    formats: yes, their size has stopped changing)."""
+    if path.suffix.lower() not in (".mrc", ".mrcs", ".map"):
+        return True
+    import mrcfile
+    import numpy as np
+
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            header = mrc.header
+            itemsize = np.dtype(mrcfile.utils.dtype_from_mode(int(header.mode))).itemsize
+            expected = 1024 + int(header.nsymbt) + int(header.nx) * int(header.ny) * int(header.nz) * itemsize
+    except Exception:
+        return False
+    return path.stat().st_size >= expected
+
+
+def _add(total: BatchResult, batch: BatchResult) -> None:
+    total.counts.update(batch.counts)
+    total.skipped += batch.skipped
+    total.failed += batch.failed
+    total.coordinate_list, total.coordinate_list_problem = batch.coordinate_list, batch.coordinate_list_problem
+    total.combined = batch.combined
+
+
+def _progress_bar(total: int):
+    """Micrographs done of ``total``, micrographs per second, time left, and failures so far."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="picking", unit="micrograph", postfix="0 failed", dynamic_ncols=True)
 
 
 def header_note(model: PickerModel, config: PickConfig) -> str:
@@ -187,6 +284,35 @@ def link_for_relion3(coordinates: Path, target: Path | None) -> None:
             os.link(coordinates, tmp)
         except OSError:  # a file system without hard links
             shutil.copyfile(coordinates, tmp)
+
+
+def update_combined_picks(out_dir: str | os.PathLike, picked: list[tuple[Path, Path]], *,
+                          note: str | None = None) -> Path | None:
+    """One STAR file of every pick in ``out_dir`` (:data:`~deeppick.io.COMBINED_PICKS`: ``rlnMicrographName``
+    as RELION names the micrograph, coordinates, figure of merit), for tools that want one file: the
+    ``(micrograph, coordinate file)`` pairs of this batch join those the folder's record holds from earlier
+    batches, whose files still exist. None where a micrograph's own picks would take its name, or a name
+    cannot go in a STAR file (white space, not UTF-8)."""
+    out_dir = Path(out_dir)
+    path = out_dir / COMBINED_PICKS
+    if path.exists() and not is_combined_picks(path):
+        return None
+    new = {coords.name: relion_path(mic) for mic, coords in picked if coords.is_file()}
+    if any(not is_text(name) or any(c.isspace() for c in name) for name in new.values()):
+        return None
+    with folder_lock(out_dir):
+        record = read_pick_record(out_dir)
+        named = {**record.get("micrographs", {}), **new}
+        named = {file: mic for file, mic in named.items() if (out_dir / file).is_file()}
+        tables = []
+        for file, mic in sorted(named.items(), key=lambda item: item[1]):
+            picks = read_picks(out_dir / file)
+            tables.append(picks.assign(micrograph=mic))
+        write_picks(concat_picks(tables), path, "star", note=f"every pick of this folder, one file\n{note or ''}",
+                    names_as_given=True)
+        if named != record.get("micrographs", {}):
+            _write_record(out_dir, {**record, "micrographs": named})
+    return path
 
 
 def update_coordinate_list(out_dir: str | os.PathLike, picked: list[tuple[Path, Path]], *,

@@ -39,6 +39,10 @@ CUT_NOTE = "picks scoring at least {threshold:.6g}, the threshold; pick with --k
 KEEP_ALL_NOTE = ("every candidate (--keep-all), not cut at the model's threshold {threshold:.4g}: cut at "
                  "rlnAutopickFigureOfMerit >= {threshold:.4g} before extracting, e.g. with RELION 4's extraction "
                  "option --minimum_pick_fom {threshold:.4g} (RELION 3.1 extracts every line)")
+# One STAR file of every pick in a picks folder, beside its per-micrograph files (read as a folder, they
+# are read, not it).
+COMBINED_PICKS = "picked_particles.star"
+COMBINED_MARK = "# every pick of this folder, one file"
 # RELION's list of coordinate files (the input coordinates of its Particle extraction job); ``pick`` writes
 # one beside its STAR files.
 COORDINATE_LIST = "coordinate_files.star"
@@ -512,7 +516,8 @@ def coordinate_files(folder: str | os.PathLike, fmt: str | None = None) -> list[
     """
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in
-                   {*FORMAT_SUFFIX.values(), ".coord", ".tsv", ".cs"} and not is_coordinate_list(p))
+                   {*FORMAT_SUFFIX.values(), ".coord", ".tsv", ".cs"} and not is_coordinate_list(p)
+                   and not is_combined_picks(p))
     if fmt is not None:
         files = [f for f in files if detect_format(f) == fmt]
     if not files:
@@ -564,13 +569,14 @@ def covered_micrographs(path: str | os.PathLike, fmt: str | None = None) -> set[
 
 
 def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None,
-                *, box_px: float | None = None, note: str | None = None) -> None:
+                *, box_px: float | None = None, note: str | None = None, names_as_given: bool = False) -> None:
     """Write a picks table to one file, atomically.
 
     ``star`` and ``coord`` may hold several micrographs (STAR then gets ``rlnMicrographName``);
     ``box``, ``cbox`` and ``csv`` hold one micrograph. ``box`` and ``cbox`` need ``box_px``. A STAR file
-    carries ``note`` as a comment in its header. Use :func:`write_picks_per_micrograph` for one file per
-    micrograph.
+    carries ``note`` as a comment in its header, and with ``names_as_given`` a ``data_particles`` table whose
+    ``rlnMicrographName`` is the table's micrograph column as it is (a path, not a stem). Use
+    :func:`write_picks_per_micrograph` for one file per micrograph.
     """
     fmt = fmt or detect_format(path)
     if fmt not in PICK_FORMATS:
@@ -579,8 +585,11 @@ def write_picks(picks: pd.DataFrame, path: str | os.PathLike, fmt: str | None = 
         raise CoordinateError(f"{path}: the {fmt} format stores box corners: give the box size (--box-px)")
     if fmt in ("box", "cbox", "csv") and picks["micrograph"].nunique() > 1:
         raise CoordinateError(f"{path}: the {fmt} format holds one micrograph; write one file per micrograph")
-    text = {"star": _star_text, "box": _box_text, "coord": _coord_text, "csv": _csv_text,
-            "cbox": _cbox_text}[fmt](picks.reset_index(drop=True), box_px)
+    if names_as_given and fmt == "star":
+        text = _star_text(picks.reset_index(drop=True), box_px, names=True)
+    else:
+        text = {"star": _star_text, "box": _box_text, "coord": _coord_text, "csv": _csv_text,
+                "cbox": _cbox_text}[fmt](picks.reset_index(drop=True), box_px)
     if fmt == "star" and note:
         text = text.replace("# written by deeppick\n", f"# written by deeppick\n{_comment(note)}", 1)
     atomic_write_text(path, text)
@@ -730,17 +739,17 @@ def _score_text(score: float, missing: str) -> str:
     return f"{score:.9g}" if np.isfinite(score) else missing
 
 
-def _star_text(picks: pd.DataFrame, box_px) -> str:
+def _star_text(picks: pd.DataFrame, box_px, *, names: bool = False) -> str:
     # Written by hand (not starfile.write) so that the output is byte-stable and carries only what
-    # RELION and cryoSPARC read: coordinates, the micrograph name if several, and the score.
-    multi = picks["micrograph"].nunique() > 1
+    # RELION and cryoSPARC read: coordinates, the micrograph name if several (or asked), and the score.
+    multi = names or picks["micrograph"].nunique() > 1
     cols = ["rlnCoordinateX", "rlnCoordinateY"]
     if multi:
         cols.append("rlnMicrographName")
     has_score = bool(np.isfinite(picks["score"]).any())
     if has_score:
         cols += ["rlnAutopickFigureOfMerit", "rlnClassNumber", "rlnAnglePsi"]
-    lines = ["", "# written by deeppick", "", "data_", "", "loop_"]
+    lines = ["", "# written by deeppick", "", "data_particles" if names else "data_", "", "loop_"]
     lines += [f"_{c} #{i + 1}" for i, c in enumerate(cols)]
     for row in picks.itertuples(index=False):
         fields = [f"{row.x:.2f}", f"{row.y:.2f}"]
@@ -753,6 +762,15 @@ def _star_text(picks: pd.DataFrame, box_px) -> str:
 
 
 # --- RELION's list of coordinate files ---------------------------------------------------------------
+
+
+def is_combined_picks(path: str | os.PathLike) -> bool:
+    """True if ``path`` is the one STAR file of every pick of a picks folder (:data:`COMBINED_PICKS`)."""
+    path = Path(path)
+    if path.name != COMBINED_PICKS or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return COMBINED_MARK.encode() in handle.read(4096)
 
 
 def is_coordinate_list(path: str | os.PathLike) -> bool:

@@ -150,14 +150,9 @@ def save_model(model: PickerModel, path: str | os.PathLike) -> None:
     ------
     ModelFileError
         If the file cannot be written (a full disk, say). A trained model is not lost to that: a copy is
-        written to the temporary folder or the home folder first, and the message says where.
+        then written to the temporary folder or the home folder, and the message says where.
     """
-    archive = {
-        "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
-        "metadata_json": json.dumps(model.metadata(), sort_keys=True),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
-    }
+    archive = _archive(model)
     try:
         with atomic_path(path) as tmp:
             torch.save(archive, tmp)
@@ -167,6 +162,35 @@ def save_model(model: PickerModel, path: str | os.PathLike) -> None:
                  else "no copy could be kept elsewhere either")
         raise ModelFileError(f"{path}: the model could not be written ({_one_line(exc)}); check the free space "
                              f"and permissions there; {where}") from None
+
+
+def _archive(model: PickerModel) -> dict:
+    return {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "metadata_json": json.dumps(model.metadata(), sort_keys=True),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
+    }
+
+
+def model_bytes(model: PickerModel) -> bytes:
+    """The model file's bytes (to send a model to worker processes, which load it as a file)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(_archive(model), buffer)
+    return buffer.getvalue()
+
+
+def model_from_bytes(data: bytes, *, device: str | torch.device = "cpu", where: str = "<model>") -> PickerModel:
+    """A model from :func:`model_bytes`, loaded as a model file is (``weights_only``: no code runs)."""
+    import io
+
+    try:
+        archive = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"{where}: not a readable deeppick model ({_one_line(exc)})") from None
+    return _from_archive(archive, where, device)
 
 
 def _keep_a_copy(archive: dict, path: Path) -> Path | None:
@@ -214,6 +238,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     except Exception as exc:
         raise ModelFileError(f"{path}: not a readable deeppick model file ({_one_line(exc)}); "
                              "the file is corrupt or was not written by deeppick") from None
+    return _from_archive(archive, path, device)
+
+
+def _from_archive(archive, path, device) -> PickerModel:
     if not isinstance(archive, dict) or archive.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a deeppick model file (no '{MODEL_FORMAT}' marker)")
     version = archive.get("format_version")

@@ -22,6 +22,11 @@ ANNOTATED_PACKS = ("ribosome80s-10028", "betagal-10017", "cryoppp-10059")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one; benchmarks/gpu_check.sh runs "
+                                       "them)")
+
 SIM_DIAMETER_PX = 40  # the particles of ``sim_dataset``
 
 

@@ -19,7 +19,7 @@ from deeppick.batch import PICK_RECORD, model_fingerprint
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError
-from deeppick.io import COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks, relion_path
+from deeppick.io import COMBINED_PICKS, COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks, relion_path
 from deeppick.model import load_model
 from deeppick.pipeline import pick_micrograph
 from deeppick.pretrain import with_box
@@ -27,16 +27,24 @@ from deeppick.pretrain import with_box
 from .conftest import FAST_PICK, FAST_TRAIN
 
 
-def _forbid_label_reading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("autopick read labels")
-
+def _forbid_label_reading(monkeypatch, labels: Path):
+    """Reading any coordinate file under ``labels`` (or a dataset) fails the test; autopick's own outputs may
+    be read back."""
+    import deeppick.batch
     import deeppick.datasets
     import deeppick.io
 
-    for module, name in ((deeppick.io, "read_picks"), (deeppick.io, "_read_star"),
-                         (deeppick.datasets, "load_dataset")):
-        monkeypatch.setattr(module, name, refuse)
+    def guarded(real):
+        def read(path, *args, **kwargs):
+            if Path(path).resolve().is_relative_to(labels.resolve()):
+                raise AssertionError(f"autopick read labels: {path}")
+            return real(path, *args, **kwargs)
+        return read
+
+    for module, name in ((deeppick.io, "read_picks"), (deeppick.io, "_read_star"), (deeppick.batch, "read_picks")):
+        monkeypatch.setattr(module, name, guarded(getattr(module, name)))
+    monkeypatch.setattr(deeppick.datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("autopick loaded a dataset")))
 
 
 @pytest.fixture
@@ -78,14 +86,14 @@ def test_autopick_reads_no_labels_and_writes_like_pick(general, target, tmp_path
     for p in ds.paths():  # coordinate files right beside the micrographs, and reading them fails
         shutil.copy(p, mics / p.name)
         shutil.copy(target / "coords" / f"{p.stem}.star", mics / f"{p.stem}.star")
-    _forbid_label_reading(monkeypatch)
+    _forbid_label_reading(monkeypatch, mics)
     result = autopick(general, mics, box_px=56, out_dir=tmp_path / "out", config=AutopickConfig(min_top=5),
                       train_config=FAST_TRAIN, pick_config=FAST_PICK)
     monkeypatch.undo()
 
     assert len(result.candidates) == 2 and result.n_top[0] >= 5
     out = tmp_path / "out"
-    expected = [f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST]
+    expected = [f"{p.stem}.star" for p in ds.paths()] + [COORDINATE_LIST, COMBINED_PICKS]
     assert sorted(p.name for p in out.glob("*.star")) == sorted(expected)
     assert sorted(read_coordinate_list(out / COORDINATE_LIST)) == sorted(relion_path(mics / p.name) for p in ds.paths())
     assert result.batch.coordinate_list == out / COORDINATE_LIST  # so the summary names it, as pick's does
@@ -241,8 +249,9 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     assert sorted(first.batch.counts) == sorted(p.stem for p in good) and not first.resumed
     for candidates in first.candidates:
         assert set(candidates["micrograph"]) == {p.stem for p in good}
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{p.stem}.star" for p in good), "autopick_model.pt",
-                                                         PICK_RECORD, COORDINATE_LIST, ".deeppick.lock"])
+    expected = [*(f"{p.stem}.star" for p in good), "autopick_model.pt", PICK_RECORD, COORDINATE_LIST, COMBINED_PICKS,
+                ".deeppick.lock"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     written = (out / f"{good[0].stem}.star").read_bytes()
 
     trained = []

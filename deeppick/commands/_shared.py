@@ -166,3 +166,22 @@ def pick_config(model, *, step_px=None, no_rotations=False, threshold=None, keep
                                  edge_margin_box=edge_margin, peak_window_box=peak_window))
     scan = ScanConfig(**given(step_px=step_px), rotations=not no_rotations)
     return PickConfig(scan=scan, post=post, threshold=threshold, keep_all=keep_all)
+
+
+def workers_options(func):
+    """``--workers`` and ``--dask-scheduler``: where micrographs are picked (:mod:`deeppick.workers`)."""
+    return options(
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="micrographs picked at once, each process with its share of the cores [default: "
+                          "workers.default_workers(), what is fastest here]"),
+        click.option("--dask-scheduler", help="pick on a running Dask cluster, tcp://HOST:PORT (pip install "
+                                              "'deeppick[dask]'); files are written here"),
+    )(func)
+
+
+def resolve_workers(workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    from ..workers import default_workers
+
+    return default_workers()

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, given, highpass_option, load_model_file,
-                      pick_config, preprocess_config, report_failures, scan_options, user_errors)
+                      pick_config, preprocess_config, report_failures, resolve_workers, scan_options, user_errors,
+                      workers_options)
 from .picking import edge_margin_option, peak_window_option, step_line
 
 
@@ -77,11 +78,13 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--seed", type=int, cls=LibraryDefault, library="autopick:AutopickConfig.seed", help="random seed")
 @click.option("--overwrite", is_flag=True,
               help="fine-tune and pick again even where an earlier run left its model and picks in OUTPUT")
+@workers_options
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
 def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
-             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, quiet, with_report):
+             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, workers, dask_scheduler, quiet,
+             with_report):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
@@ -112,7 +115,8 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
                           config=AutopickConfig(**given(iterations=iterations, top=top,
                                                         off_centre_ratio=off_centre_ratio, seed=seed)),
                           train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
-                          pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite)
+                          pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite,
+                          workers=resolve_workers(workers), scheduler=dask_scheduler)
     if result.skipped is not None:
         trained = f"not self-trained: {result.skipped}"
     elif result.resumed:

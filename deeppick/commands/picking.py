@@ -8,7 +8,7 @@ import click
 
 from ..errors import ConfigError
 from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, load_model_file, pick_config, report_failures,
-                      scan_options, user_errors)
+                      resolve_workers, scan_options, user_errors, workers_options)
 
 # the post-processing options of pick and autopick; the model's stored choice is their default
 top_option = click.option("--top", type=int, help="keep at most N picks per micrograph")
@@ -36,8 +36,13 @@ def step_line(model, config) -> str:
 
 @click.command()
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="model file (.pt)")
-@click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
+@click.option("--micrographs", multiple=True, type=click.Path(path_type=Path),
               help="a folder of micrographs, or files (repeat the option)")
+@click.option("--watch", type=click.Path(path_type=Path),
+              help="instead of --micrographs: pick the micrographs of this folder as they appear (during collection), "
+                   "each once its file has stopped growing; stops on Ctrl-C or --watch-timeout")
+@click.option("--watch-timeout", type=click.FloatRange(min=0),
+              help="with --watch: stop after this many seconds without a new micrograph [default: never]")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="folder for one coordinate file per micrograph")
 @click.option("--format", "fmt", default="star", show_default=True,
@@ -52,11 +57,12 @@ def step_line(model, config) -> str:
 @click.option("--overwrite", is_flag=True,
               help="re-pick micrographs that already have an output file (needed when another model or other "
                    "settings wrote them)")
+@workers_options
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
-def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px, no_rotations, sd_range,
-         edge_margin, peak_window, overwrite, quiet, with_report):
+def pick(model_path, micrographs, watch, watch_timeout, output, fmt, threshold, keep_all, top, step_px, no_rotations,
+         sd_range, edge_margin, peak_window, overwrite, workers, dask_scheduler, quiet, with_report):
     """Pick particles in micrographs with a trained model.
 
     Writes OUTPUT/<micrograph>.star (RELION: rlnCoordinateX/Y, rlnAutopickFigureOfMerit) by default,
@@ -75,9 +81,24 @@ def pick(model_path, micrographs, output, fmt, threshold, keep_all, top, step_px
     model = load_model_file(model_path, device=default_device())
     config = pick_config(model, step_px=step_px, no_rotations=no_rotations, threshold=threshold, keep_all=keep_all,
                          top=top, sd_range=sd_range, edge_margin=edge_margin, peak_window=peak_window)
-    paths = list_micrographs(micrographs)
-    result = pick_micrographs(model, paths, output, fmt=fmt, config=config, overwrite=overwrite,
-                              progress=not quiet and len(paths) > 1)
+    if bool(micrographs) == (watch is not None):
+        raise ConfigError("give the micrographs as --micrographs DIR|FILE, or --watch DIR to pick them as they "
+                          "appear (one of the two)")
+    workers = resolve_workers(workers)
+    if watch is not None:
+        from ..batch import watch_and_pick
+
+        def progress(total):
+            if not quiet:
+                click.echo(f"{len(total.counts)} picked, {len(total.failed)} failed; watching {watch}", err=True)
+
+        result = watch_and_pick(model, watch, output, fmt=fmt, config=config, overwrite=overwrite, workers=workers,
+                                scheduler=dask_scheduler, timeout_s=watch_timeout, progress=progress)
+        paths = [watch]
+    else:
+        paths = list_micrographs(micrographs)
+        result = pick_micrographs(model, paths, output, fmt=fmt, config=config, overwrite=overwrite,
+                                  progress=not quiet and len(paths) > 1, workers=workers, scheduler=dask_scheduler)
     click.echo(f"{result.summary(output, effective_threshold(model, config), keep_all)}; {step_line(model, config)}")
     if with_report:
         from .looking import write_report_for
