@@ -35,12 +35,12 @@ from .errors import ConfigError, DeepPickError
 from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
-from .pipeline import PickConfig, candidates_config, effective_threshold, postprocess_config
+from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
 from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
-__all__ = ["AutopickConfig", "AutopickResult", "autopick", "select_self_training", "too_few_to_self_train",
-           "general_pass_target", "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
+__all__ = ["AutopickConfig", "AutopickResult", "BoxEstimate", "autopick", "estimate_box", "select_self_training",
+           "too_few_to_self_train", "general_pass_target", "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
 
 AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
 NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
@@ -69,6 +69,16 @@ class AutopickConfig:
     # ours: off-centre views per pseudo-labelled particle, with the soft target of PatchConfig.off_centre_ratio
     # (falling with the distance to the nearest top pick); 0: DeepPicker's patches
     off_centre_ratio: float = 0.0
+    # ours, the drift guard: a fine-tuned model that makes more than this many times the general model's
+    # picks above the threshold, on the same micrographs, has learned what the general model did not find
+    # (noise blobs, on micrographs without particles) and is rolled back; None: no guard
+    # (docs/measurements.md, *Self-training on particle-free micrographs*)
+    max_growth: float | None = 1.5
+    guard_micrographs: int = 8  # ours: the general pass's micrographs the guard compares on (seeded sample)
+    # ours: the peak window in particle diameters (estimated from the micrographs, estimate_box), at most the
+    # 0.8 box of DeepPicker and at least 0.4 box, so a box larger than the particle does not hide touching
+    # neighbours; None: the window of the pick settings, in boxes
+    peak_window_diameters: float | None = 0.8
     seed: int = 0
 
     def __post_init__(self):
@@ -80,6 +90,8 @@ class AutopickConfig:
             raise ConfigError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
         if not self.off_centre_ratio >= 0:
             raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
+        if self.max_growth is not None and not self.max_growth >= 1:
+            raise ConfigError(f"max_growth must be ≥ 1 (or None: no guard), got {self.max_growth}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,9 +109,15 @@ class AutopickResult:
     batch: BatchResult = field(default_factory=BatchResult)  # written, skipped (resumed) and failed micrographs
     n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
     resumed: bool = False  # the fine-tuned model of an interrupted run was reused
-    # why self-training was skipped (too few picks above the threshold), else None; ``model`` is then the
-    # general model at the target's box
+    # why self-training was skipped (too few picks above the threshold) or rolled back (the drift guard),
+    # else None; ``model`` is then the general model at the target's box (or the last round kept)
     skipped: str | None = None
+    box_px: float | None = None  # the box picked at: the one given, or the estimate's
+    box_estimate: BoxEstimate | None = None  # the particle size the micrographs showed, where it was estimated
+    pick_config: PickConfig | None = None  # the settings picked with (the peak window follows the particle size)
+    # per round: picks above the threshold of the model before and after fine-tuning on the guard's
+    # micrographs, and their ratio (what the drift guard decides on)
+    drift: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -112,10 +130,12 @@ class _Pass:
     failed: list[tuple[str, str]]
 
 
-def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | os.PathLike | None = None,
+def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
+             out_dir: str | os.PathLike | None = None,
              config: AutopickConfig = AutopickConfig(), train_config: TrainConfig = PRETRAIN_TRAINING,
              pick_config: PickConfig = PickConfig(), fmt: str = "star", progress: bool = False,
-             resume: bool = False, workers: int = 1, scheduler=None) -> AutopickResult:
+             resume: bool = False, workers: int = 1, scheduler=None,
+             estimate: BoxEstimate | None = None) -> AutopickResult:
     """Pick a new molecule with no labels: general model → top picks → fine-tune → pick again.
 
     Micrographs are read one at a time (a folder of any size fits in memory); one that cannot be used is
@@ -131,6 +151,8 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
         read: coordinate files beside them are never opened.
     box_px
         The target's box side in micrograph px; replaces the model's (the network works in the model frame).
+        None: estimated from the micrographs (:func:`estimate_box`), the estimate in ``result.box_estimate``
+        and the output model's ``info['box_estimate']``.
     out_dir
         If given: the fine-tuned model as ``OUT/autopick_model.pt`` as soon as it is trained, then one
         coordinate file per micrograph as soon as it is picked (both atomic, like ``pick``).
@@ -140,6 +162,10 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
         Fine-tuning settings (it starts from the current model's weights).
     pick_config
         Scan and post-processing; ``threshold`` overrides the inherited one (see the module docstring).
+        Without ``post``, the peak window follows the particle's estimated size
+        (``config.peak_window_diameters``).
+    estimate
+        The particle size :func:`estimate_box` found on these micrographs before, to use again.
     workers, scheduler
         Where the fine-tuned model's passes pick (:func:`~deeppick.workers.pick_many`); the general model's
         pass, which stops as soon as it has enough picks, runs here.
@@ -163,6 +189,12 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
     start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else None
+    if estimate is None and (box_px is None or (config.peak_window_diameters is not None and pick_config.post is None)):
+        estimate = estimate_box(model, paths, seed=config.seed)
+        box_px = estimate.box_px if box_px is None else box_px
+    if pick_config.post is None and config.peak_window_diameters is not None:  # picks may be a diameter apart
+        window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
+        pick_config = replace(pick_config, post=replace(postprocess_config(model), peak_window_box=window))
     general = with_box(model, box_px)
     record = _autopick_record(model, stems, box_px, config, pick_config)
     device = next(general.net.parameters()).device
@@ -194,6 +226,10 @@ def autopick(model: PickerModel, micrographs, *, box_px: float, out_dir: str | o
         else:
             result.candidates[-1] = final.candidates
     result.batch.seconds = time.perf_counter() - start
+    result.box_px, result.box_estimate, result.pick_config = box_px, estimate, pick_config
+    if estimate is not None:
+        result.model.info["box_estimate"] = {"box_px": estimate.box_px, "diameter_px": estimate.diameter_px,
+                                             "why": estimate.why, "curve": estimate.curve, "used": box_px}
     return result
 
 
@@ -238,13 +274,29 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
                 save_model(current, out_dir / AUTOPICK_MODEL)
             break
         result.n_top.append(len(top))
-        current = _self_train(current, latest, usable, top, box_px=general.box_px, config=config,
-                              train_config=replace(train_config, seed=train_config.seed + round_),
-                              pick_config=pick_config, rng=rng, progress=progress)
-        current.threshold = threshold
+        tuned = _self_train(current, latest, usable, top, box_px=general.box_px, config=config,
+                            train_config=replace(train_config, seed=train_config.seed + round_),
+                            pick_config=pick_config, rng=rng, progress=progress)
+        tuned.threshold = threshold
+        drift = _drift(current, tuned, latest, usable, threshold, pick_config, config)
+        result.drift.append(drift)
+        if config.max_growth is not None and drift["growth"] > config.max_growth:
+            kept = "the general model's" if round_ == 0 else f"round {round_}'s"
+            result.skipped = (f"the fine-tuned model made {drift['tuned']} picks above the threshold where "
+                              f"{'the general model' if round_ == 0 else 'the model before it'} made "
+                              f"{drift['before']} ({drift['growth']:.1f}×, more than {config.max_growth:g}×): it "
+                              f"learned more than the micrographs showed (noise, if they hold no particles), so "
+                              f"{kept} picks are kept. Check the micrographs and --box-px")
+            result.n_top.pop()
+            if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
+                current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
+                                            "skipped": result.skipped, "drift": drift}
+                save_model(current, out_dir / AUTOPICK_MODEL)
+            break
+        current = tuned
         current.info.update(name=f"self-trained from {general.info.get('name', 'a general model')}",
                             autopick={**record, "round": round_ + 1, "n_top": len(top),
-                                      "top_min_score": float(top["score"].min()),
+                                      "top_min_score": float(top["score"].min()), "drift": drift,
                                       "micrographs": [micrograph_stem(p) for p in usable]},
                             threshold={"value": threshold, "rule": NO_LABEL_THRESHOLD_RULE,
                                        "general": general.info.get("threshold")})
@@ -256,6 +308,22 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
             result.candidates.append(latest.candidates)
     result.model = current
     return result, targets, latest
+
+
+def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: list[Path], threshold: float,
+           pick_config: PickConfig, config: AutopickConfig) -> dict:
+    """How far fine-tuning moved the picks: on up to ``config.guard_micrographs`` of the micrographs
+    ``before`` picked (a seeded sample), its picks above ``threshold`` and the tuned model's. No labels: a
+    model that learned the molecule finds about the particles the general model found, more confidently;
+    one that learned noise finds many more (docs/measurements.md)."""
+    rng = np.random.default_rng([config.seed, 2])
+    sample = [micrographs[i] for i in np.sort(rng.permutation(len(micrographs))[:config.guard_micrographs])]
+    stems = {micrograph_stem(p) for p in sample}
+    n_before = int(((picked.candidates["micrograph"].isin(stems)) & (picked.candidates["score"] >= threshold)).sum())
+    after = _pick_pass(tuned, sample, pick_config)
+    n_after = int((after.candidates["score"] >= threshold).sum())
+    return {"micrographs": len(sample), "before": n_before, "tuned": n_after,
+            "growth": float(n_after / max(n_before, 1))}
 
 
 def _self_train(model: PickerModel, picked: _Pass, micrographs: list[Path], top: pd.DataFrame, *, box_px: float,
@@ -320,6 +388,73 @@ def _complete_pass(model: PickerModel, done: _Pass | None, targets: list[Path], 
     position = {micrograph_stem(p): i for i, p in enumerate(targets)}
     order = np.argsort(merged["micrograph"].map(position).to_numpy(), kind="stable")
     return _Pass(merged.iloc[order].reset_index(drop=True), {**done.shapes, **more.shapes}, more.failed)
+
+
+@dataclass
+class BoxEstimate:
+    """The particle box the general model's picks are strongest at, and how it was found."""
+
+    box_px: float
+    diameter_px: float
+    curve: dict[str, float]  # box (px) → the strength of the picks at that box
+    why: str
+
+
+# boxes estimate_box tries: from small particles in binned micrographs to the largest complexes (px)
+ESTIMATE_BOXES_PX = tuple(float(round(24 * 1.25 ** k)) for k in range(12))
+
+
+def estimate_box(model: PickerModel, micrographs, *, n_micrographs: int = 3, boxes=ESTIMATE_BOXES_PX,
+                 seed: int = 0, pick_config: PickConfig = PickConfig()) -> BoxEstimate:
+    """The box to autopick at, from the micrographs themselves, with the general model.
+
+    The model picks a centre crop of 20 × 20 boxes of up to ``n_micrographs`` micrographs (a seeded
+    sample) at each of ``boxes`` (one rotation: this only ranks boxes); the strength of a box is the mean
+    logit of its best picks, as many as would cover 5 % of the crops. A particle fills the model's box as
+    in training at a range of boxes, where the strength is highest: the estimate is the geometric middle of
+    the boxes within a tenth of the curve's range of the best, and the particle's diameter that box over the
+    middle of the boxes the model was pretrained at (``box_factors``, in its info).
+    """
+    from .io import list_micrographs, read_micrograph
+
+    paths = list_micrographs(micrographs)
+    rng = np.random.default_rng([seed, 3])
+    images = []
+    for i in rng.permutation(len(paths)):  # a seeded sample of the readable micrographs
+        if len(images) == n_micrographs:
+            break
+        try:
+            images.append(read_micrograph(paths[i]))
+        except DeepPickError:
+            continue
+    if not images:
+        raise ConfigError(f"none of the {len(paths)} micrograph(s) could be read to estimate the particle size on")
+    config = replace(pick_config, scan=replace(pick_config.scan, rotations=False), keep_all=True, threshold=None)
+    curve = {}
+    for box in boxes:
+        strengths = []
+        for image in images:
+            side = int(min(min(image.shape), 20 * box))
+            if side < 2 * box:
+                continue
+            r0, c0 = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+            crop = image[r0:r0 + side, c0:c0 + side]
+            picks = pick_micrograph(with_box(model, box), crop, config=candidates_config(model, config))
+            scores = np.sort(np.clip(picks["score"].to_numpy(), 1e-4, 1 - 1e-6))[::-1]
+            n = max(5, int(0.05 * crop.size / box**2))
+            strengths.append(float(np.log(scores[:n] / (1 - scores[:n])).mean()) if len(scores) else -10.0)
+        if strengths:
+            curve[f"{box:g}"] = float(np.mean(strengths))
+    if not curve:
+        raise ConfigError("the micrographs are too small to estimate a particle size on; give --box-px")
+    best, worst = max(curve.values()), min(curve.values())
+    near = [float(b) for b, v in curve.items() if v >= best - 0.1 * (best - worst)]
+    box = float(round(np.exp(np.mean(np.log([min(near), max(near)])))))
+    factors = model.info.get("pretrain", {}).get("config", {}).get("box_factors") or [1.0]
+    middle = float(np.exp(np.mean(np.log([min(factors), max(factors)]))))
+    why = (f"the general model's picks are strongest at boxes {min(near):g}–{max(near):g} px (mean top logit "
+           f"{best:.1f}) on {len(images)} micrograph(s); box {box:g} px, their geometric middle")
+    return BoxEstimate(box_px=box, diameter_px=box / middle, curve=curve, why=why)
 
 
 def select_self_training(candidates: pd.DataFrame, threshold: float, config: AutopickConfig = AutopickConfig()

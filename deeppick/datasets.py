@@ -36,6 +36,7 @@ class Dataset:
     split: dict[str, str]  # stem → "train" | "valid" | "test"
     picks: pd.DataFrame  # reference centres of all micrographs (the one picks table)
     meta: dict = field(default_factory=dict)  # dataset.json as read
+    junk: pd.DataFrame | None = None  # centres on contaminants (junk/ of simulated datasets), or None
 
     def stems(self, split: str | None = None) -> list[str]:
         """Micrograph stems, optionally of one split."""
@@ -144,9 +145,11 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
             raise DatasetError(f"{coord_dir}: coordinate files match no micrograph: {', '.join(orphans)}")
         tables = [read_picks(p) for p in files]
     picks = concat_picks(tables)
+    junk_dir = root / "junk"
+    junk = concat_picks(read_picks(p) for p in sorted(junk_dir.glob("*.star"))) if junk_dir.is_dir() else None
     diameter = meta.get("diameter_px")
     return Dataset(root=root, name=meta.get("name", root.name), diameter_px=float(diameter) if diameter else None,
-                   micrographs=micrographs, split=split, picks=picks, meta=meta)
+                   micrographs=micrographs, split=split, picks=picks, meta=meta, junk=junk)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError, DatasetError, ModelFileError
-from .io import micrograph_stem
+from .io import concat_picks, micrograph_stem
 from .metrics import BETA
 from .model import PickerModel, load_model
 from .patches import PatchConfig, PatchSet, concat_patch_sets, extract_patches
@@ -56,12 +56,29 @@ class PretrainConfig:
     max_valid_micrographs: int | None = 2  # per source, for the threshold (ours: picking is the slow step)
     beta: float = BETA  # F2: DeepEM
     seed: int = 0
+    # ours: each source's particles are cut at these boxes (× its diameter), its quota shared equally, so the
+    # network sees particles at every apparent size in the 64-px frame that a user's box can give them;
+    # (1.0,): DeepPicker's one box per molecule
+    box_factors: tuple[float, ...] = (1.0,)
+    # ours: the share of a source's background patches centred on its contaminants (ice, carbon edges,
+    # filaments, aggregates, broken particles) where it marks them (simulated datasets' junk/); the rest are
+    # DeepPicker's random background
+    junk_share: float = 0.0
+    # ours: background patches from particle-free micrographs (``pretrain``'s ``background`` datasets), as a
+    # share of all background patches
+    empty_share: float = 0.0
 
     def __post_init__(self):
         if self.total_positives < 1:
             raise ConfigError(f"total_positives must be ≥ 1, got {self.total_positives}")
         if not self.negative_ratio >= 0:
             raise ConfigError(f"negative_ratio must be ≥ 0, got {self.negative_ratio}")
+        object.__setattr__(self, "box_factors", tuple(float(f) for f in self.box_factors))
+        if not self.box_factors or min(self.box_factors) <= 0:
+            raise ConfigError(f"box factors must be positive, got {self.box_factors}")
+        if not (0 <= self.junk_share <= 1 and 0 <= self.empty_share < 1):
+            raise ConfigError(f"junk_share must lie in [0, 1] and empty_share in [0, 1), got {self.junk_share} and "
+                              f"{self.empty_share}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,14 +100,17 @@ def _source_split(dataset, config: PretrainConfig) -> tuple[list[Path], list[Pat
 
 
 def pretrain_patches(sources: Sequence, *, config: PretrainConfig = PretrainConfig(), preprocess=None,
-                     progress: bool = False) -> PatchSet:
+                     background: Sequence = (), progress: bool = False) -> PatchSet:
     """The balanced cross-molecule patch set: about ``total_positives / len(sources)`` particles each.
 
     Each source is a dataset folder (or loaded :class:`~deeppick.datasets.Dataset`); its ``train``
-    micrographs (those :func:`~deeppick.tuning.split_for_threshold` leaves for training) are cropped
-    at its own :meth:`~deeppick.datasets.Dataset.default_box_px`, so every molecule fills the 64-px model
-    box alike. A source's quota is spread evenly over its micrographs, then cut to the quota at random;
-    a source with fewer particles than its quota gives all it has. Negatives follow the 0.6-box rule.
+    micrographs (those :func:`~deeppick.tuning.split_for_threshold` leaves for training) are cropped at
+    ``factor × diameter`` for each of ``config.box_factors``, the source's quota shared equally among them,
+    so every molecule fills the 64-px model box alike and at every apparent size a box can give it. A quota
+    is spread evenly over the micrographs, then cut at random; a source with fewer particles gives all it
+    has. Background: as many patches as particles (``negative_ratio``), ≥ 0.6 box and ≥ 0.6 diameter from
+    every particle, ``junk_share`` of them centred on the source's contaminants where it marks them; and
+    with ``background`` datasets (particle-free micrographs) ``empty_share`` of all background from those.
 
     Returns
     -------
@@ -108,24 +128,78 @@ def pretrain_patches(sources: Sequence, *, config: PretrainConfig = PretrainConf
         raise DatasetError(f"pretraining datasets share a name ({', '.join(names)}); give each molecule once")
     quota = positives_per_source(config.total_positives, len(datasets))
     rng = np.random.default_rng(config.seed)
-    sets = []
+    sets, described = [], []
     for ds in datasets:
         train, _ = _source_split(ds, config)
-        per_mic = int(math.ceil(quota / max(len(train), 1)))
-        patch_config = PatchConfig(negative_ratio=config.negative_ratio,
-                                   min_negative_distance_box=config.min_negative_distance_box,
-                                   max_positives_per_micrograph=per_mic,
-                                   off_centre_ratio=0.0)  # DeepPicker's patches: the general model's recipe
-        ps = extract_patches(train, ds.picks, ds.default_box_px(), config=patch_config, preprocess=preprocess, seed=rng,
-                             dataset=ds.name, progress=progress)
-        if ps.n_positive == 0:
+        parts = []
+        for factor in config.box_factors:
+            share = int(math.ceil(quota / len(config.box_factors)))
+            parts.append(_source_patches(ds, train, factor, share, config, preprocess, rng, progress))
+        if sum(p.n_positive for p in parts) == 0:
             raise DatasetError(f"{ds.root}: no labelled particles in the train split; check its coords/ folder")
-        ps = _cut_to_quota(ps, quota, config.negative_ratio, rng)
-        sets.append(ps)
+        sets += parts
+        described.append(_describe_source(ds, parts, config))
+    n_background = sum(p.n_negative for p in sets)
+    empties = [_load(b) for b in background]
+    if empties and config.empty_share > 0:
+        boxes = sorted({float(src["box_px"]) for p in sets for src in p.metadata["sources"]})
+        wanted = int(round(config.empty_share / (1 - config.empty_share) * n_background))
+        for ds in empties:
+            sets.append(_empty_patches(ds, int(math.ceil(wanted / len(empties))), boxes, config, preprocess, rng))
+            described.append({"dataset": ds.name, "root": str(ds.root), "particle_free": True,
+                              "n_negative": sets[-1].n_negative})
     mixed = concat_patch_sets(sets)
-    mixed.metadata["pretrain"] = {"config": config.to_dict(), "quota_per_source": quota,
-                                  "sources": [_describe_source(d, s, config) for d, s in zip(datasets, sets)]}
+    mixed.metadata["pretrain"] = {"config": config.to_dict(), "quota_per_source": quota, "sources": described}
     return mixed
+
+
+def _source_patches(ds, train, factor: float, quota: int, config: PretrainConfig, preprocess, rng,
+                    progress: bool) -> PatchSet:
+    """One source's particles and background at one box, ``factor × diameter``, cut to ``quota`` particles."""
+    box = float(round(factor * ds.default_box_px()))
+    per_mic = int(math.ceil(quota / max(len(train), 1)))
+    n_junk = 0
+    junk = None
+    if config.junk_share > 0 and ds.junk is not None and len(ds.junk):
+        junk = ds.junk[ds.junk["micrograph"].isin([p.stem for p in train])]
+        n_junk = min(len(junk), int(round(config.junk_share * config.negative_ratio * quota)))
+        junk = junk.iloc[np.sort(rng.choice(len(junk), n_junk, replace=False))] if n_junk else None
+    random_ratio = config.negative_ratio * (1 - n_junk / max(config.negative_ratio * quota, 1))
+    patch_config = PatchConfig(negative_ratio=random_ratio,
+                               min_negative_distance_box=config.min_negative_distance_box * max(1.0, 1 / factor),
+                               max_positives_per_micrograph=per_mic,
+                               off_centre_ratio=0.0)  # DeepPicker's patches: the general model's recipe
+    ps = extract_patches(train, ds.picks, box, config=patch_config, preprocess=preprocess, negatives=junk, seed=rng,
+                         dataset=ds.name, progress=progress)
+    return _cut_to_quota(ps, quota, config.negative_ratio, rng)
+
+
+def _empty_patches(ds, n: int, boxes: list[float], config: PretrainConfig, preprocess, rng) -> PatchSet:
+    """``n`` background patches of particle-free micrographs, spread over ``boxes`` and the micrographs, on
+    their contaminants (``junk_share`` of them, where marked) and at random."""
+    from .patches import sample_negative_centres
+    from .io import make_picks, read_micrograph
+
+    paths = ds.paths()
+    sets = []
+    per = int(math.ceil(n / max(len(paths) * len(boxes), 1)))
+    for path in paths:
+        shape = read_micrograph(path).shape
+        for box in boxes:
+            centres = sample_negative_centres(shape, np.zeros((0, 2)), per, min_distance_px=0.0, rng=rng,
+                                              edge_margin_px=box / 2)
+            negatives = make_picks(path.stem, centres[:, 0], centres[:, 1])
+            if ds.junk is not None and config.junk_share > 0:
+                junk = ds.junk[ds.junk["micrograph"] == path.stem]
+                k = min(len(junk), int(round(config.junk_share * per)))
+                if k:
+                    negatives = concat_picks([negatives.iloc[k:], junk.iloc[rng.choice(len(junk), k, replace=False)]])
+            sets.append(extract_patches([path], make_picks(path.stem, [], []), box,
+                                        config=PatchConfig(negative_ratio=0.0, off_centre_ratio=0.0),
+                                        preprocess=preprocess, negatives=negatives, seed=rng, dataset=ds.name))
+    ps = concat_patch_sets(sets)
+    keep = np.sort(rng.choice(len(ps), min(n, len(ps)), replace=False)) if len(ps) > n else np.arange(len(ps))
+    return ps.subset(keep)
 
 
 def positives_per_source(total_positives: int, n_sources: int) -> int:
@@ -144,10 +218,13 @@ def _cut_to_quota(ps: PatchSet, quota: int, negative_ratio: float, rng: np.rando
     return ps.subset(np.sort(np.concatenate([pos, neg])))
 
 
-def _describe_source(ds, ps: PatchSet, config: PretrainConfig) -> dict:
+def _describe_source(ds, parts: list[PatchSet], config: PretrainConfig) -> dict:
     train, valid = _source_split(ds, config)
+    junk = sum(src.get("n_explicit_negative", 0) for ps in parts for src in ps.metadata["sources"])
     return {"dataset": ds.name, "root": str(ds.root), "box_px": float(ds.default_box_px()),
-            "diameter_px": ds.diameter_px, "n_positive": ps.n_positive, "n_negative": ps.n_negative,
+            "boxes_px": sorted({float(src["box_px"]) for ps in parts for src in ps.metadata["sources"]}),
+            "diameter_px": ds.diameter_px, "n_positive": sum(ps.n_positive for ps in parts),
+            "n_negative": sum(ps.n_negative for ps in parts), "n_junk": int(junk),
             "train": [micrograph_stem(p) for p in train], "threshold": [micrograph_stem(p) for p in valid],
             "molecule": ds.meta.get("molecule"), "simulated": ds.meta.get("source") == "deeppick simulate"}
 
@@ -195,7 +272,7 @@ def pooled_threshold(model: PickerModel, sources: Sequence, *, config: PretrainC
 def pretrain(sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
              train_config: TrainConfig = PRETRAIN_TRAINING, pick_config: PickConfig = PickConfig(),
              progress: bool = False, checkpoint: str | os.PathLike | None = None,
-             preprocess=None) -> PickerModel:
+             preprocess=None, background: Sequence = ()) -> PickerModel:
     """Train a general model on a balanced mix of molecules and choose its pooled F2 threshold.
 
     Parameters
@@ -209,6 +286,8 @@ def pretrain(sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
     preprocess
         How every source's micrographs are prepared (a :class:`~deeppick.preprocess.PreprocessConfig`;
         default: its defaults); the model keeps it, so autopick prepares the new molecule the same way.
+    background
+        Dataset folders of particle-free micrographs: background patches (``config.empty_share``).
 
     Returns
     -------
@@ -221,8 +300,9 @@ def pretrain(sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
     >>> model = pretrain(["sim/ring", "sim/bell"], config=PretrainConfig(total_positives=2000))  # doctest: +SKIP
     """
     datasets = [_load(s) for s in sources]
-    patches = pretrain_patches(datasets, config=config, preprocess=preprocess, progress=progress)
-    boxes = [s["box_px"] for s in patches.metadata["pretrain"]["sources"]]
+    patches = pretrain_patches(datasets, config=config, preprocess=preprocess, background=background,
+                               progress=progress)
+    boxes = [s["box_px"] for s in patches.metadata["pretrain"]["sources"] if "box_px" in s]
     model = train_model(patches, train_config, box_px=float(np.median(boxes)), progress=progress,
                         checkpoint=checkpoint)
     threshold, fbeta, per_source = pooled_threshold(model, datasets, config=config, pick_config=pick_config)

@@ -807,6 +807,24 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
 # data sets
 
 
+def junk_centres(sim: SimulatedMicrograph, rng: np.random.Generator, per_area_px: float = 128.0 ** 2,
+                 most: int = 200) -> np.ndarray:
+    """Centres (x, y) on a simulated micrograph's contaminants (ice, carbon, filaments, aggregates, broken
+    particles), at least 0.6 diameter from every particle: one per ``per_area_px`` of contaminated area, at
+    most ``most``, drawn at random from the contaminant mask. Background a picker must learn to refuse."""
+    mask = sim.contaminant_mask
+    if mask is None or not mask.any():
+        return np.zeros((0, 2))
+    rows, cols = np.nonzero(mask)
+    xy = np.column_stack([cols, rows]).astype(np.float64)
+    if len(sim.centres_xy):
+        from scipy.spatial import cKDTree
+
+        xy = xy[cKDTree(sim.centres_xy).query(xy, k=1)[0] >= 0.6 * sim.diameter_px]
+    n = min(most, len(xy), max(1, int(round(len(xy) / per_area_px))))
+    return xy[np.sort(rng.choice(len(xy), n, replace=False))] if len(xy) else np.zeros((0, 2))
+
+
 def split_assignment(n_micrographs: int, fractions: Sequence[float], rng: np.random.Generator) -> list[str]:
     """A per-micrograph split: counts from ``fractions`` (train, valid, test; largest remainder), shuffled."""
     fractions = np.asarray(fractions, dtype=np.float64)
@@ -832,7 +850,9 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
     """Write a data set folder that :func:`deeppick.datasets.load_dataset` loads.
 
     Layout: ``micrographs/<molecule>_NNNN.mrc`` (float32, pixel size set), ``coords/<stem>.star``
-    (particle centres; none for particle-free micrographs) and ``dataset.json`` (written last) with
+    (particle centres; none for particle-free micrographs), ``junk/<stem>.star`` (centres on the
+    contaminants, clear of every particle: background to teach, :func:`junk_centres`) and ``dataset.json``
+    (written last) with
     ``diameter_px``, ``molecule``, ``pixel_size_a``, ``snr``, all ``parameters`` and per micrograph its
     ``particles``, ``split``, achieved ``snr``, ``defocus_um`` and contaminant counts.
 
@@ -875,8 +895,9 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
     if meta_path.exists():
         meta_path.unlink()  # a half-overwritten folder must not look complete
     entries, written = [], set()
+    junk_dir = out_dir / "junk"
     for i in range(n_micrographs):
-        sim = simulate_micrograph(config, np.random.default_rng(seeds[i]))
+        sim = simulate_micrograph(config, np.random.default_rng(seeds[i]), keep_layers=True)
         stem = f"{config.molecule}_{i:04d}"
         write_micrograph(mic_dir / f"{stem}.mrc", sim.image, pixel_size_a=config.pixel_size_a,
                          label="deeppick simulate")
@@ -884,12 +905,17 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
         if len(sim.centres_xy):
             write_picks(sim.picks(stem), coord_dir / f"{stem}.star", "star")
             written.add(coord_dir / f"{stem}.star")
+        junk = junk_centres(sim, np.random.default_rng([*np.atleast_1d(seeds[i].entropy), i, 7]))
+        if len(junk):
+            write_picks(make_picks(stem, junk[:, 0], junk[:, 1]), junk_dir / f"{stem}.star", "star")
+            written.add(junk_dir / f"{stem}.star")
+        sim.projection = sim.signal = sim.contaminant_signal = sim.contaminant_mask = None
         entries.append({"micrograph": f"{stem}.mrc", "particles": int(len(sim.centres_xy)), "split": splits[i],
                         "snr": round(sim.snr, 6), "noise_level": round(sim.noise_level, 6),
                         "defocus_um": round(sim.defocus_um, 4), "contaminants": sim.contaminants})
         if progress is not None:
             progress(i, stem, sim)
-    for folder, suffix in ((mic_dir, ".mrc"), (coord_dir, ".star")):
+    for folder, suffix in ((mic_dir, ".mrc"), (coord_dir, ".star"), (junk_dir, ".star")):
         if folder.is_dir():
             for stale in folder.iterdir():
                 if stale.suffix == suffix and stale not in written:
@@ -1008,3 +1034,19 @@ def simulate_zoo_for_quota(work: str | os.PathLike, quota: int, **kwargs) -> lis
         else:
             zoo += simulate_zoo(work / f"zoo-{n}", molecules=[folder.name], n_micrographs=n, **kwargs)
     return zoo
+
+
+def simulate_empty_zoo(out_dir: str | os.PathLike, *, n_micrographs: int = 8, size_px: int = 1024,
+                       snr: float = ZOO_SNR, contamination: float = 2.0, seed: int = 0) -> Path:
+    """Particle-free micrographs for pretraining's background: every contaminant the simulator draws (ice,
+    carbon edges, filaments, aggregates, broken particles) at ``contamination`` × the usual rate, noise at
+    the zoo's SNR (as its particle-bearing micrographs would have), the contaminants marked in ``junk/``.
+    A folder simulated before with the same settings is reused."""
+    out_dir = Path(out_dir)
+    config = SimConfig(molecule="globular", size_px=size_px, snr=snr, contamination=contamination, empty=True,
+                       density=0.15,
+                       diameter_px=ZOO_DIAMETERS_PX["apoferritin-like"])
+    if not _simulated_with(out_dir, config, n_micrographs, seed):
+        simulate_dataset(out_dir, config, n_micrographs=n_micrographs, seed=[int(seed), 99],
+                         split_fractions=(1.0, 0.0, 0.0), overwrite=True)
+    return out_dir

@@ -132,7 +132,7 @@ def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(genera
 
 def test_autopick_general_pass_stops_once_its_top_picks_are_complete(general, target, tmp_path):
     stems = sorted(p.stem for p in load_dataset(target).paths())
-    config = AutopickConfig(max_top=2, min_top=1)  # 4 picks above the threshold give the 2 particles
+    config = AutopickConfig(max_top=2, min_top=1, peak_window_diameters=None)  # 4 picks above the threshold: 2 top
     assert general_pass_target(config) == 4 and general_pass_target(replace(config, top=3)) == 6
     result = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "out", config=config,
                       train_config=FAST_TRAIN, pick_config=FAST_PICK)
@@ -181,7 +181,7 @@ def test_a_later_round_with_too_few_picks_still_picks_every_micrograph(general, 
     picked = set(result.candidates[0]["micrograph"])
     again = pick_micrograph(result.model, read_micrograph(next(p for p in load_dataset(target).paths()
                                                                   if p.stem not in picked)),
-                            name="x", config=replace(FAST_PICK, keep_all=True, threshold=None))
+                            name="x", config=replace(result.pick_config, keep_all=True, threshold=None))
     other = final[final["micrograph"] == next(s for s in stems if s not in picked)]
     np.testing.assert_allclose(np.sort(other["score"].to_numpy()), np.sort(again["score"].to_numpy()))
 
@@ -358,3 +358,36 @@ def test_a_full_disk_while_autopick_saves_its_model_is_one_line(target, tmp_path
     kept = list((tmp_path / "rescue").glob("deeppick-autopick_model-*.pt"))
     assert len(kept) == 1 and str(kept[0]) in result.stderr
     assert load_model(kept[0]).box_px == 56.0 and not (out / "autopick_model.pt").exists()
+
+
+def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general_model(general, tmp_path,
+                                                                                        monkeypatch):
+    import deeppick.autopick as autopick_module
+    from deeppick.simulate import simulate_empty_zoo
+
+    empty = simulate_empty_zoo(tmp_path / "empty", n_micrographs=3, size_px=256, snr=0.5)
+    forced = AutopickConfig(top=8, max_growth=None)  # self-trained on noise, whatever its scores
+    free = autopick(general, empty / "micrographs", box_px=56, config=forced, train_config=FAST_TRAIN,
+                    pick_config=FAST_PICK)
+    (drift,) = free.drift  # measured on the micrographs the general pass opened (it stops once it has enough)
+    assert 1 <= drift["micrographs"] <= 3 and drift["before"] > 0
+    assert drift["growth"] == pytest.approx(drift["tuned"] / drift["before"])
+    assert free.skipped is None and free.model is not general
+    # a fine-tuned model that picks three times what the general model picked is rolled back
+    monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
+                                                                 "growth": 3.0})
+    out = tmp_path / "out"
+    guarded = autopick(general, empty / "micrographs", box_px=56, out_dir=out, config=replace(forced, max_growth=1.5),
+                       train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    assert "made 30 picks above the threshold where the general model made 10 (3.0×, more than 1.5×)" in guarded.skipped
+    assert guarded.n_top == [] and model_fingerprint(guarded.model) == model_fingerprint(with_box(general, 56))
+    kept = load_model(out / "autopick_model.pt")
+    assert kept.info["autopick"]["drift"]["growth"] == 3.0 and model_fingerprint(kept) == model_fingerprint(
+        with_box(general, 56))
+    final, first = guarded.candidates[-1], guarded.candidates[0]  # what is written: the general model's picks
+    assert len(read_picks(out)) == (final["score"] >= general.threshold).sum()
+    opened = first["micrograph"].iloc[0]
+    np.testing.assert_allclose(np.sort(final["score"][final["micrograph"] == opened].to_numpy()),
+                               np.sort(first["score"][first["micrograph"] == opened].to_numpy()))
+    with pytest.raises(ConfigError, match="max_growth"):
+        AutopickConfig(max_growth=0.5)

@@ -112,3 +112,26 @@ def test_shipped_model_loads_and_picks_a_simulated_micrograph():
                             config=PickConfig(scan=ScanConfig(rotations=False)))
     ev = evaluate_picks(picks, sim.picks("sim"), 64)
     assert ev.recall >= 0.5 and ev.precision >= 0.5
+
+
+def test_the_mix_can_span_boxes_and_teach_junk_and_empty_micrographs_as_background(sources, tmp_path):
+    from deeppick.simulate import SimConfig, simulate_dataset, simulate_empty_zoo
+
+    empty = simulate_empty_zoo(tmp_path / "empty", n_micrographs=2, size_px=256)
+    assert load_dataset(empty).junk is not None and len(load_dataset(empty).junk) > 0
+    dirty = simulate_dataset(tmp_path / "dirty", SimConfig(molecule="bell", size_px=384, diameter_px=48, n_particles=8,
+                                                           snr=0.5, contamination=3.0),
+                             n_micrographs=2, seed=4, split_fractions=(0.5, 0.5, 0.0))
+    config = PretrainConfig(total_positives=24, box_factors=(0.8, 1.6), junk_share=0.5, empty_share=0.25, seed=1)
+    ps = pretrain_patches([sources[0], dirty], config=config, background=[empty])
+    described = ps.metadata["pretrain"]["sources"]
+    ring = next(s for s in described if s["dataset"] == "ring")
+    assert ring["boxes_px"] == [38.0, 77.0]  # 0.8 and 1.6 × its 48-px diameter
+    boxes = {src["box_px"] for src in ps.metadata["sources"] if src.get("dataset") == "ring"}
+    assert boxes == {38.0, 77.0}
+    assert sum(s.get("n_junk", 0) for s in described) > 0  # background on the contaminants the simulator marks
+    particle_free = next(s for s in described if s.get("particle_free"))
+    background = ps.n_negative
+    assert particle_free["n_negative"] == pytest.approx(0.25 * background, abs=3)
+    with pytest.raises(ConfigError, match="box factors"):
+        PretrainConfig(box_factors=())

@@ -51,8 +51,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, se
 @click.option("--micrographs", required=True, multiple=True, type=click.Path(path_type=Path),
               help="a folder of micrographs of the new molecule, or files (repeat the option)")
 @click.option("--box-px", type=float,
-              help="box side of the new molecule, micrograph px: one that holds its longest view (too small a box "
-              "picks beside particles)")
+              help="box side of the new molecule, micrograph px: one that holds its longest view [default: estimated "
+                   "from the micrographs, where the general model's picks are strongest]")
 @click.option("--box-a", type=float, help="box side in Å instead of --box-px, by the pixel size the MRC headers store")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="folder for one coordinate file per micrograph and the fine-tuned model")
@@ -103,20 +103,27 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
     from ..io import box_px_from_angstrom, list_micrographs
 
     check_output_file(output, "picks and the fine-tuned model", folder=True)
-    if (box_px is None) == (box_a is None):
-        raise ConfigError("give the particle's box as --box-px N or --box-a Å (one of them)")
+    if box_px is not None and box_a is not None:
+        raise ConfigError("give the particle's box as --box-px N or --box-a Å, not both (or neither: estimated)")
     if box_a is not None:
         box_px = box_px_from_angstrom(box_a, list_micrographs(list(micrographs)))
     model = load_general_model(device=default_device()) if model_path is None else load_model_file(
         model_path, device=default_device())
     config = pick_config(model, step_px=step_px, no_rotations=no_rotations, threshold=threshold, keep_all=keep_all,
                          edge_margin=edge_margin, peak_window=peak_window)
+    if edge_margin is None and peak_window is None:  # the window follows the particle's size, estimated
+        config = replace(config, post=None)
     result = run_autopick(model, list(micrographs), box_px=box_px, out_dir=output,
                           config=AutopickConfig(**given(iterations=iterations, top=top,
                                                         off_centre_ratio=off_centre_ratio, seed=seed)),
                           train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
                           pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite,
                           workers=resolve_workers(workers), scheduler=dask_scheduler)
+    if result.box_estimate is not None:
+        estimate = result.box_estimate
+        said = "estimated" if box_px is None else "given; the micrographs suggest"
+        click.echo(f"box {result.box_px:g} px ({said} {estimate.box_px:g} px, a particle of about "
+                   f"{estimate.diameter_px:.0f} px: {estimate.why})", err=True)
     if result.skipped is not None:
         trained = f"not self-trained: {result.skipped}"
     elif result.resumed:
