@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["deeppick", "deeppick.*"]),
-    package_data={"deeppick": ["pretrained/*.pt", "pretrained/*.json"]},
+    package_data={"deeppick": ["pretrained/*.pt", "pretrained/*.json", "data_manifests/*.json"]},
     install_requires=[
         # 2.13.0 is the CPU wheel installed first by the Makefile; any later 2.x is fine too.
         "torch>=2.1",
@@ -28,6 +28,8 @@ setup(
         "click>=8.1",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "pooch>=1.7",  # deeppick fetch: checksums, retries, progress
+        "requests>=2.25",  # its errors tell offline, 404 and a cut-off transfer apart
     ],
     # scikit-learn: the tests hold our precision-recall curve and AP against its own
     # dask: picking on a Dask cluster (--dask-scheduler); the tests run it on a local cluster

@@ -19,7 +19,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/__init__.py
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from deeppick.pretrain import with_box
 from deeppick.train import TrainConfig
 from deeppick.tuning import split_for_threshold, train_picker
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
-from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, require_realdata  # noqa: E402
+from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, PACKS, default_realdata, require_realdata  # noqa: E402
+REALDATA = default_realdata()
 
 
 def budget_row(dataset, n_micrographs: int, init=None, seed: int = 0) -> dict:
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
                         help="folder of general-without-<pack>.pt (leave_one_out.py --out DIR): also fine-tune")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    require_realdata()
+    require_realdata(REALDATA)
     if args.general is not None:
         missing = [p for p in args.packs if not (args.general / f"general-without-{p}.pt").is_file()]
         if missing:

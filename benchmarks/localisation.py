@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see deeppick/__init__.py
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,8 @@ from deeppick.io import micrograph_stem, read_micrograph
 from deeppick.model import load_model
 from deeppick.pipeline import PickConfig, evaluate_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
-from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, require_realdata  # noqa: E402
+from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, PACKS, default_realdata, require_realdata  # noqa: E402
+REALDATA = default_realdata()
 
 AGREE_PX = 3.0  # two detectors "agree" within this distance
 
@@ -144,7 +143,7 @@ def main() -> None:
                         help="folder of <pack>.pt models (benchmarks/real_data_ap.py --out DIR)")
     parser.add_argument("--packs", nargs="+", default=list(PACKS))
     args = parser.parse_args()
-    require_realdata()
+    require_realdata(REALDATA)
     missing = [p for p in args.packs if not (args.models / f"{p}.pt").is_file()]
     if missing:
         raise SystemExit(f"{args.models}: no model for {', '.join(missing)}; make them with "

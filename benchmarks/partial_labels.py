@@ -20,7 +20,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see d
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from deeppick.pipeline import PickConfig, evaluate_model
 from deeppick.train import TrainConfig
 from deeppick.tuning import split_for_threshold, train_picker
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
-from realdata import MATCH_FRACTION_OF_DIAMETER, PACKS, REALDATA, require_realdata  # noqa: E402
+from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, PACKS, default_realdata, require_realdata  # noqa: E402
+REALDATA = default_realdata()
 
 
 def keep_fraction(picks, fraction: float, seed: int):
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    require_realdata()
+    require_realdata(REALDATA)
     rows = []
     print(f"{'pack':<20} {'labels':<8} {'kept':>5} {'particles':>9} {'test AP':>7} {'held-out AP':>11} "
           f"{'epochs':>6} {'train s':>7}")

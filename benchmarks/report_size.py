@@ -19,13 +19,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see d
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
-from realdata import REALDATA  # noqa: E402
+from deeppick.benchmark import default_realdata  # noqa: E402
+REALDATA = default_realdata()
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see d
 import argparse
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -39,8 +38,8 @@ from deeppick.pipeline import PickConfig, evaluate_model, pick_paths
 from deeppick.train import TrainConfig
 from deeppick.tuning import refine_picker, split_for_threshold, train_picker
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere: realdata.py is beside us
-from realdata import MATCH_FRACTION_OF_DIAMETER, REALDATA, require_realdata  # noqa: E402
+from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, default_realdata, require_realdata  # noqa: E402
+REALDATA = default_realdata()
 
 
 def test_ap(model, dataset) -> float:
@@ -111,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pack", default="ribosome80s-10028")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    require_realdata()
+    require_realdata(REALDATA)
     dataset = load_dataset(REALDATA / args.pack)
     train, held_out = split_for_threshold(dataset)
     box_px = dataset.default_box_px()

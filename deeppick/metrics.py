@@ -17,6 +17,12 @@ and the number of references, which counts references that were never picked) co
   1 and so lower AP;
 * F-beta at each threshold (:func:`fbeta_curve`) and its optimum (:func:`best_threshold`).
 
+Other pickers report other figures, and :func:`evaluate_picks` gives them too so that numbers compare:
+crYOLO counts a pick as a true positive when its box overlaps a reference box with IoU > 0.6
+(:func:`match_picks_iou`, same greedy one-to-one rule) and reports the mean IoU of the matched pairs;
+HydraPicker reports the area under the ROC curve of the candidates (:func:`auroc`), which, unlike AP,
+ignores references that no candidate reached.
+
 Distances and coordinates are in micrograph pixels (centres, see :mod:`deeppick.io`).
 """
 
@@ -33,6 +39,7 @@ from scipy.spatial import cKDTree
 from .errors import ConfigError, CoordinateError
 
 MATCH_FRACTION = 0.2  # centre distance ≤ 0.2 box is a hit: DeepPicker §4.4
+MIN_IOU = 0.6  # box IoU > 0.6 is a hit: crYOLO
 BETA = 2.0  # F2 weights recall over precision: DeepEM
 
 
@@ -92,21 +99,67 @@ def match_picks(pred_xy, pred_score, ref_xy, max_dist_px: float) -> MatchResult:
     >>> m.tp.tolist(), m.ref_index.tolist()
     ([True, False, False], [0, -1, -1])
     """
+    if not max_dist_px >= 0:
+        raise ConfigError(f"the match distance must be non-negative, got {max_dist_px} px")
+
+    def closeness(offsets):
+        d = np.hypot(*offsets.T)
+        return np.where(d <= max_dist_px, -d, np.nan)
+
+    return _greedy_match(pred_xy, pred_score, ref_xy, reach_px=max_dist_px, closeness=closeness)
+
+
+def box_iou(offsets_xy, box_px: float) -> np.ndarray:
+    """IoU of two square boxes of side ``box_px`` whose centres lie ``offsets_xy`` (N, 2) apart.
+
+    >>> box_iou([[0, 0], [25, 0]], 100).round(3).tolist()
+    [1.0, 0.6]
+    """
+    offsets = np.abs(np.asarray(offsets_xy, dtype=np.float64).reshape(-1, 2))
+    overlap = np.prod(np.clip(box_px - offsets, 0.0, None), axis=1)
+    return overlap / (2.0 * box_px * box_px - overlap)
+
+
+def match_picks_iou(pred_xy, pred_score, ref_xy, box_px: float, min_iou: float = MIN_IOU) -> MatchResult:
+    """Match picks to references one-to-one, in descending score, where their boxes overlap with IoU > ``min_iou``.
+
+    Pick and reference boxes are squares of side ``box_px`` around their centres (crYOLO's criterion);
+    each pick, best score first, takes the reference not yet taken that its box overlaps most.
+
+    >>> m = match_picks_iou([[0, 0], [30, 0]], [0.9, 0.8], [[20, 0], [0, 0]], box_px=100)
+    >>> m.ref_index.tolist()
+    [1, 0]
+    """
+    if not box_px > 0:
+        raise ConfigError(f"box size must be positive, got {box_px}")
+    if not 0 <= min_iou < 1:
+        raise ConfigError(f"the IoU criterion must lie in [0, 1), got {min_iou}")
+    pred_xy, ref_xy = _as_xy(pred_xy, "pred_xy"), _as_xy(ref_xy, "ref_xy")
+    # IoU > t needs |dx| and |dy| < box (1 - t) / (1 + t): within that square's half-diagonal
+    reach = math.sqrt(2.0) * box_px * (1.0 - min_iou) / (1.0 + min_iou)
+
+    def closeness(offsets):
+        iou = box_iou(offsets, box_px)
+        return np.where(iou > min_iou, iou, np.nan)
+
+    return _greedy_match(pred_xy, pred_score, ref_xy, reach_px=reach, closeness=closeness)
+
+
+def _greedy_match(pred_xy, pred_score, ref_xy, *, reach_px: float, closeness) -> MatchResult:
+    """Best score first, each pick takes the untaken reference within ``reach_px`` of highest
+    ``closeness(offsets)`` (NaN: not a match); the one rule behind both match criteria."""
     pred_xy = _as_xy(pred_xy, "pred_xy")
     ref_xy = _as_xy(ref_xy, "ref_xy")
     scores = np.asarray(pred_score, dtype=np.float64).reshape(-1)
     if len(scores) != len(pred_xy):
         raise ValueError(f"{len(pred_xy)} picks but {len(scores)} scores")
-    if not max_dist_px >= 0:
-        raise ConfigError(f"the match distance must be non-negative, got {max_dist_px} px")
     order = _rank(scores)
     n = len(order)
     ref_index = np.full(n, -1, dtype=np.int64)
     distance = np.full(n, np.nan)
     if n and len(ref_xy):
         taken = np.zeros(len(ref_xy), dtype=bool)
-        tree = cKDTree(ref_xy)
-        neighbours = tree.query_ball_point(pred_xy[order], r=max_dist_px)
+        neighbours = cKDTree(ref_xy).query_ball_point(pred_xy[order], r=reach_px)
         for rank, candidates in enumerate(neighbours):
             if not candidates:
                 continue
@@ -114,12 +167,14 @@ def match_picks(pred_xy, pred_score, ref_xy, max_dist_px: float) -> MatchResult:
             candidates = candidates[~taken[candidates]]
             if not candidates.size:
                 continue
-            d = np.hypot(*(ref_xy[candidates] - pred_xy[order[rank]]).T)
-            best = int(np.argmin(d))  # ties: the reference of lowest index, as candidates come sorted
-            if d[best] <= max_dist_px:
-                ref_index[rank] = candidates[best]
-                distance[rank] = d[best]
-                taken[candidates[best]] = True
+            offsets = ref_xy[candidates] - pred_xy[order[rank]]
+            value = closeness(offsets)
+            if np.isnan(value).all():
+                continue
+            best = int(np.nanargmax(value))  # ties: the reference of lowest index, as candidates come sorted
+            ref_index[rank] = candidates[best]
+            distance[rank] = float(np.hypot(*offsets[best]))
+            taken[candidates[best]] = True
     return MatchResult(order=order, scores=scores[order], tp=ref_index >= 0, ref_index=ref_index,
                        distance_px=distance, n_refs=len(ref_xy))
 
@@ -239,6 +294,27 @@ def best_threshold(scores, tp, n_refs: int, beta: float = BETA) -> tuple[float, 
     return float(thresholds[k]), float(f[k])
 
 
+def auroc(scores, tp) -> float:
+    """Area under the ROC curve of scored candidates, true positives against false ones (HydraPicker).
+
+    The chance that a true positive outscores a false one, ties counting half (Mann–Whitney); NaN
+    when either kind is missing. References that no candidate reached do not enter it: quote it with
+    recall.
+
+    >>> auroc([0.9, 0.8, 0.7, 0.1], [True, False, True, False])
+    0.75
+    """
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    tp = np.asarray(tp, dtype=bool).reshape(-1)
+    n_pos, n_neg = int(tp.sum()), int((~tp).sum())
+    if not n_pos or not n_neg:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[tp].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 # --------------------------------------------------------------------------------------------------
 # evaluation of picks tables
 
@@ -250,6 +326,9 @@ class Evaluation:
     Scalars at ``threshold`` (None: all picks) are ``precision``, ``recall``, ``f1``, ``f2``, ``fbeta``
     (for ``beta``), ``n_picks``, ``n_tp`` and ``centre_error_box`` (mean centre distance of the matched
     pairs / box; NaN with no match). ``ap`` and ``best_threshold`` / ``best_fbeta`` use the whole list.
+    The same under crYOLO's criterion (box IoU > ``min_iou``): ``precision_iou``, ``recall_iou``,
+    ``ap_iou`` and ``mean_iou`` (of the pairs matched so, at ``threshold``); ``auroc`` is HydraPicker's
+    area under the ROC curve of all candidates, true and false positives by the distance criterion.
     """
 
     precision: float
@@ -276,13 +355,20 @@ class Evaluation:
     micrograph: np.ndarray = field(repr=False)  # name of each ranked pick's micrograph
     # the threshold when no pick scores below it: the picks were cut there, the curve covers only the top
     truncated_at: float | None = None
+    # other pickers' figures (see the module's docstring)
+    min_iou: float = MIN_IOU
+    precision_iou: float = math.nan
+    recall_iou: float = math.nan
+    ap_iou: float = math.nan
+    mean_iou: float = math.nan
+    auroc: float = math.nan
 
     def to_dict(self) -> dict:
         """The scalar figures as JSON-ready Python values (NaN and inf become None)."""
         out = {}
         for name in ("precision", "recall", "f1", "f2", "fbeta", "beta", "threshold", "ap", "best_threshold",
                      "best_fbeta", "centre_error_box", "n_picks", "n_tp", "n_refs", "n_micrographs", "box_px",
-                     "max_dist_px"):
+                     "max_dist_px", "min_iou", "precision_iou", "recall_iou", "ap_iou", "mean_iou", "auroc"):
             value = getattr(self, name)
             if isinstance(value, (float, np.floating)):
                 value = float(value) if math.isfinite(value) else None
@@ -354,7 +440,7 @@ def match_distance_px(box_px: float, match_fraction: float = MATCH_FRACTION, mat
 
 def evaluate_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
                    *, match_fraction: float = MATCH_FRACTION, match_px: float | None = None,
-                   threshold: float | None = None, beta: float = BETA,
+                   threshold: float | None = None, beta: float = BETA, min_iou: float = MIN_IOU,
                    micrographs: Iterable[str] | None = None) -> Evaluation:
     """Evaluate a picks table against reference picks over many micrographs.
 
@@ -379,6 +465,8 @@ def evaluate_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
         Keep picks with ``score >= threshold`` for the scalar figures; None keeps all.
     beta
         The beta of ``fbeta`` and of the optimal threshold (2: DeepEM).
+    min_iou
+        The IoU criterion of the crYOLO-style figures (boxes of side ``box_px``).
     micrographs
         Names of the labelled micrographs to evaluate; picks and references of others are ignored.
         None: every micrograph named in either table.
@@ -416,24 +504,30 @@ def evaluate_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
         n_refs += len(ref_xy)
         if p is None:
             continue
-        m = match_picks(p[["x", "y"]].to_numpy(dtype=np.float64), p["score"].to_numpy(dtype=np.float64),
-                        ref_xy, max_dist)
-        parts.append((m.scores, m.tp, m.distance_px, np.full(len(m.tp), name, dtype=object)))
+        xy, score = p[["x", "y"]].to_numpy(dtype=np.float64), p["score"].to_numpy(dtype=np.float64)
+        m = match_picks(xy, score, ref_xy, max_dist)
+        by_iou = match_picks_iou(xy, score, ref_xy, box_px, min_iou)
+        iou = np.full(len(by_iou.tp), np.nan)
+        iou[by_iou.tp] = box_iou(ref_xy[by_iou.ref_index[by_iou.tp]] - xy[by_iou.order[by_iou.tp]], box_px)
+        parts.append((m.scores, m.tp, m.distance_px, np.full(len(m.tp), name, dtype=object), by_iou.tp, iou))
     if n_refs == 0:
         raise CoordinateError("there are no reference particles in the evaluated micrographs; "
                               "check the reference coordinates and micrograph names")
     if parts:
-        scores, tp, dist, mics = (np.concatenate(a) for a in zip(*parts))
+        scores, tp, dist, mics, tp_iou, iou = (np.concatenate(a) for a in zip(*parts))
     else:
         scores, tp, dist, mics = np.empty(0), np.empty(0, bool), np.empty(0), np.empty(0, object)
-    order = np.argsort(-scores, kind="stable")  # per-micrograph lists are already ranked: stable pooling
-    scores, tp, dist, mics = scores[order], tp[order], dist[order], mics[order]
+        tp_iou, iou = np.empty(0, bool), np.empty(0)
+    # per-micrograph lists are ranked alike under both criteria: one stable pooling serves both
+    order = np.argsort(-scores, kind="stable")
+    scores, tp, dist, mics, tp_iou, iou = (a[order] for a in (scores, tp, dist, mics, tp_iou, iou))
 
     kept = np.ones(len(scores), dtype=bool) if threshold is None else scores >= threshold
     n_picks, n_tp = int(kept.sum()), int(tp[kept].sum())
     precision = n_tp / n_picks if n_picks else 0.0
     recall = n_tp / n_refs
     matched = dist[kept & tp]
+    n_tp_iou = int(tp_iou[kept].sum())
     best_t, best_f = best_threshold(scores, tp, n_refs, beta)
     return Evaluation(
         precision=float(precision), recall=float(recall),
@@ -446,4 +540,7 @@ def evaluate_picks(picks: pd.DataFrame, references: pd.DataFrame, box_px: float,
         box_px=float(box_px), max_dist_px=max_dist,
         scores=scores, tp=tp, distance_px=dist, micrograph=mics,
         truncated_at=threshold if threshold is not None and len(scores) and scores.min() >= threshold else None,
+        min_iou=float(min_iou), precision_iou=n_tp_iou / n_picks if n_picks else 0.0, recall_iou=n_tp_iou / n_refs,
+        ap_iou=average_precision(scores, tp_iou, n_refs),
+        mean_iou=float(iou[kept & tp_iou].mean()) if n_tp_iou else math.nan, auroc=auroc(scores, tp),
     )

@@ -44,7 +44,7 @@ import scipy.fft
 from .errors import ConfigError
 from .io import atomic_write_text, make_picks, write_micrograph, write_picks
 
-VIEWS = ("random", "side", "top")
+VIEWS = ("random", "side", "top", "side-top")
 CONTAMINANTS = ("ice", "carbon", "filaments", "aggregates", "broken")
 SPLIT_NAMES = ("train", "valid", "test")
 _FFT_WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -193,7 +193,8 @@ def random_rotations(n: int, rng: np.random.Generator, views: str = "random") ->
     """``n`` rotation matrices (n, 3, 3): uniform on SO(3), or side / top views of the molecule's z axis.
 
     Side views put the z axis in the image plane (random in-plane angle and spin about the axis); top
-    views put it along the beam, pointing either way.
+    views put it along the beam, pointing either way; ``side-top`` draws each particle's view from the
+    two, side and top alike likely (KLH on a grid).
     """
     if views == "random":
         q = rng.standard_normal((n, 4))
@@ -208,7 +209,12 @@ def random_rotations(n: int, rng: np.random.Generator, views: str = "random") ->
         raise ConfigError(f"unknown views '{views}'; use one of {', '.join(VIEWS)}")
     spin = rng.uniform(0, 2 * np.pi, n)
     in_plane = rng.uniform(0, 2 * np.pi, n)
-    tilt = np.full(n, np.pi / 2) if views == "side" else np.pi * rng.integers(0, 2, n)
+    if views == "side":
+        tilt = np.full(n, np.pi / 2)
+    elif views == "top":
+        tilt = np.pi * rng.integers(0, 2, n)
+    else:
+        tilt = np.where(rng.random(n) < 0.5, np.pi / 2, np.pi * rng.integers(0, 2, n))
     return np.einsum("nij,njk,nkl->nil", _rot_z(in_plane), _rot_x(tilt), _rot_z(spin))
 
 
@@ -237,7 +243,7 @@ class SimConfig:
     size_px: int | tuple[int, int] = 512  # side, or (rows, columns)
     pixel_size_a: float = 2.2  # the KLH benchmark's pixel size (Zhu et al. 2004)
     diameter_px: float | None = None  # None → the molecule's diameter_a / pixel_size_a
-    views: str = "random"  # "random" (uniform SO(3)), "side" (KLH bake-off) or "top"
+    views: str = "random"  # "random" (uniform SO(3)), "side" (KLH bake-off), "top" or "side-top"
     n_particles: int = 20
     density: float | None = None  # fraction of the area covered by particle discs; overrides n_particles
     min_distance_px: float | None = None  # None → diameter_px: nominal discs do not overlap

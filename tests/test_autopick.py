@@ -379,7 +379,8 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     out = tmp_path / "out"
     guarded = autopick(general, empty / "micrographs", box_px=56, out_dir=out, config=replace(forced, max_growth=1.5),
                        train_config=FAST_TRAIN, pick_config=FAST_PICK)
-    assert "made 30 picks above the threshold where the general model made 10 (3.0×, more than 1.5×)" in guarded.skipped
+    assert ("made 30 picks above the threshold where the general model made 10 (3.0×, more than 1.5×)"
+            in guarded.skipped)
     assert guarded.n_top == [] and model_fingerprint(guarded.model) == model_fingerprint(with_box(general, 56))
     kept = load_model(out / "autopick_model.pt")
     assert kept.info["autopick"]["drift"]["growth"] == 3.0 and model_fingerprint(kept) == model_fingerprint(

@@ -9,17 +9,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.metrics import precision_recall_curve as sk_precision_recall_curve
 
 from deeppick.errors import ConfigError, CoordinateError
 from deeppick.io import concat_picks, make_picks
 from deeppick.metrics import (
+    auroc,
     average_precision,
+    box_iou,
     evaluate_picks,
     fbeta_score,
     match_distance_px,
     match_picks,
+    match_picks_iou,
     precision_recall_curve,
 )
 
@@ -110,6 +113,70 @@ def test_matching_invariants(pred, ref, max_dist, seed):
         int(m.order[k]): int(m.ref_index[k]) for k in np.flatnonzero(m.tp)}
 
 
+def test_box_iou_is_the_overlap_of_two_drawn_squares():
+    box = 40
+    rng = np.random.default_rng(3)
+    for dx, dy in rng.uniform(-45, 45, size=(20, 2)).round():
+        a = np.zeros((200, 200), bool)
+        b = np.zeros((200, 200), bool)
+        a[80:80 + box, 80:80 + box] = True
+        b[80 + int(dy):80 + int(dy) + box, 80 + int(dx):80 + int(dx) + box] = True
+        assert box_iou([[dx, dy]], box)[0] == pytest.approx((a & b).sum() / (a | b).sum())
+
+
+def naive_greedy_iou(pred_xy, scores, ref_xy, box, min_iou):
+    """IoU matching the obvious way: best score first, the free reference of highest IoU above min_iou."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    free = set(range(len(ref_xy)))
+    pairs = {}
+    for i in order:
+        best, best_iou = None, min_iou
+        for j in sorted(free):
+            iou = box_iou([np.subtract(ref_xy[j], pred_xy[i])], box)[0]
+            if iou > best_iou:
+                best, best_iou = j, iou
+        if best is not None:
+            pairs[i] = best
+            free.discard(best)
+    return pairs
+
+
+@settings(max_examples=60, deadline=None)
+@given(pred=points, ref=points, box=st.floats(2, 40), min_iou=st.floats(0, 0.95), seed=st.integers(0, 2**16))
+def test_iou_matching_invariants(pred, ref, box, min_iou, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.permutation(len(pred)).astype(float)
+    pred_xy = np.array(pred, dtype=float).reshape(-1, 2)
+    ref_xy = np.array(ref, dtype=float).reshape(-1, 2)
+    m = match_picks_iou(pred_xy, scores, ref_xy, box, min_iou)
+    matched = m.ref_index[m.tp]
+    assert len(set(matched.tolist())) == len(matched)
+    assert np.all(box_iou(ref_xy[matched] - pred_xy[m.order[m.tp]], box) > min_iou)
+    assert {int(m.order[k]): int(m.ref_index[k]) for k in np.flatnonzero(m.tp)} == naive_greedy_iou(
+        pred_xy.tolist(), scores.tolist(), ref_xy.tolist(), box, min_iou)
+
+
+def test_iou_criterion_is_stricter_diagonally_than_a_distance():
+    # 0.2 box along an axis passes both; the same distance along the diagonal fails IoU > 0.6 only
+    along, diagonal = [[20.0, 0.0]], [[20 / math.sqrt(2), 20 / math.sqrt(2)]]
+    assert match_picks_iou(along, [1.0], [[0.0, 0.0]], 100).tp.all()
+    assert not match_picks_iou(diagonal, [1.0], [[0.0, 0.0]], 100).tp.any()
+    assert match_picks(diagonal, [1.0], [[0.0, 0.0]], 20).tp.all()
+    with pytest.raises(ConfigError):
+        match_picks_iou(along, [1.0], [[0.0, 0.0]], 100, min_iou=1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=1, max_size=40))
+def test_auroc_agrees_with_sklearn(data):
+    scores = np.array([s / 6 for s, _ in data])
+    tp = np.array([f for _, f in data])
+    if tp.all() or not tp.any():
+        assert math.isnan(auroc(scores, tp))
+    else:
+        assert auroc(scores, tp) == pytest.approx(roc_auc_score(tp, scores))
+
+
 # --- curves and AP ------------------------------------------------------------------------------------
 
 
@@ -197,6 +264,12 @@ def test_evaluate_counts_pools_and_reports(labelled):
     assert ev.best_fbeta == pytest.approx(fbeta_score(1.0, 0.5, 2))
     assert np.all(np.diff(ev.scores) <= 0) and len(ev.scores) == 40 and ev.tp.sum() == 30
     json.dumps(ev.to_dict())
+    # IoU of a 5 px offset (3, 4) in a 100 px box; every hit passes IoU > 0.6 and true picks outscore false
+    iou = box_iou([[3.0, 4.0]], 100)[0]
+    assert (ev.precision_iou, ev.recall_iou, ev.ap_iou) == (ev.precision, ev.recall, ev.ap)
+    assert ev.mean_iou == pytest.approx(iou) and ev.auroc == 1.0
+    small = evaluate_picks(picks, refs, box_px=20, match_px=5)  # 5 px passes the distance, not IoU > 0.6
+    assert small.n_tp == 30 and small.recall_iou == 0 and math.isnan(small.mean_iou)
     at = evaluate_picks(picks, refs, box_px=100, threshold=0.55)
     assert (at.n_picks, at.precision, at.threshold) == (30, 1.0, 0.55)
     assert at.ap == ev.ap  # AP uses the whole ranked list

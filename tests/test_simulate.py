@@ -204,7 +204,7 @@ def test_split_assignment_counts_and_validation():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2 ** 32 - 1), views=st.sampled_from(["random", "side", "top"]))
+@given(seed=st.integers(0, 2 ** 32 - 1), views=st.sampled_from(["random", "side", "top", "side-top"]))
 def test_rotations_are_proper_and_respect_the_views(seed, views):
     r = random_rotations(8, np.random.default_rng(seed), views)
     assert np.allclose(r @ np.swapaxes(r, 1, 2), np.eye(3), atol=1e-9)
@@ -213,6 +213,19 @@ def test_rotations_are_proper_and_respect_the_views(seed, views):
         assert np.allclose(r[:, 2, 2], 0, atol=1e-9)
     if views == "top":
         assert np.allclose(np.abs(r[:, 2, 2]), 1)
+    if views == "side-top":  # each particle one or the other
+        assert np.all(np.isclose(r[:, 2, 2], 0, atol=1e-9) | np.isclose(np.abs(r[:, 2, 2]), 1))
+
+
+def test_side_and_top_views_mix_and_the_command_offers_every_view():
+    from deeppick.commands.simulate import simulate
+    from deeppick.simulate import VIEWS
+
+    z = random_rotations(400, np.random.default_rng(0), "side-top")[:, 2, 2]
+    side = np.isclose(z, 0, atol=1e-9)
+    assert 0.4 < side.mean() < 0.6 and np.allclose(np.abs(z[~side]), 1)
+    views = next(p for p in simulate.params if p.name == "views")
+    assert tuple(views.type.choices) == VIEWS
 
 
 def test_ctf_is_minus_amplitude_contrast_at_zero_and_damped_by_b_factor():

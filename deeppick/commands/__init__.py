@@ -2,6 +2,7 @@
 library (:mod:`deeppick.cli` gathers them)."""
 
 from .automatic import autopick, pretrain
+from .benchmark import benchmark
 from .files import convert, fetch, info, manifest
 from .looking import report, show
 from .picking import evaluate, pick
@@ -9,4 +10,4 @@ from .simulate import simulate
 from .training import extract, fit, refine, threshold, train
 
 COMMANDS = (simulate, info, convert, extract, train, fit, refine, threshold, pick, evaluate, report, show, pretrain,
-            autopick, manifest, fetch)
+            autopick, manifest, fetch, benchmark)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
 from ._shared import PICK_FORMATS, report_failures, user_errors
 
 
@@ -76,8 +77,8 @@ def info(micrographs, box_px):
 @user_errors
 def manifest(dataset, output, base_url):
     """Write a manifest (files, sizes, SHA-256) of a dataset folder, to publish it or check a copy."""
-    from ..datasets import make_manifest
     from ..io import atomic_write_text
+    from ..manifests import make_manifest
 
     data = make_manifest(dataset, base_url)
     atomic_write_text(output, json.dumps(data, indent=1) + "\n")
@@ -85,13 +86,25 @@ def manifest(dataset, output, base_url):
 
 
 @click.command()
-@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="dataset folder to fill")
+@click.argument("source", metavar="NAME|MANIFEST", required=False)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="dataset folder to fill")
 @click.option("--base-url", help="mirror serving the files (overrides the manifest's)")
+@click.option("--list", "list_known", is_flag=True, help="list the manifests that ship with deeppick and stop")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 @user_errors
-def fetch(manifest_path, output, base_url):
-    """Download a dataset described by MANIFEST, checking every file's SHA-256 (resumes if interrupted)."""
-    from ..datasets import fetch_dataset
+def fetch(source, output, base_url, list_known, quiet):
+    """Download a data set: a manifest that ships with deeppick by NAME (--list), or a MANIFEST file.
 
-    fetched, present = fetch_dataset(manifest_path, output, base_url=base_url)
-    click.echo(f"{output}: fetched {fetched} files, {present} already present and verified")
+    Every file with a published SHA-256 is checked; files already complete are kept, so a rerun resumes.
+    """
+    from ..manifests import fetch_dataset, known_manifests, load_manifest
+
+    if list_known:
+        for name in known_manifests():
+            data = load_manifest(name)
+            click.echo(f"{name}\t{data.get('title', '')}\t{len(data.get('files', []))} files")
+        return
+    if source is None or output is None:
+        raise ConfigError("give what to fetch and where: deeppick fetch NAME|MANIFEST -o DIR (--list: the names)")
+    result = fetch_dataset(source, output, base_url=base_url, progress=not quiet)
+    click.echo(result.summary(output))

@@ -130,7 +130,8 @@ def pick(model_path, micrographs, watch, watch_timeout, output, fmt, threshold, 
 @user_errors
 def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_px, threshold, match_px, beta,
              output, with_report, micrographs):
-    """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots.
+    """Compare picks with reference coordinates: precision, recall, F1, F2, AP, centre error, plots; also
+    crYOLO's IoU-based figures and HydraPicker's AUROC.
 
     Picks and references are matched by micrograph name; micrographs that only one side names are left
     out (and listed), and the command stops with one line when no name matches.
@@ -173,6 +174,9 @@ def evaluate(picks_path, picks_fmt, references, dataset, split, model_path, box_
     click.echo(f"F{beta:g}-optimal threshold on these micrographs {ev.best_threshold:.3g} (F{beta:g} "
                f"{ev.best_fbeta:.3f}; choose a threshold on held-out micrographs, not on these); centre error "
                f"{ev.centre_error_box:.3f} box")
+    click.echo(f"as crYOLO counts (box IoU > {ev.min_iou:g}): precision {ev.precision_iou:.3f}  recall "
+               f"{ev.recall_iou:.3f}  AP {ev.ap_iou:.3f}  mean IoU {ev.mean_iou:.3f}; as HydraPicker: AUROC "
+               f"{ev.auroc:.3f} (of the candidates, true against false)")
     cut = picks_cut_at(picks_path, picks_fmt)
     if cut:
         click.echo(f"note: these picks were cut at a score of {cut:.3g} when picked, so the curve and AP cover only "

@@ -50,8 +50,9 @@ def _diameters(items, molecules) -> dict[str, float]:
 @click.option("--diameter-px", multiple=True,
               help="particle diameter in px (default: the molecule's size at --pixel-size-a); "
                    "MOLECULE=PX sets one molecule's, repeatable")
-@click.option("--views", type=click.Choice(["random", "side", "top"]), cls=LibraryDefault,
-              library="simulate:SimConfig.views", help="uniform random 3-D orientations, or side / top views only")
+@click.option("--views", type=click.Choice(["random", "side", "top", "side-top"]), cls=LibraryDefault,
+              library="simulate:SimConfig.views",
+              help="uniform random 3-D orientations, side or top views only, or side and top views mixed")
 @click.option("--particles", "n_particles", type=int, default=50, show_default=True, help="particles per micrograph")
 @click.option("--density", type=float, help="fraction of the area covered by particles (instead of --particles)")
 @click.option("--min-distance-px", type=float, help="least centre distance [default: the diameter]")

@@ -1,0 +1,147 @@
+"""The benchmarks as library functions and commands: the KLH reader and protocol (on synthetic data), the SNR
+sweep, the speed figures, and the JSON every benchmark writes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deeppick.benchmark import require_realdata, write_figures
+from deeppick.benchmark.klh import find_klh_data, klh_split
+from deeppick.benchmark.realdata import LeaveOneOutRecipe
+from deeppick.benchmark.snr import snr_sweep, snr_table
+from deeppick.cli import cli
+from deeppick.errors import DatasetError
+from deeppick.io import make_picks, write_micrograph, write_picks
+from deeppick.simulate import SimConfig
+from deeppick.train import TrainConfig
+
+
+def _klh_folder(root):
+    """Three defocus pairs as NRAMM names them; picks as EMAN boxes named after the exposure or the pair."""
+    image = np.zeros((64, 64), np.float32)
+    for name in ("a", "b", "c"):
+        for exposure in ("001", "002"):
+            write_micrograph(root / "mrc" / f"{name}.{exposure}.mrc", image)
+    write_picks(make_picks("a.002", [20.0, 40.0], [22.0, 30.0]), root / "picks" / "a.002.box", "box", box_px=16)
+    write_picks(make_picks("b", [30.0], [31.0]), root / "picks" / "b.box", "box", box_px=16)  # the pair's name
+    write_picks(make_picks("z.002", [5.0], [5.0]), root / "picks" / "z.002.box", "box", box_px=16)  # no image
+    (root / "picks" / "README.txt").write_text("picked by hand in 2004\n")
+    return root
+
+
+def test_klh_reader_keeps_far_from_focus_matches_pair_names_and_says_what_is_missing(tmp_path):
+    data = find_klh_data(_klh_folder(tmp_path))
+    assert [p.name for p in data.micrographs] == ["a.002.mrc", "b.002.mrc"]
+    assert data.near_to_focus_left_out == 3 and data.without_picks == ["c.002"]
+    assert data.picks_without_micrograph == ["z.002"] and data.unreadable == ["README.txt"]
+    a = data.picks[data.picks["micrograph"] == "a.002"]
+    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), [[20, 22], [40, 30]])  # EMAN corners → centres
+    assert set(data.picks["micrograph"]) == {"a.002", "b.002"}
+    summary = data.summary()
+    assert "2 micrographs with 3 manual picks" in summary and "near-to-focus" in summary and "c.002" in summary
+
+
+def test_klh_reader_says_what_to_do_when_data_or_picks_are_missing(tmp_path):
+    with pytest.raises(DatasetError, match="fetch klh-dataset-1"):
+        find_klh_data(tmp_path)
+    (tmp_path / "exposure2.mrc.tar.gz").write_bytes(b"")
+    with pytest.raises(DatasetError, match="unpack exposure2.mrc.tar.gz"):
+        find_klh_data(tmp_path)
+    write_micrograph(tmp_path / "a.002.mrc", np.zeros((32, 32), np.float32))
+    write_picks(make_picks("q", [5.0], [5.0]), tmp_path / "q.box", "box", box_px=8)
+    with pytest.raises(DatasetError, match="no manual picks naming any of them.*naming e.g. q"):
+        find_klh_data(tmp_path)
+
+
+def test_klh_split_is_deepems_first_50_then_32_with_a_held_out_part_of_the_training_set(tmp_path):
+    paths = [tmp_path / f"m{i:02d}.002.mrc" for i in range(82)][::-1]  # any order in, sorted by name out
+    fit, held, test = klh_split(paths)
+    assert len(fit) + len(held) == 50 and len(test) == 32 and len(held) == round(0.15 * 50)
+    assert test[0].name == "m50.002.mrc" and fit[0].name == "m00.002.mrc"
+    fit, held, test = klh_split(paths[:10])
+    assert (len(fit), len(held), len(test)) == (5, 1, 4)  # the 50 : 32 proportion
+    with pytest.raises(DatasetError):
+        klh_split(paths[:2])
+
+
+def test_synthetic_klh_protocol_end_to_end_says_it_is_synthetic(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["benchmark", "klh", "--synthetic", "--micrographs", "6", "--size", "1024",
+                                      "--epochs", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "klh-synthetic.json").read_text())
+    assert figures["synthetic"] is True and figures["box_px"] == 272
+    assert figures["micrographs"] == {"train": 3, "held_out": 1, "test": 2}
+    assert 0 <= figures["ap"] <= 1 and figures["particles"]["test_references"] > 0
+    assert figures["measured_on"]["deeppick"] and figures["measured_on"]["cpus"] >= 1
+    figure_lines = [line for line in result.output.splitlines() if line.startswith(("AP", "precision", "F2", "as "))]
+    assert not figure_lines  # every line of figures carries the synthetic tag
+    assert sum("SYNTHETIC" in line for line in result.output.splitlines()) >= 5
+    assert "SYNTHETIC" in (out / "report.html").read_text()
+    assert len(list((out / "test-picks").glob("*.star"))) == 2 and (out / "klh-model.pt").is_file()
+    # the data as written goes through the reader real data goes through: EMAN boxes, *.002 names
+    assert sorted(p.suffix for p in (out / "synthetic-klh" / "picks").iterdir()) == [".box"] * 6
+
+
+def test_klh_command_needs_data_or_synthetic_and_keeps_outputs_out_of_the_data(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["benchmark", "klh", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--synthetic" in result.stderr
+    result = runner.invoke(cli, ["benchmark", "klh", "--data", str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "inside the data folder" in result.stderr
+
+
+def test_snr_sweep_trains_and_tests_at_each_snr_and_reuses_its_data(tmp_path):
+    sim = SimConfig(molecule="globular", size_px=384, n_particles=12, diameter_px=36, contaminants=())
+    figures = snr_sweep(tmp_path, snrs=(1.0, 0.001), sim=sim, n_micrographs=5,
+                        train_config=TrainConfig(epochs=3))
+    assert [row["snr"] for row in figures["rows"]] == [1.0, 0.001]
+    assert all(0 <= row["ap"] <= 1 and row["references"] > 0 for row in figures["rows"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snr-0.001", "snr-1"]
+    before = (tmp_path / "snr-1" / "dataset.json").stat().st_mtime_ns
+    snr_sweep(tmp_path, snrs=(1.0,), sim=sim, n_micrographs=5, train_config=TrainConfig(epochs=1))
+    assert (tmp_path / "snr-1" / "dataset.json").stat().st_mtime_ns == before
+    table = snr_table(figures)
+    assert "SNR" in table and ("falls below" in table or "stays at or above" in table)
+
+
+def test_snr_table_names_the_first_snr_where_ap_breaks():
+    rows = [{"snr": s, "ap": a, "precision": 0, "recall": 0, "f2": 0, "threshold": None, "seconds": 1}
+            for s, a in ((0.1, 0.9), (0.01, 0.4), (0.001, 0.1))]
+    figures = {"molecule": "m", "n_micrographs": 3, "size_px": [64, 64], "split": [0.6, 0.2, 0.2], "rows": rows,
+               "broken_below_ap": 0.5, "first_snr_below": 0.01}
+    assert snr_table(figures).splitlines()[-1] == "AP first falls below 0.5 at SNR 0.01"
+
+
+def test_figures_json_is_strict_json_with_where_it_was_measured(tmp_path):
+    path = write_figures(tmp_path, "x", {"nan": math.nan, "inf": math.inf, "n": np.int64(3), "f": np.float32(0.5),
+                                         "nested": [{"a": np.float64(math.nan)}], "path": tmp_path})
+    data = json.loads(path.read_text())  # strict: NaN would not parse as JSON elsewhere
+    assert data["nan"] is None and data["inf"] is None and data["n"] == 3 and data["f"] == 0.5
+    assert data["nested"] == [{"a": None}] and data["path"] == str(tmp_path) and data["benchmark"] == "x"
+    assert {"date", "deeppick", "torch", "cpus"} <= set(data["measured_on"])
+
+
+def test_speed_benchmark_runs_and_its_dense_scan_equals_the_naive_one(tmp_path):
+    result = CliRunner().invoke(cli, ["benchmark", "speed", "--quick", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "speed.json").read_text())
+    scan = figures["scan"]
+    assert scan["max_abs_diff"] <= 1e-5 and scan["speedup"] > 1 and scan["fraction_of_peak"] > 0
+    assert figures["train"]["rows"][0]["epochs"] == 1 and len(figures["simulate"]["rows"]) == 4
+    assert "dense / naive speed-up" in result.output
+
+
+def test_realdata_benchmark_without_the_packs_is_one_line(tmp_path):
+    with pytest.raises(DatasetError, match="real annotated packs are not here"):
+        require_realdata(tmp_path)
+    result = CliRunner().invoke(cli, ["benchmark", "realdata", "--root", str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--root" in result.stderr
+    quick = LeaveOneOutRecipe.reduced(max_test=2)
+    assert (quick.positives, quick.max_test, quick.rotations) == (4000, 2, False)
+    assert quick.settings() != LeaveOneOutRecipe().settings()
