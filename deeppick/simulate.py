@@ -40,6 +40,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.fft
+import scipy.ndimage
 
 from .errors import ConfigError
 from .io import atomic_write_text, make_picks, write_micrograph, write_picks
@@ -258,6 +259,10 @@ class SimConfig:
     contaminants: tuple[str, ...] = CONTAMINANTS  # kinds drawn (never labelled)
     contamination: float = 1.0  # multiplies the expected contaminant counts below
     empty: bool = False  # leave the particles out (contaminants and noise only)
+    # ours: a background ramp across the micrograph of up to this many noise SDs (drawn per micrograph, in a
+    # random direction: ice thinner on one side of the hole); 0: none
+    ice_gradient: float = 0.0
+    detector_blur_px: float = 0.0  # ours: a Gaussian blur of the finished image, σ px (the detector's MTF)
 
     def __post_init__(self):
         if isinstance(self.size_px, (int, np.integer)):
@@ -294,6 +299,8 @@ class SimConfig:
             (set(self.contaminants) <= set(CONTAMINANTS), "contaminants", self.contaminants,
              f"use some of {', '.join(CONTAMINANTS)} or none (--contaminants)"),
             (self.contamination >= 0, "contamination", self.contamination, "give a factor >= 0 (--contamination)"),
+            (self.ice_gradient >= 0, "ice_gradient", self.ice_gradient, "give noise SDs >= 0 (--ice-gradient)"),
+            (self.detector_blur_px >= 0, "detector_blur_px", self.detector_blur_px, "give σ px >= 0 (--detector-blur)"),
         ]
         for ok, name, value, advice in checks:
             if not ok:
@@ -642,7 +649,7 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
     ((512, 512), (10, 2))
     """
     rng = _as_generator(rng)
-    scene_rng, noise_rng = rng.spawn(2)
+    scene_rng, noise_rng, look_rng = rng.spawn(3)  # the third only draws the ice ramp
     shape = config.shape_px
     rows, cols = shape
     diameter_px = config.resolved_diameter_px
@@ -793,6 +800,13 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
         image += signal
     shot *= np.float32(k * shot_sd)
     image += shot
+    if config.ice_gradient:
+        angle, amount = look_rng.uniform(0, 2 * np.pi), look_rng.uniform(0, config.ice_gradient)
+        yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+        ramp = (xx - cols / 2) * np.cos(angle) + (yy - rows / 2) * np.sin(angle)
+        image += np.float32(amount * math.sqrt(noise_power) / max(np.abs(ramp).max(), 1.0)) * ramp
+    if config.detector_blur_px:
+        image = scipy.ndimage.gaussian_filter(image, config.detector_blur_px)
 
     result = SimulatedMicrograph(
         image=image,
@@ -983,18 +997,20 @@ ZOO_PILOT_MICROGRAPHS = 8
 
 def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, *, n_micrographs: int = 4,
                  size_px: int = 1024, snr: float = ZOO_SNR, density: float = ZOO_DENSITY, seed: int = 0,
-                 diameters_px: dict | None = None) -> list[Path]:
+                 diameters_px: dict | None = None, ice_gradient: float = 0.0,
+                 detector_blur_px: float = 0.0) -> list[Path]:
     """Simulated pretraining molecules at real-pack-like sizes; one dataset folder per molecule.
 
     A complete folder simulated before with the same settings is reused; one simulated otherwise (at
     another density, say) is simulated again. Defaults: 4 micrographs of 1024² px per molecule
     (3 train, 1 valid), SNR :data:`ZOO_SNR`, :data:`ZOO_DENSITY` of the area covered, diameters
-    :data:`ZOO_DIAMETERS_PX`.
+    :data:`ZOO_DIAMETERS_PX`; ``ice_gradient`` and ``detector_blur_px`` as :class:`SimConfig`'s.
     """
     molecules = list(molecules or ZOO_DIAMETERS_PX)
     diameters = {m: (diameters_px or ZOO_DIAMETERS_PX).get(m, ZOO_DIAMETERS_PX.get(m)) for m in molecules}
     out_dir = Path(out_dir)
-    config = SimConfig(size_px=size_px, snr=snr, density=density)
+    config = SimConfig(size_px=size_px, snr=snr, density=density, ice_gradient=ice_gradient,
+                       detector_blur_px=detector_blur_px)
     wanted = {m: replace(config, molecule=m, diameter_px=diameters[m]) for m in molecules}
     todo = [m for m in molecules if not _simulated_with(out_dir / m, wanted[m], n_micrographs, seed)]
     if todo:

@@ -294,3 +294,26 @@ def test_zoo_reuses_a_folder_only_if_simulated_with_the_same_settings(tmp_path):
     (tmp_path / "globular" / "dataset.json").write_text("{not json")  # damaged: simulated again
     repaired, _ = simulate(density=ZOO_DENSITY, snr=0.5)
     assert repaired == noisier
+
+
+def test_uneven_ice_and_detector_blur_change_the_image_not_the_particles():
+    config = SimConfig(size_px=256, n_particles=5, snr=0.1, contaminants=())
+    plain = simulate_micrograph(config, rng=3)
+    ramped = simulate_micrograph(replace(config, ice_gradient=3.0), rng=3)
+    blurred = simulate_micrograph(replace(config, detector_blur_px=2.0), rng=3)
+    np.testing.assert_array_equal(plain.centres_xy, ramped.centres_xy)
+    np.testing.assert_array_equal(plain.centres_xy, blurred.centres_xy)
+    # uneven ice adds a plane: the difference is fitted exactly by a tilted plane
+    yy, xx = np.mgrid[0:256, 0:256]
+    design = np.column_stack([np.ones(xx.size), xx.ravel(), yy.ravel()])
+    difference = (ramped.image - plain.image).ravel().astype(np.float64)
+    coef, *_ = np.linalg.lstsq(design, difference, rcond=None)
+    assert np.abs(difference - design @ coef).max() < 1e-3 * np.abs(difference).max()
+    assert np.hypot(*coef[1:]) * 256 > 0.1 * plain.image.std()
+    # blur: less power at high frequencies, relative to the whole
+    def high(img):
+        power = np.abs(np.fft.rfft2(img - img.mean())) ** 2
+        return power[64:128, 64:].sum() / power.sum()
+    assert high(blurred.image) < 0.5 * high(plain.image)
+    with pytest.raises(ConfigError, match="ice_gradient"):
+        SimConfig(ice_gradient=-1)

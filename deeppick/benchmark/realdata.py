@@ -141,6 +141,8 @@ class LeaveOneOutRecipe:
     max_growth: float = -1.0  # the drift guard's limit; 0: no guard; -1: AutopickConfig's
     off_centre: float | None = None  # off-centre views per self-training particle
     zoo_density: float | None = None  # area fraction the zoo's particles cover
+    zoo_ice_gradient: float = 0.0  # the zoo's uneven ice and detector blur (SimConfig's)
+    zoo_detector_blur_px: float = 0.0
     rotations: bool = True  # scan with the four rotations
     highpass: float = 0.0  # background subtraction σ, model px (0: off)
     seed: int = 0
@@ -158,7 +160,8 @@ class LeaveOneOutRecipe:
     def settings(self) -> dict:
         """What decides the general model: a cached one is reused only if these match."""
         keep = ("positives", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo", "rotations", "highpass",
-                "seed", "box_factors", "junk_share", "empty_share", "zoo_density")
+                "seed", "box_factors", "junk_share", "empty_share", "zoo_density", "zoo_ice_gradient",
+                "zoo_detector_blur_px")
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
 
 
@@ -186,14 +189,15 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     seeded = replace(PRETRAIN_TRAINING, seed=recipe.seed)
     train_config = seeded if recipe.epochs is None else replace(seeded, epochs=recipe.epochs)
     tune_config = seeded if recipe.finetune_epochs is None else replace(seeded, epochs=recipe.finetune_epochs)
-    density = ZOO_DENSITY if recipe.zoo_density is None else recipe.zoo_density
+    looks = {"density": ZOO_DENSITY if recipe.zoo_density is None else recipe.zoo_density,
+             "ice_gradient": recipe.zoo_ice_gradient, "detector_blur_px": recipe.zoo_detector_blur_px}
     if not recipe.zoo:
         zoo = []
     elif recipe.zoo_micrographs:
-        zoo = simulate_zoo(out / "zoo", n_micrographs=recipe.zoo_micrographs, density=density)
+        zoo = simulate_zoo(out / "zoo", n_micrographs=recipe.zoo_micrographs, **looks)
     else:
         quota = positives_per_source(recipe.positives, len(PACKS) - 1 + len(ZOO_DIAMETERS_PX))
-        zoo = simulate_zoo_for_quota(out, quota, density=density)
+        zoo = simulate_zoo_for_quota(out, quota, **looks)
     config = PretrainConfig(total_positives=recipe.positives, max_train_micrographs=recipe.max_train,
                             max_valid_micrographs=recipe.max_valid, seed=recipe.seed)
     config = replace(config, **{k: v for k, v in (("box_factors", recipe.box_factors or None),

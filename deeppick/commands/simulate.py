@@ -72,13 +72,18 @@ def _diameters(items, molecules) -> dict[str, float]:
 @click.option("--contamination", type=float, cls=LibraryDefault, library="simulate:SimConfig.contamination",
               help="scales contaminant counts")
 @click.option("--empty", is_flag=True, help="particle-free micrographs (contaminants and noise only)")
+@click.option("--ice-gradient", type=float, cls=LibraryDefault, library="simulate:SimConfig.ice_gradient",
+              help="a background ramp of up to this many noise SDs across each micrograph (uneven ice)")
+@click.option("--detector-blur", "detector_blur_px", type=float, cls=LibraryDefault,
+              library="simulate:SimConfig.detector_blur_px", help="a Gaussian blur of this σ px (detector MTF)")
 @click.option("--split-fractions", default="0.7,0.15,0.15", show_default=True,
               help="TRAIN,VALID,TEST fractions of the micrographs")
 @click.option("--overwrite", is_flag=True, help="replace a data set already in OUT")
 @user_errors
 def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, pixel_size_a, diameter_px, views,
              n_particles, density, min_distance_px, overlap, defocus_um, astigmatism_um, voltage_kv, cs_mm,
-             amplitude_contrast, bfactor_a2, contaminants, contamination, empty, split_fractions, overwrite):
+             amplitude_contrast, bfactor_a2, contaminants, contamination, empty, ice_gradient, detector_blur_px,
+             split_fractions, overwrite):
     """Simulate micrographs with exact particle centres into a data set folder OUT.
 
     Example: deeppick simulate --molecule klh-like -n 20 --size 2048 --snr 0.05 --seed 1 -o sim/klh
@@ -99,7 +104,8 @@ def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, 
         n_particles=n_particles, density=density, min_distance_px=min_distance_px, noise_level=noise_level,
         defocus_um=None if defocus_um is None else tuple(_float_list(defocus_um, "--defocus-um", 2)),
         astigmatism_um=astigmatism_um, voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast,
-        bfactor_a2=bfactor_a2, contaminants=kinds, contamination=contamination, empty=empty),
+        bfactor_a2=bfactor_a2, contaminants=kinds, contamination=contamination, empty=empty,
+        ice_gradient=ice_gradient, detector_blur_px=detector_blur_px),
         snr=None if noise_level is not None else (snr if snr is not None else SimConfig().snr))
     fractions = _float_list(split_fractions, "--split-fractions", 3)
 
