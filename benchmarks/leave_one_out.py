@@ -38,6 +38,8 @@ def main(argv=None) -> int:
                         help="boxes to autopick at, × the pack's diameter (and the estimated one) [0.9 1.1 1.3 1.5]")
     parser.add_argument("--reduced", action="store_true", help="the quick recipe for trying ideas (see above)")
     parser.add_argument("--positives", type=int, default=None, help="particles in the pretraining mix [10,000]")
+    parser.add_argument("--arch", default=None, choices=["deeppicker", "deepem", "wide"],
+                        help="the general model's network [deeppicker]")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: PRETRAIN_TRAINING's]")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="most fine-tuning epochs")
     parser.add_argument("--max-train", type=int, default=None, help="train micrographs per source [all]")
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--highpass", type=float, default=None, metavar="SIGMA",
                         help="background subtraction, σ in model px [default: 0, off]")
     args = parser.parse_args(argv)
-    changes = {"positives": args.positives, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+    changes = {"positives": args.positives, "arch": args.arch, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
                "max_train": args.max_train, "zoo_micrographs": args.zoo_micrographs, "max_valid": args.max_valid,
                "max_test": args.max_test, "box_factors": tuple(args.box_factors) if args.box_factors else None,
                "junk_share": args.junk_share, "empty_share": args.empty_share, "max_growth": args.max_growth,

@@ -30,7 +30,7 @@ REAL_4096 = default_realdata() / "betagal-10017" / "micrographs" / "Falcon_2012_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="deeppicker", choices=["deeppicker", "deepem"])
+    parser.add_argument("--arch", default="deeppicker", choices=["deeppicker", "deepem", "wide"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=4096, help="micrograph side, px")
     parser.add_argument("--box", type=float, default=160.0, help="box, micrograph px")

@@ -4,7 +4,8 @@ Both networks score a ``model_px`` × ``model_px`` patch (64 × 64) and return o
 patch: ``sigmoid(logit)`` is the particle probability. DeepPicker's two-way softmax gives
 ``p1 = sigmoid(l1 - l0)``, so its logit is ``l1 - l0``; DeepEM has one sigmoid output.
 
-Every layer is a convolution, an element-wise activation or a 2 × 2 pooling, and the fully connected
+Every layer is a convolution, an element-wise activation, a batch norm (an affine map per channel once
+trained, folded into the convolution before it for scanning) or a 2 × 2 pooling, and the fully connected
 layers are written as convolutions whose kernel covers the whole remaining map. That is what lets
 :mod:`deeppick.scan` evaluate the same network densely over a whole micrograph and get exactly the
 per-patch scores (see :meth:`ParticleNet.layer_specs`).
@@ -34,7 +35,7 @@ MODEL_FORMAT = "deeppick-model"
 # 2: the post-processing is a typed setting of its own; files of format 1 (in ``info``) still load
 MODEL_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
-ARCHITECTURES = ("deeppicker", "deepem")
+ARCHITECTURES = ("deeppicker", "deepem", "wide")
 
 
 class ParticleNet(nn.Module):
@@ -65,9 +66,9 @@ class ParticleNet(nn.Module):
         return out[:, 0]
 
     def layer_specs(self) -> list[tuple[str, nn.Module]]:
-        """``(kind, module)`` per layer, kind in conv | relu | sigmoid | maxpool | avgpool | dropout."""
-        kinds = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.MaxPool2d: "maxpool",
-                 nn.AvgPool2d: "avgpool", nn.Dropout: "dropout"}
+        """``(kind, module)`` per layer, kind in conv | batchnorm | relu | sigmoid | maxpool | avgpool | dropout."""
+        kinds = {nn.Conv2d: "conv", nn.BatchNorm2d: "batchnorm", nn.ReLU: "relu", nn.Sigmoid: "sigmoid",
+                 nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool", nn.Dropout: "dropout"}
         return [(kinds[type(m)], m) for m in self.body]
 
 
@@ -80,6 +81,21 @@ def deeppicker_net(channels=(8, 16, 32, 64), kernels=(9, 5, 3, 2), fc_px: int = 
         size = (size - k + 1) // 2
         c_in = c_out
     layers += [nn.Conv2d(c_in, fc_px, size), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(fc_px, 2, 1)]
+    kwargs = {"channels": list(channels), "kernels": list(kernels), "fc_px": fc_px}
+    return ParticleNet(nn.Sequential(*layers), two_way=True, arch_kwargs=kwargs)
+
+
+def wide_net(channels=(12, 24, 48, 96), kernels=(9, 5, 3, 2), fc_px: int = 192) -> ParticleNet:
+    """Ours, for general models: DeepPicker's layers 1.5× as wide, with batch norm after every convolution
+    but the last (the FC head keeps DeepPicker's dropout and two-way output)."""
+    layers: list[nn.Module] = []
+    size, c_in = 64, 1
+    for c_out, k in zip(channels, kernels):
+        layers += [nn.Conv2d(c_in, c_out, k), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+        size = (size - k + 1) // 2
+        c_in = c_out
+    layers += [nn.Conv2d(c_in, fc_px, size), nn.BatchNorm2d(fc_px), nn.ReLU(), nn.Dropout(0.5),
+               nn.Conv2d(fc_px, 2, 1)]
     kwargs = {"channels": list(channels), "kernels": list(kernels), "fc_px": fc_px}
     return ParticleNet(nn.Sequential(*layers), two_way=True, arch_kwargs=kwargs)
 
@@ -100,11 +116,13 @@ def deepem_net(channels=(6, 12, 24), kernels=(9, 5, 3)) -> ParticleNet:
 
 
 def build_net(arch: str = "deeppicker", **kwargs) -> ParticleNet:
-    """Build an untrained network by name (``deeppicker`` or ``deepem``)."""
+    """Build an untrained network by name (``deeppicker``, ``deepem`` or ``wide``)."""
     if arch == "deeppicker":
         return deeppicker_net(**kwargs)
     if arch == "deepem":
         return deepem_net(**kwargs)
+    if arch == "wide":
+        return wide_net(**kwargs)
     raise ModelFileError(f"unknown architecture '{arch}'; use one of {', '.join(ARCHITECTURES)}")
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import ConfigError
 from .model import PickerModel
@@ -196,6 +197,11 @@ def _plan(model: PickerModel, step: int) -> _DensePlan:
     for kind, module in model.net.layer_specs():
         if kind == "dropout":
             continue
+        if kind == "batchnorm":
+            if not layers or layers[-1][0] != "conv":
+                raise ValueError(f"dense scanning needs a batch norm right after a convolution, got {module}")
+            layers[-1] = ("conv", _fold_batchnorm(layers[-1][1], module))
+            continue
         if kind == "conv" and (module.stride != (1, 1) or module.padding != (0, 0) or module.dilation != (1, 1)
                                or module.groups != 1):
             raise ValueError(f"dense scanning needs plain valid convolutions, got {module}")
@@ -215,6 +221,16 @@ def _plan(model: PickerModel, step: int) -> _DensePlan:
         first_weight, first_kinds = _space_to_depth_weight(layers[0][1].weight.detach()), kinds[1:3]
     return _DensePlan(tuple(layers), n_strided, n_pools - n_strided, step // 2 ** n_strided, first_weight,
                       first_kinds)
+
+
+def _fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """The convolution followed by the trained batch norm (its running statistics), as one convolution."""
+    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size).to(conv.weight.device)
+    folded.weight.data = conv.weight.detach() * scale[:, None, None, None]
+    folded.bias.data = (bias - norm.running_mean) * scale + norm.bias.detach()
+    return folded
 
 
 def _pool_phases(x: torch.Tensor, kind: str) -> torch.Tensor:

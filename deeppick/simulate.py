@@ -300,7 +300,8 @@ class SimConfig:
              f"use some of {', '.join(CONTAMINANTS)} or none (--contaminants)"),
             (self.contamination >= 0, "contamination", self.contamination, "give a factor >= 0 (--contamination)"),
             (self.ice_gradient >= 0, "ice_gradient", self.ice_gradient, "give noise SDs >= 0 (--ice-gradient)"),
-            (self.detector_blur_px >= 0, "detector_blur_px", self.detector_blur_px, "give σ px >= 0 (--detector-blur)"),
+            (self.detector_blur_px >= 0, "detector_blur_px", self.detector_blur_px,
+             "give σ px >= 0 (--detector-blur)"),
         ]
         for ok, name, value, advice in checks:
             if not ok:

@@ -40,14 +40,23 @@ def main(argv=None) -> int:
     parser.add_argument("--fast", action="store_true", help="choose the threshold scanning without rotations")
     parser.add_argument("--zoo-density", type=float, default=None,
                         help="area fraction the zoo's particles cover [default: deeppick.simulate.ZOO_DENSITY]")
+    parser.add_argument("--arch", default="deeppicker", choices=["deeppicker", "deepem", "wide"],
+                        help="the network [deeppicker]")
+    parser.add_argument("--box-factors", nargs="+", type=float, default=None,
+                        help="pretraining boxes × each source's diameter [default: PretrainConfig's]")
+    parser.add_argument("--junk-share", type=float, default=None, help="PretrainConfig.junk_share")
+    parser.add_argument("--empty-share", type=float, default=None,
+                        help="PretrainConfig.empty_share: background from particle-free simulated micrographs")
+    parser.add_argument("--zoo-ice-gradient", type=float, default=0.0, help="SimConfig.ice_gradient of the zoo")
+    parser.add_argument("--zoo-detector-blur", type=float, default=0.0, help="SimConfig.detector_blur_px of the zoo")
     args = parser.parse_args(argv)
-
 
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
     from deeppick.pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
-    from deeppick.simulate import ZOO_DENSITY, ZOO_DIAMETERS_PX, ZOO_SNR, simulate_zoo, simulate_zoo_for_quota
+    from deeppick.simulate import (ZOO_DENSITY, ZOO_DIAMETERS_PX, ZOO_SNR, simulate_empty_zoo, simulate_zoo,
+                                   simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
 
     missing = [p for p in PACKS if not (args.realdata / p / "dataset.json").is_file()]
@@ -56,17 +65,23 @@ def main(argv=None) -> int:
         return 1
     start = time.perf_counter()
     density = ZOO_DENSITY if args.zoo_density is None else args.zoo_density
+    looks = {"density": density, "ice_gradient": args.zoo_ice_gradient, "detector_blur_px": args.zoo_detector_blur}
     if args.zoo_micrographs:
-        zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs, density=density)
+        zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs, **looks)
     else:
         quota = positives_per_source(args.positives, len(PACKS) + len(ZOO_DIAMETERS_PX))
-        zoo = simulate_zoo_for_quota(args.work, quota, density=density)
+        zoo = simulate_zoo_for_quota(args.work, quota, **looks)
     config = PretrainConfig(total_positives=args.positives, max_train_micrographs=args.max_train,
                             max_valid_micrographs=args.max_valid)
-    train_config = PRETRAIN_TRAINING if args.epochs is None else replace(PRETRAIN_TRAINING, epochs=args.epochs)
+    config = replace(config, **{k: v for k, v in (("box_factors", tuple(args.box_factors or ()) or None),
+                                                  ("junk_share", args.junk_share),
+                                                  ("empty_share", args.empty_share)) if v is not None})
+    background = [simulate_empty_zoo(args.work / "empty", n_micrographs=8)] if config.empty_share else []
+    train_config = replace(PRETRAIN_TRAINING, arch=args.arch,
+                           **({} if args.epochs is None else {"epochs": args.epochs}))
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
     model = pretrain([*(args.realdata / p for p in PACKS), *zoo], config=config, train_config=train_config,
-                     pick_config=pick_config,
+                     pick_config=pick_config, background=background,
                      progress=sys.stderr.isatty())
     model.info["name"] = "deeppick general model"
     model.info["recipe"] = {
@@ -75,8 +90,10 @@ def main(argv=None) -> int:
                       if k not in ("realdata", "work", "out")},
         "real_packs": {p: "train split" + (f", first {args.max_train} micrographs" if args.max_train else "")
                        for p in PACKS},
+        "pretrain_config": config.to_dict(),
         "simulated_zoo": f"deeppick.simulate.simulate_zoo: 6 molecules, 1024 px, SNR {ZOO_SNR:g}, "
-                         f"density {density:g}, diameters "
+                         f"density {density:g}, ice gradient {args.zoo_ice_gradient:g}, detector blur "
+                         f"{args.zoo_detector_blur:g} px, diameters "
                          "deeppick.simulate.ZOO_DIAMETERS_PX; micrographs per molecule"
                          + ("" if args.zoo_micrographs else " (enough for its quota)") + ": "
                          + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),

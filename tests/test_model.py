@@ -12,7 +12,7 @@ from deeppick.model import (MODEL_FORMAT, PickerModel, build_net, default_device
 from deeppick.preprocess import PreprocessConfig
 
 
-@pytest.mark.parametrize("arch", ["deeppicker", "deepem"])
+@pytest.mark.parametrize("arch", ["deeppicker", "deepem", "wide"])
 def test_networks_give_one_logit_per_patch(arch):
     torch.manual_seed(0)
     net = build_net(arch).eval()
@@ -45,10 +45,12 @@ def model():
                        info={"trained_on": {"datasets": ["ribosome80s-10028"]}, "val_accuracy": 0.97})
 
 
-@pytest.mark.parametrize("arch", ["deeppicker", "deepem"])
+@pytest.mark.parametrize("arch", ["deeppicker", "deepem", "wide"])
 def test_save_load_gives_identical_outputs_and_metadata(tmp_path, arch):
     torch.manual_seed(1)
     original = PickerModel(net=build_net(arch), arch=arch, box_px=36.0, threshold=0.5, info={"x": [1, 2]})
+    original.net.train()
+    original.net(torch.randn(16, 1, 64, 64))  # batch norm's running statistics move off their defaults
     save_model(original, tmp_path / "m.pt")
     loaded = load_model(tmp_path / "m.pt")
     x = torch.randn(7, 1, 64, 64)
@@ -114,3 +116,10 @@ def test_loading_never_runs_code_from_the_file(tmp_path, capsys):
 
 def test_default_device_follows_cuda():
     assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_wide_network_is_small_enough_to_ship(tmp_path):
+    wide = PickerModel(net=build_net("wide"), arch="wide", box_px=56.0)
+    save_model(wide, tmp_path / "wide.pt")
+    assert (tmp_path / "wide.pt").stat().st_size < 5e6
+    assert sum(p.numel() for p in wide.net.parameters()) > 2 * sum(p.numel() for p in build_net().parameters())

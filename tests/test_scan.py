@@ -27,6 +27,11 @@ def random_model(arch: str, seed: int, **arch_kwargs) -> PickerModel:
                 # rounding (which depends on summation order) stays far below the tolerance.
                 module.weight.normal_(0.0, 4.0 / np.sqrt(module.weight[0].numel()))
                 module.bias.normal_(0.0, 0.5)
+            if isinstance(module, torch.nn.BatchNorm2d):  # statistics a training run could leave
+                module.running_mean.normal_(0.0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_(1.0, 0.2)
+                module.bias.normal_(0.0, 0.2)
         patches = torch.from_numpy(prepared_image(96, 96, seed).image).unfold(0, 64, 4).unfold(1, 64, 4)
         logits = net(patches.reshape(-1, 1, 64, 64))
         gain = 2.0 / max(float(logits.std()), 1e-6)
@@ -49,7 +54,7 @@ def prepared_image(rows: int, cols: int, seed: int, scale: float = 1.0) -> Prepa
     return PreparedMicrograph(image=image, scale_x=scale, scale_y=scale, shape_micrograph=shape_micrograph)
 
 
-@pytest.fixture(scope="module", params=["deeppicker", "deepem"])
+@pytest.fixture(scope="module", params=["deeppicker", "deepem", "wide"])
 def model(request) -> PickerModel:
     return random_model(request.param, seed=7)
 
@@ -83,7 +88,7 @@ def test_fast_scan_equals_naive_with_an_even_first_kernel(shape, step_px):
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(arch=st.sampled_from(["deeppicker", "deepem"]), grid_rows=st.integers(1, 8), grid_cols=st.integers(1, 8),
+@given(arch=st.sampled_from(["deeppicker", "deepem", "wide"]), grid_rows=st.integers(1, 8), grid_cols=st.integers(1, 8),
        step_px=st.integers(1, 9), extra=st.integers(0, 8), tile_px=st.integers(1, 30), rotations=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_fast_scan_equals_naive_property(arch, grid_rows, grid_cols, step_px, extra, tile_px, rotations, seed):

@@ -35,7 +35,7 @@ def extract(output, **options):
               help="an MRC stack of boxed background or junk (e.g. the particles of junk classes), with --positives")
 @patch_source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="model file to write (.pt)")
-@click.option("--arch", type=click.Choice(["deeppicker", "deepem"]), cls=LibraryDefault,
+@click.option("--arch", type=click.Choice(["deeppicker", "deepem", "wide"]), cls=LibraryDefault,
               library="train:TrainConfig.arch",
               help="network (with --init: the initial model's)")
 @click.option("--init", "init_model",
