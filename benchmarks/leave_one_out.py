@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--highpass", type=float, default=None, metavar="SIGMA",
                         help="background subtraction, σ in model px [default: 0, off]")
     args = parser.parse_args(argv)
-    changes = {"positives": args.positives, "arch": args.arch, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+    changes = {"positives": args.positives, "arch": args.arch, "epochs": args.epochs,
+               "finetune_epochs": args.finetune_epochs,
                "max_train": args.max_train, "zoo_micrographs": args.zoo_micrographs, "max_valid": args.max_valid,
                "max_test": args.max_test, "box_factors": tuple(args.box_factors) if args.box_factors else None,
                "junk_share": args.junk_share, "empty_share": args.empty_share, "max_growth": args.max_growth,
