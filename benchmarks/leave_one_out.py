@@ -57,6 +57,8 @@ def main(argv=None) -> int:
                         help="the drift guard's limit (AutopickConfig.max_growth; 0: no guard) [default: its]")
     parser.add_argument("--off-centre", type=float, default=None, help="off-centre views per self-training particle")
     parser.add_argument("--zoo-density", type=float, default=None, help="area fraction the zoo's particles cover")
+    parser.add_argument("--procedural", type=int, default=None,
+                        help="procedural molecules added to the zoo (simulate.procedural_zoo) [0]")
     parser.add_argument("--zoo-ice-gradient", type=float, default=None,
                         help="the zoo's uneven ice: a ramp of up to this many noise SDs (SimConfig.ice_gradient)")
     parser.add_argument("--zoo-detector-blur", type=float, default=None,
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
                "junk_share": args.junk_share, "empty_share": args.empty_share, "max_growth": args.max_growth,
                "off_centre": args.off_centre, "zoo_density": args.zoo_density, "highpass": args.highpass,
                "zoo_ice_gradient": args.zoo_ice_gradient, "zoo_detector_blur_px": args.zoo_detector_blur,
+               "procedural": args.procedural,
                "seed": args.seed, "boxes": tuple(args.boxes) if args.boxes is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.no_zoo:

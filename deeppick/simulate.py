@@ -147,15 +147,67 @@ MOLECULES: dict[str, Molecule] = {m.name: m for m in (
 
 
 def molecule_names() -> list[str]:
-    """Names of the built-in molecules."""
+    """Names of the built-in molecules (``proc-N`` names a procedural one besides, :func:`procedural_molecule`)."""
     return list(MOLECULES)
 
 
 def _molecule(name: str) -> Molecule:
+    if name.startswith(PROCEDURAL_PREFIX) and name[len(PROCEDURAL_PREFIX):].isdigit():
+        return procedural_molecule(int(name[len(PROCEDURAL_PREFIX):]))
     try:
         return MOLECULES[name]
     except KeyError:
-        raise ConfigError(f"unknown molecule '{name}'; use one of {', '.join(MOLECULES)} (or 'mix')") from None
+        raise ConfigError(f"unknown molecule '{name}'; use one of {', '.join(MOLECULES)}, "
+                          f"{PROCEDURAL_PREFIX}N (a procedural one) or 'mix'") from None
+
+
+PROCEDURAL_PREFIX = "proc-"
+
+
+@lru_cache(maxsize=64)
+def procedural_molecule(seed: int) -> Molecule:
+    """One of a family of random molecules, ``proc-<seed>``: 2–6 lobes of random size in the unit ball,
+    repeated about z with a random cyclic symmetry (C1–C8), stretched along z, hollow or filled.
+
+    A zoo of many of them shows a general model shapes, symmetries and textures that no hand-made
+    molecule does; the same seed gives the same molecule.
+    """
+    rng = np.random.default_rng([seed, 2024])
+    order = int(rng.integers(1, 9))
+    n_lobes = int(rng.integers(2, 7))
+    centres = rng.normal(size=(n_lobes, 3))
+    centres *= (rng.uniform(0.0, 0.6, n_lobes) / np.maximum(np.linalg.norm(centres, axis=1), 1e-9))[:, None]
+    radii = rng.uniform(0.2, 0.5, n_lobes)
+    stretch = float(rng.uniform(0.6, 1.5))
+    hollow = bool(rng.random() < 0.3)
+    angles = 2 * np.pi * np.arange(order) / order
+    lobes = [(c[0] * np.cos(a) - c[1] * np.sin(a), c[0] * np.sin(a) + c[1] * np.cos(a), c[2], r)
+             for c, r in zip(centres, radii) for a in angles]
+    texture_phase = rng.uniform(0, 2 * np.pi, 3)
+
+    def raw(x, y, z):
+        z = z / stretch
+        field = np.zeros_like(x)
+        for cx, cy, cz, r in lobes:
+            field = np.maximum(field, np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * (r / 2) ** 2)))
+        inside = field > 0.3
+        if hollow:
+            inside &= field < 0.85
+        texture = 0.8 + 0.2 * np.cos(5 * x + texture_phase[0]) * np.cos(5 * y + texture_phase[1]) \
+            * np.cos(5 * z + texture_phase[2])
+        return inside * texture
+
+    # scaled so that its farthest density lies at radius 1, as every molecule's does
+    c = np.linspace(-1.6, 1.6, 48, dtype=np.float32)
+    zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
+    reach = float(np.sqrt(xx ** 2 + yy ** 2 + zz ** 2)[raw(xx, yy, zz) > 0].max())
+
+    def density(x, y, z):
+        return raw(x * reach, y * reach, z * reach)
+
+    kind = "hollow" if hollow else "filled"
+    return Molecule(f"{PROCEDURAL_PREFIX}{seed}", f"procedural: {n_lobes} lobes, C{order}, {kind}, z × {stretch:.2f}",
+                    200.0, f"C{order}", density)
 
 
 _GRID_HALF_EXTENT = 1.1  # the voxel grid covers [-1.1, 1.1]^3: the ring and globule reach just past 1
@@ -317,7 +369,7 @@ class SimConfig:
         """The particle diameter in px (largest dimension of the molecule)."""
         if self.diameter_px is not None:
             return float(self.diameter_px)
-        return MOLECULES[self.molecule].diameter_a / self.pixel_size_a
+        return _molecule(self.molecule).diameter_a / self.pixel_size_a
 
     @property
     def resolved_n_particles(self) -> int:
@@ -941,7 +993,7 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
             for stale in folder.iterdir():
                 if stale.suffix == suffix and stale not in written:
                     stale.unlink()
-    molecule = MOLECULES[config.molecule]
+    molecule = _molecule(config.molecule)
     meta = {
         "name": out_dir.name,
         "molecule": config.molecule,
@@ -994,6 +1046,14 @@ ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "
 ZOO_DENSITY = 0.35
 ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
 ZOO_PILOT_MICROGRAPHS = 8
+
+
+def procedural_zoo(n: int, *, seed: int = 0, diameters_px: tuple[float, float] = (30.0, 160.0)) -> dict[str, float]:
+    """``n`` procedural molecules for the zoo, name → diameter px (log-uniform in ``diameters_px``)."""
+    rng = np.random.default_rng([seed, 77])
+    low, high = np.log(diameters_px[0]), np.log(diameters_px[1])
+    return {f"{PROCEDURAL_PREFIX}{seed * 1000 + i}": float(round(np.exp(rng.uniform(low, high))))
+            for i in range(n)}
 
 
 def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, *, n_micrographs: int = 4,

@@ -142,6 +142,7 @@ class LeaveOneOutRecipe:
     max_growth: float = -1.0  # the drift guard's limit; 0: no guard; -1: AutopickConfig's
     off_centre: float | None = None  # off-centre views per self-training particle
     zoo_density: float | None = None  # area fraction the zoo's particles cover
+    procedural: int = 0  # procedural molecules added to the zoo (simulate.procedural_zoo)
     zoo_ice_gradient: float = 0.0  # the zoo's uneven ice and detector blur (SimConfig's)
     zoo_detector_blur_px: float = 0.0
     rotations: bool = True  # scan with the four rotations
@@ -162,7 +163,7 @@ class LeaveOneOutRecipe:
         """What decides the general model: a cached one is reused only if these match."""
         keep = ("positives", "arch", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo", "rotations",
                 "highpass", "seed", "box_factors", "junk_share", "empty_share", "zoo_density", "zoo_ice_gradient",
-                "zoo_detector_blur_px")
+                "zoo_detector_blur_px", "procedural")
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
 
 
@@ -180,7 +181,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     from ..preprocess import PreprocessConfig
     from ..pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
     from ..scan import ScanConfig
-    from ..simulate import ZOO_DENSITY, ZOO_DIAMETERS_PX, simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota
+    from ..simulate import (ZOO_DENSITY, ZOO_DIAMETERS_PX, procedural_zoo, simulate_empty_zoo, simulate_zoo,
+                            simulate_zoo_for_quota)
     from .baselines import disc_filter_picks, relion_log_picks
 
     root, out = require_realdata(root), Path(out)
@@ -190,14 +192,16 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     seeded = replace(PRETRAIN_TRAINING, seed=recipe.seed)
     train_config = replace(seeded, arch=recipe.arch, **({} if recipe.epochs is None else {"epochs": recipe.epochs}))
     tune_config = seeded if recipe.finetune_epochs is None else replace(seeded, epochs=recipe.finetune_epochs)
+    diameters = {**ZOO_DIAMETERS_PX, **procedural_zoo(recipe.procedural, seed=recipe.seed)}
     looks = {"density": ZOO_DENSITY if recipe.zoo_density is None else recipe.zoo_density,
-             "ice_gradient": recipe.zoo_ice_gradient, "detector_blur_px": recipe.zoo_detector_blur_px}
+             "ice_gradient": recipe.zoo_ice_gradient, "detector_blur_px": recipe.zoo_detector_blur_px,
+             "molecules": list(diameters), "diameters_px": diameters}
     if not recipe.zoo:
         zoo = []
     elif recipe.zoo_micrographs:
         zoo = simulate_zoo(out / "zoo", n_micrographs=recipe.zoo_micrographs, **looks)
     else:
-        quota = positives_per_source(recipe.positives, len(PACKS) - 1 + len(ZOO_DIAMETERS_PX))
+        quota = positives_per_source(recipe.positives, len(PACKS) - 1 + len(diameters))
         zoo = simulate_zoo_for_quota(out, quota, **looks)
     config = PretrainConfig(total_positives=recipe.positives, max_train_micrographs=recipe.max_train,
                             max_valid_micrographs=recipe.max_valid, seed=recipe.seed)
