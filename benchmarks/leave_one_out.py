@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--positives", type=int, default=None, help="particles in the pretraining mix [10,000]")
     parser.add_argument("--arch", default=None, choices=["deeppicker", "deepem", "wide"],
                         help="the general model's network [deeppicker]")
+    parser.add_argument("--source-heads", action="store_true",
+                        help="HydraPicker: a head per source while pretraining (TrainConfig.source_heads)")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs [default: PRETRAIN_TRAINING's]")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="most fine-tuning epochs")
     parser.add_argument("--max-train", type=int, default=None, help="train micrographs per source [all]")
@@ -81,6 +83,8 @@ def main(argv=None) -> int:
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.no_zoo:
         changes["zoo"] = False
+    if args.source_heads:
+        changes["source_heads"] = True
     if args.fast:
         changes["rotations"] = False
     if args.no_log:

@@ -59,6 +59,10 @@ class TrainConfig:
     # then unlabelled, not background (non-negative PU learning, Kiryo et al. 2017, as Topaz trains); None:
     # background is background
     unlabelled_prior: float | None = None
+    # ours, after HydraPicker (Brown et al. 2022): while training, every dataset of the patch set has a head of its
+    # own on the shared layers beside the generic one, each patch training both; only the generic head is kept,
+    # so the model is the plain network. For general models trained on many molecules; False: one head
+    source_heads: bool = False
     patience: int = 10  # epochs without a lower validation loss before stopping (ours, as epochs)
     # random 90° rotations (DeepEM's fixed rotations of each training image) and flips (ours)
     rotate_flip: bool = True
@@ -85,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr() <= 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr()}")
+        if self.source_heads and (self.arch == "deepem" or self.unlabelled_prior is not None):
+            raise ConfigError("source heads need a two-way network (deeppicker or wide) and full labels")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,7 +146,8 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), *, box
         torch.backends.cudnn.benchmark = False
     groups = particle_groups(patch_set) if config.hold_out_particles else None
     train_idx, val_idx = split_validation(patch_set.labels, config.val_fraction, config.seed, groups=groups)
-    data = _Tensors(patch_set, train_idx, val_idx, device)
+    heads = dataset_heads(patch_set) if config.source_heads and init is None else None
+    data = _Tensors(patch_set, train_idx, val_idx, device, heads)
     if init is not None:
         arch, arch_kwargs = init.arch, dict(init.arch_kwargs)
         net = copy.deepcopy(init.net)
@@ -148,6 +155,8 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), *, box
         arch, arch_kwargs = config.arch, {}
         torch.manual_seed(_epoch_seed(config.seed, -1))
         net = build_net(arch)
+        if heads is not None:
+            _add_source_heads(net, int(heads.max()) + 1)
     net.to(device)
     optimiser = _optimiser(net, config)
     fingerprint = patch_set_fingerprint(patch_set)
@@ -175,22 +184,57 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), *, box
         bar.close()
     if state["best_state"] is not None:
         net.load_state_dict(state["best_state"])
+    if heads is not None:
+        _keep_generic_head(net)
     net.cpu().eval()
     info = _training_info(patch_set, config, device, init, state, len(train_idx), len(val_idx))
+    if heads is not None:
+        info["source_heads"] = int(heads.max()) + 1
     return PickerModel(net=net, arch=arch, box_px=float(box_px), preprocess=preprocess, arch_kwargs=arch_kwargs,
                        info=info)
 
 
 class _Tensors:
     """The patch set as tensors on the training device, split into training and validation patches;
-    ``hard_*`` flags the particle and background patches, which accuracy counts."""
+    ``hard_*`` flags the particle and background patches, which accuracy counts; ``head_train`` each
+    training patch's dataset head (None: one head)."""
 
-    def __init__(self, patch_set: PatchSet, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device):
+    def __init__(self, patch_set: PatchSet, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
+                 heads: np.ndarray | None = None):
         x = torch.from_numpy(np.ascontiguousarray(patch_set.patches)).unsqueeze(1)
         y = torch.from_numpy(patch_set.training_targets)
         hard = torch.from_numpy(patch_set.hard)
         self.x_train, self.y_train, self.hard_train = (t[train_idx].to(device) for t in (x, y, hard))
         self.x_val, self.y_val, self.hard_val = (t[val_idx].to(device) for t in (x, y, hard))
+        self.head_train = None if heads is None else torch.from_numpy(heads[train_idx]).long().to(device)
+
+
+def dataset_heads(patch_set: PatchSet) -> np.ndarray:
+    """(N,) int: the index of each patch's dataset (``metadata['sources'][i]['dataset']``, in order of first
+    appearance), the head it trains besides the generic one."""
+    names = [source.get("dataset") for source in patch_set.metadata.get("sources", [])]
+    index = {name: i for i, name in enumerate(dict.fromkeys(names))}
+    per_source = np.array([index[name] for name in names], dtype=np.int64)
+    return per_source[patch_set.source] if len(per_source) else np.zeros(len(patch_set), dtype=np.int64)
+
+
+def _add_source_heads(net: nn.Module, n: int) -> None:
+    """Widen the last layer (the two-way output) to the generic pair and one pair per dataset."""
+    last = net.body[-1]
+    wide = nn.Conv2d(last.in_channels, 2 * (n + 1), last.kernel_size)
+    with torch.no_grad():
+        wide.weight[:2], wide.bias[:2] = last.weight, last.bias
+    net.body[-1] = wide
+
+
+def _keep_generic_head(net: nn.Module) -> None:
+    """Cut the last layer back to the generic pair: the plain network, as the scanner and model file know it."""
+    last = net.body[-1]
+    generic = nn.Conv2d(last.in_channels, 2, last.kernel_size)
+    with torch.no_grad():
+        generic.weight.copy_(last.weight[:2])
+        generic.bias.copy_(last.bias[:2])
+    net.body[-1] = generic
 
 
 def _check_patch_set(patch_set: PatchSet, box_px: float | None, preprocess: PreprocessConfig | None,
@@ -227,8 +271,16 @@ def _train_epoch(net: nn.Module, optimiser, data: _Tensors, config: TrainConfig,
         idx = order[start:start + config.batch_size]
         xb = augment(data.x_train[idx], gen, config)
         yb = data.y_train[idx]
-        logits = net(xb)
-        loss = loss_fn(logits, yb) if config.unlabelled_prior is None else loss_fn(logits, yb, data.hard_train[idx])
+        if data.head_train is None:
+            logits = net(xb)
+            loss = (loss_fn(logits, yb) if config.unlabelled_prior is None
+                    else loss_fn(logits, yb, data.hard_train[idx]))
+        else:  # the generic pair (channels 0, 1) and the patch's own dataset's pair
+            out = net.body(xb)[:, :, 0, 0]
+            logits = out[:, 1] - out[:, 0]
+            pair = 2 + 2 * data.head_train[idx]
+            rows = torch.arange(len(idx), device=out.device)
+            loss = loss_fn(logits, yb) + loss_fn(out[rows, pair + 1] - out[rows, pair], yb)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

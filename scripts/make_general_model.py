@@ -42,6 +42,7 @@ def main(argv=None) -> int:
                         help="area fraction the zoo's particles cover [default: deeppick.simulate.ZOO_DENSITY]")
     parser.add_argument("--arch", default="deeppicker", choices=["deeppicker", "deepem", "wide"],
                         help="the network [deeppicker]")
+    parser.add_argument("--source-heads", action="store_true", help="HydraPicker: a head per source while training")
     parser.add_argument("--box-factors", nargs="+", type=float, default=None,
                         help="pretraining boxes × each source's diameter [default: PretrainConfig's]")
     parser.add_argument("--junk-share", type=float, default=None, help="PretrainConfig.junk_share")
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
                                                   ("junk_share", args.junk_share),
                                                   ("empty_share", args.empty_share)) if v is not None})
     background = [simulate_empty_zoo(args.work / "empty", n_micrographs=8)] if config.empty_share else []
-    train_config = replace(PRETRAIN_TRAINING, arch=args.arch,
+    train_config = replace(PRETRAIN_TRAINING, arch=args.arch, source_heads=args.source_heads,
                            **({} if args.epochs is None else {"epochs": args.epochs}))
     pick_config = PickConfig(scan=ScanConfig(rotations=False)) if args.fast else PickConfig()
     model = pretrain([*(args.realdata / p for p in PACKS), *zoo], config=config, train_config=train_config,

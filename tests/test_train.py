@@ -270,3 +270,28 @@ def test_positive_unlabelled_training_runs_and_its_prior_follows_the_labelled_fr
     assert model.info["training"]["unlabelled_prior"] == few and model.info["val_accuracy"] >= 0.8
     with pytest.raises(ConfigError, match="labelled fraction"):
         unlabelled_prior(separable, 0)
+
+
+def test_source_heads_train_one_head_per_dataset_and_keep_only_the_generic_one(separable, tmp_path):
+    from deeppick.train import dataset_heads
+
+    # two "datasets": the separable set's micrographs m0, m1 and m2, m3
+    sources = [dict(s, dataset="a" if s["micrograph"] in ("m0", "m1") else "b")
+               for s in separable.metadata["sources"]]
+    two = PatchSet(separable.patches, separable.labels, separable.source, separable.x, separable.y,
+                   {**separable.metadata, "sources": sources}, separable.targets)
+    heads = dataset_heads(two)
+    assert set(heads.tolist()) == {0, 1}
+    assert all(sources[s]["dataset"] == "ab"[h] for s, h in zip(two.source, heads))
+    config = TrainConfig(**{**FAST.to_dict(), "source_heads": True})
+    model = train_model(two, config, progress=False)
+    assert model.net.body[-1].out_channels == 2 and model.info["source_heads"] == 2
+    assert torch.equal(weights(model), weights(train_model(two, config, progress=False)))  # same seed, same
+    assert not torch.equal(weights(model), weights(train_model(two, FAST, progress=False)))
+    from deeppick.model import save_model
+
+    save_model(model, tmp_path / "m.pt")  # the plain network: a model file like any other
+    x = torch.from_numpy(two.patches[:8]).unsqueeze(1)
+    torch.testing.assert_close(load_model(tmp_path / "m.pt").score_patches(x), model.score_patches(x))
+    with pytest.raises(ConfigError, match="source heads"):
+        TrainConfig(arch="deepem", source_heads=True).check()

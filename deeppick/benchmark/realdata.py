@@ -129,6 +129,7 @@ class LeaveOneOutRecipe:
 
     positives: int = 10_000  # particles in the pretraining mix
     arch: str = "deeppicker"  # the general model's network (model.ARCHITECTURES)
+    source_heads: bool = False  # HydraPicker's head per source while pretraining (TrainConfig.source_heads)
     epochs: int | None = None  # most pretraining epochs [PRETRAIN_TRAINING's]
     finetune_epochs: int | None = None  # most fine-tuning epochs
     max_train: int | None = None  # train micrographs per source [all]
@@ -161,7 +162,7 @@ class LeaveOneOutRecipe:
 
     def settings(self) -> dict:
         """What decides the general model: a cached one is reused only if these match."""
-        keep = ("positives", "arch", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo", "rotations",
+        keep = ("positives", "arch", "source_heads", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo", "rotations",
                 "highpass", "seed", "box_factors", "junk_share", "empty_share", "zoo_density", "zoo_ice_gradient",
                 "zoo_detector_blur_px", "procedural")
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
@@ -190,7 +191,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     start = time.perf_counter()
     pick_config = PickConfig() if recipe.rotations else PickConfig(scan=ScanConfig(rotations=False))
     seeded = replace(PRETRAIN_TRAINING, seed=recipe.seed)
-    train_config = replace(seeded, arch=recipe.arch, **({} if recipe.epochs is None else {"epochs": recipe.epochs}))
+    train_config = replace(seeded, arch=recipe.arch, source_heads=recipe.source_heads,
+                           **({} if recipe.epochs is None else {"epochs": recipe.epochs}))
     tune_config = seeded if recipe.finetune_epochs is None else replace(seeded, epochs=recipe.finetune_epochs)
     diameters = {**ZOO_DIAMETERS_PX, **procedural_zoo(recipe.procedural, seed=recipe.seed)}
     looks = {"density": ZOO_DENSITY if recipe.zoo_density is None else recipe.zoo_density,
