@@ -162,9 +162,9 @@ class LeaveOneOutRecipe:
 
     def settings(self) -> dict:
         """What decides the general model: a cached one is reused only if these match."""
-        keep = ("positives", "arch", "source_heads", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo", "rotations",
-                "highpass", "seed", "box_factors", "junk_share", "empty_share", "zoo_density", "zoo_ice_gradient",
-                "zoo_detector_blur_px", "procedural")
+        keep = ("positives", "arch", "source_heads", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo",
+                "rotations", "highpass", "seed", "box_factors", "junk_share", "empty_share", "zoo_density",
+                "zoo_ice_gradient", "zoo_detector_blur_px", "procedural")
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
 
 
