@@ -151,8 +151,8 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         read: coordinate files beside them are never opened.
     box_px
         The target's box side in micrograph px; replaces the model's (the network works in the model frame).
-        None: estimated from the micrographs (:func:`estimate_box`), the estimate in ``result.box_estimate``
-        and the output model's ``info['box_estimate']``.
+        None: estimated from the micrographs (:func:`estimate_box`), the estimate in ``result.box_estimate``,
+        the output model's ``info['box_estimate']`` and every model file's ``info['autopick']``.
     out_dir
         If given: the fine-tuned model as ``OUT/autopick_model.pt`` as soon as it is trained, then one
         coordinate file per micrograph as soon as it is picked (both atomic, like ``pick``).
@@ -197,6 +197,8 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         pick_config = replace(pick_config, post=replace(postprocess_config(model), peak_window_box=window))
     general = with_box(model, box_px)
     record = _autopick_record(model, stems, box_px, config, pick_config)
+    if estimate is not None:  # in every model file this run writes, beside what makes it reusable
+        record["box_estimate"] = _estimate_record(estimate, box_px)
     device = next(general.net.parameters()).device
     reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
     if reused is not None:
@@ -228,9 +230,13 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     result.batch.seconds = time.perf_counter() - start
     result.box_px, result.box_estimate, result.pick_config = box_px, estimate, pick_config
     if estimate is not None:
-        result.model.info["box_estimate"] = {"box_px": estimate.box_px, "diameter_px": estimate.diameter_px,
-                                             "why": estimate.why, "curve": estimate.curve, "used": box_px}
+        result.model.info["box_estimate"] = _estimate_record(estimate, box_px)
     return result
+
+
+def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
+    return {"box_px": estimate.box_px, "diameter_px": estimate.diameter_px, "why": estimate.why,
+            "curve": estimate.curve, "used": float(used_px)}
 
 
 def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, out_dir: Path | None,

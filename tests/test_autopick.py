@@ -392,3 +392,41 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
                                np.sort(first["score"][first["micrograph"] == opened].to_numpy()))
     with pytest.raises(ConfigError, match="max_growth"):
         AutopickConfig(max_growth=0.5)
+
+
+def test_estimate_box_takes_the_middle_of_the_strongest_boxes_and_the_pretraining_boxes(general, target,
+                                                                                         monkeypatch):
+    import deeppick.autopick as autopick_module
+    from deeppick.autopick import estimate_box
+    from deeppick.io import make_picks
+
+    # a stand-in network whose picks are strongest at 48–60 px boxes: the rule, not the network, is tested
+    def picks_at(model, image, **kwargs):
+        strength = 0.9 if 48 <= model.box_px <= 60 else 0.2
+        n = 200
+        return make_picks("m", np.zeros(n), np.zeros(n), np.full(n, strength))
+
+    monkeypatch.setattr(autopick_module, "pick_micrograph", picks_at)
+    boxes = (24.0, 36.0, 48.0, 60.0, 80.0, 120.0)
+    estimate = estimate_box(general, target / "micrographs", boxes=boxes)
+    assert estimate.box_px == round(np.sqrt(48 * 60)) and estimate.diameter_px == estimate.box_px
+    assert set(estimate.curve) == {f"{b:g}" for b in boxes} and "48–60 px" in estimate.why
+    spanning = replace(general, info={**general.info, "pretrain": {"config": {"box_factors": [0.8, 1.0, 1.25]}}})
+    assert estimate_box(spanning, target / "micrographs", boxes=boxes).diameter_px == pytest.approx(
+        estimate.box_px / np.sqrt(0.8 * 1.25))
+    with pytest.raises(ConfigError, match="too small"):
+        estimate_box(general, target / "micrographs", boxes=(4000.0,))
+
+
+def test_autopick_without_a_box_estimates_it_says_so_and_records_it(general, target, tmp_path):
+    out = tmp_path / "auto"
+    model_path = tmp_path / "general.pt"
+    from deeppick.model import save_model
+
+    save_model(general, model_path)
+    result = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--model",
+                                      str(model_path), "-o", str(out), "--iterations", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "estimated" in result.stderr and "a particle of about" in result.stderr
+    record = load_model(out / "autopick_model.pt").info["autopick"]["box_estimate"]
+    assert record["box_px"] > 0 and record["why"] and record["used"] == record["box_px"]
