@@ -145,3 +145,18 @@ def test_realdata_benchmark_without_the_packs_is_one_line(tmp_path):
     quick = LeaveOneOutRecipe.reduced(max_test=2)
     assert (quick.positives, quick.max_test, quick.rotations) == (4000, 2, False)
     assert quick.settings() != LeaveOneOutRecipe().settings()
+
+
+def test_junk_check_counts_picks_near_the_simulated_carbon_and_ice(general, tmp_path):
+    from dataclasses import replace
+
+    from deeppick.benchmark.junk import JUNK_SIM, junk_check
+
+    from .conftest import FAST_PICK, FAST_TRAIN
+
+    sim = replace(JUNK_SIM, size_px=512, n_particles=8)
+    figures = junk_check(general, tmp_path, n_micrographs=2, sim=sim, train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    assert 0 < figures["area_near_junk"] < 1  # carbon crosses every micrograph (contamination 4)
+    for stage in ("general", "self_trained"):
+        assert 0 <= figures[stage]["near_junk"] <= 1 and 0 <= figures[stage]["recall"] <= 1
+    assert figures["box_px"] == sim.diameter_px and len(list((tmp_path / "junk-check").glob("*.mrc"))) == 2
