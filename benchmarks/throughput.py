@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         print(f"{'size':>6} {'how':<34} {'mic/s':>7} {'s':>7} {'× 1 worker, 1 thread':>21}")
         for size in args.sizes:
             folder = work / f"mics-{size}"
-            first = simulate_micrograph(SimConfig(size_px=size, diameter_px=args.box, n_particles=40), 0).image
+            first = simulate_micrograph(SimConfig(size_px=size, diameter_px=args.box, density=0.2), 0).image
             for i in range(args.micrographs):  # one simulated image, many files: the picking is what is timed
                 write_micrograph(folder / f"m{i:03d}.mrc", first)
             runs = [("1 worker, all threads", dict(workers=1), cores),
