@@ -22,6 +22,9 @@ import scipy.ndimage
 from .errors import ConfigError
 from .io import check_micrograph
 
+# threads of the Fourier resampling: every core (-1), or a worker process's share of them (workers.py sets it)
+FFT_WORKERS = -1
+
 
 MIN_HIGHPASS_SIGMA_MODEL_PX = 16.0
 # Settings a model file may lack, with the value a missing one means: off.
@@ -152,7 +155,7 @@ def prepare_stack(images: np.ndarray, box_px: float, config: PreprocessConfig = 
 def _fourier_resample(image: np.ndarray, shape_out: tuple[int, int], sigma_out_px: float) -> np.ndarray:
     ny, nx = image.shape
     my, mx = shape_out
-    spectrum = scipy.fft.rfft2(image, workers=-1)
+    spectrum = scipy.fft.rfft2(image, workers=FFT_WORKERS)
     out = np.zeros((my, mx // 2 + 1), dtype=spectrum.dtype)
     keep_y = min(ny, my)
     pos, neg = keep_y - keep_y // 2, keep_y // 2
@@ -164,7 +167,7 @@ def _fourier_resample(image: np.ndarray, shape_out: tuple[int, int], sigma_out_p
         fy = scipy.fft.fftfreq(my).astype(np.float32)[:, None]  # cycles per output pixel
         fx = scipy.fft.rfftfreq(mx).astype(np.float32)[None, :]
         out *= np.exp(-2.0 * np.pi**2 * sigma_out_px**2 * (fy**2 + fx**2))
-    result = scipy.fft.irfft2(out, s=(my, mx), workers=-1)
+    result = scipy.fft.irfft2(out, s=(my, mx), workers=FFT_WORKERS)
     result *= (my * mx) / (ny * nx)
     return result.astype(np.float32, copy=False)
 

@@ -107,7 +107,10 @@ _WORKER: dict = {}
 def _start_worker(blob: bytes, threads: int) -> None:
     import torch
 
+    from . import preprocess
+
     torch.set_num_threads(threads)
+    preprocess.FFT_WORKERS = threads  # the worker's share of the cores, for its FFTs too
     _WORKER["model"] = model_from_bytes(blob)
 
 
