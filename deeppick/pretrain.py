@@ -236,17 +236,16 @@ def with_box(model: PickerModel, box_px: float) -> PickerModel:
     return replace(model, box_px=float(box_px), info=copy.deepcopy(model.info))
 
 
-def pooled_threshold(model: PickerModel, sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
-                     pick_config: PickConfig = PickConfig()) -> tuple[float, float, list[dict]]:
-    """F-beta threshold over the held-out micrographs of every source, each picked at its own box.
-
-    The ranked lists ``(scores, tp, n_refs)`` of all sources are pooled and passed to
-    :func:`~deeppick.threshold.choose_threshold`.
+def pooled_ranking(model: PickerModel, sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
+                   pick_config: PickConfig = PickConfig()) -> tuple[tuple, list[dict]]:
+    """The picks of the held-out micrographs of every source, each picked at its own box, as one ranked list.
 
     Returns
     -------
-    threshold, fbeta, per_source
-        ``per_source`` lists each source's name, micrographs, AP and reference count.
+    ranked, per_source
+        ``ranked`` is ``(scores, tp, n_refs)``, scores descending (what
+        :func:`~deeppick.threshold.choose_threshold` takes); ``per_source`` lists each source's name,
+        micrographs, AP and reference count.
     """
     scores, tps, n_refs, per_source = [], [], 0, []
     for src in sources:
@@ -265,7 +264,20 @@ def pooled_threshold(model: PickerModel, sources: Sequence, *, config: PretrainC
         raise ConfigError("no held-out micrographs in any pretraining dataset to choose the threshold on")
     s, t = np.concatenate(scores), np.concatenate(tps)
     order = np.argsort(-s, kind="stable")
-    threshold, fbeta = choose_threshold((s[order], t[order], n_refs), config.beta)
+    return (s[order], t[order], n_refs), per_source
+
+
+def pooled_threshold(model: PickerModel, sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
+                     pick_config: PickConfig = PickConfig()) -> tuple[float, float, list[dict]]:
+    """F-beta threshold over the held-out micrographs of every source (:func:`pooled_ranking`).
+
+    Returns
+    -------
+    threshold, fbeta, per_source
+        ``per_source`` lists each source's name, micrographs, AP and reference count.
+    """
+    ranked, per_source = pooled_ranking(model, sources, config=config, pick_config=pick_config)
+    threshold, fbeta = choose_threshold(ranked, config.beta)
     return float(threshold), float(fbeta), per_source
 
 
