@@ -8,7 +8,9 @@ every micrograph alike), cleaning, peak window and F2 threshold chosen on the fu
 micrographs, the test split picked and matched at 0.25 × diameter. Background patches are drawn ≥ 0.6 box
 from the *kept* labels, so unlabelled particles can be drawn as background: what partial labelling costs.
 ``--labels partial`` trains with positive-unlabelled learning instead (``TrainConfig.unlabelled_prior``:
-background patches as unlabelled, the share of particles among them estimated from the labels kept).
+background patches as unlabelled, the share of particles among them estimated from the labels kept);
+``--labels complete`` trains once, adds that model's picks above its threshold on the train micrographs that
+lie away from every kept label (``deeppick.tuning.complete_labels``), and trains again on the completed labels.
 Needs ../shared/realdata. Minutes per row on 2 cores.
 """
 
@@ -30,7 +32,7 @@ from deeppick.metrics import MATCH_FRACTION
 from deeppick.patches import PatchConfig, extract_patches
 from deeppick.pipeline import PickConfig, evaluate_model
 from deeppick.train import TrainConfig
-from deeppick.tuning import split_for_threshold, train_picker
+from deeppick.tuning import complete_labels, split_for_threshold, train_picker
 
 from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, PACKS, default_realdata, require_realdata  # noqa: E402
 REALDATA = default_realdata()
@@ -59,10 +61,16 @@ def partial_row(dataset, fraction: float, labels: str, seed: int) -> dict:
         config = TrainConfig(seed=seed, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
     model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config,
                          match_px=MATCH_FRACTION * dataset.diameter_px)
+    added = 0
+    if labels == "complete":
+        completed, added = complete_labels(model, train, kept)
+        patches = extract_patches(train, completed, box_px, config=PatchConfig(), seed=seed, dataset=dataset.name)
+        model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config,
+                             match_px=MATCH_FRACTION * dataset.diameter_px)
     seconds = time.perf_counter() - start
     evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(),
                                    match_px=MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px)
-    return {"pack": dataset.name, "fraction": fraction, "labels": labels, "particles": int(len(kept)),
+    return {"pack": dataset.name, "fraction": fraction, "labels": labels, "particles": int(len(kept)), "added": added,
             "ap": evaluation.ap, "held_out_ap": model.info.get("threshold", {}).get("ap"),
             "epochs": model.info["epochs_run"], "seconds": round(seconds)}
 
@@ -71,21 +79,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--packs", nargs="+", default=list(PACKS))
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.3, 0.1])
-    parser.add_argument("--labels", choices=["full", "partial"], default="full",
-                        help="how background is treated: as background (full) or as unlabelled (partial)")
+    parser.add_argument("--labels", choices=["full", "partial", "complete"], default="full",
+                        help="how background is treated: as background (full), as unlabelled (partial), or "
+                             "background after completing the labels with a first model's picks (complete)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     require_realdata(REALDATA)
     rows = []
-    print(f"{'pack':<20} {'labels':<8} {'kept':>5} {'particles':>9} {'test AP':>7} {'held-out AP':>11} "
+    print(f"{'pack':<20} {'labels':<8} {'kept':>5} {'particles':>9} {'added':>5} {'test AP':>7} {'held-out AP':>11} "
           f"{'epochs':>6} {'train s':>7}")
     for pack in args.packs:
         dataset = load_dataset(REALDATA / pack)
         for fraction in args.fractions:
             row = partial_row(dataset, fraction, args.labels, args.seed)
             rows.append(row)
-            print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['ap']:>7.3f} "
+            print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['added']:>5} {row['ap']:>7.3f} "
                   f"{row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} {row['seconds']:>7}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -114,6 +114,37 @@ def refine_picker(model: PickerModel, micrographs, accepted: pd.DataFrame, rejec
     return tuned
 
 
+def complete_labels(model: PickerModel, micrographs, labels: pd.DataFrame, *, config: PickConfig = PickConfig(),
+                    same_particle_box: float = 0.5) -> tuple[pd.DataFrame, int]:
+    """Partial labels completed by a model trained on them: ``labels`` plus the model's picks above its
+    threshold on ``micrographs`` that lie farther than ``same_particle_box`` × box from every label.
+
+    When users label only some particles of each micrograph, background drawn away from the labels also
+    falls on the unlabelled particles; retraining on the completed labels puts the model's confident picks
+    on the particle side instead (self-training, as autopick does without any labels). Returns the
+    completed labels (``micrograph``, ``x``, ``y``) and the number of picks added.
+    """
+    from scipy.spatial import cKDTree
+
+    from .pipeline import pick_paths
+
+    if model.threshold is None:
+        raise ConfigError("completing partial labels needs a model with a threshold: train it with held-out "
+                          "labelled micrographs")
+    picks = pick_paths(model, micrographs, config=replace(config, keep_all=False))
+    added = []
+    for stem, rows in picks.groupby("micrograph"):
+        xy = rows[["x", "y"]].to_numpy(float)
+        own = labels.loc[labels["micrograph"] == stem, ["x", "y"]].to_numpy(float)
+        if len(own):
+            distance, _ = cKDTree(own).query(xy)
+            xy = xy[distance > same_particle_box * model.box_px]
+        added.append(pd.DataFrame({"micrograph": stem, "x": xy[:, 0], "y": xy[:, 1]}))
+    new = pd.concat(added, ignore_index=True) if added else labels.iloc[:0][["micrograph", "x", "y"]]
+    completed = pd.concat([labels[["micrograph", "x", "y"]], new], ignore_index=True)
+    return completed, int(len(new))
+
+
 def adopt_label_edge_margin(model: PickerModel, patch_set: PatchSet) -> PickerModel:
     """Store in ``model`` the edge margin its training labels keep (:func:`~deeppick.postprocess.learn_edge_margin`).
 

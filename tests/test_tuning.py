@@ -18,7 +18,7 @@ from deeppick.pipeline import PickConfig, effective_threshold, pick_paths
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import PreprocessConfig
 from deeppick.train import TrainConfig
-from deeppick.tuning import choose_postprocess, fit_dataset, recipe_summary, select_threshold
+from deeppick.tuning import choose_postprocess, complete_labels, fit_dataset, recipe_summary, select_threshold
 
 from .conftest import SIM_DIAMETER_PX
 
@@ -210,3 +210,27 @@ def test_fit_and_train_take_a_particles_star_with_classes_and_refine_takes_verif
     assert refined.info["refined"]["accepted"] == len(accepted) == refined.info["trained_on"]["n_positive"]
     assert refined.info["trained_on"]["n_negative"] >= len(accepted)  # the rejected and random background
     assert refined.threshold is not None and refined.info["training"]["init"] is not None
+
+
+def test_partial_labels_are_completed_with_the_models_picks_away_from_every_label(sim_dataset, trained):
+    model = select_threshold(load_model(trained), sim_dataset.paths("valid"), sim_dataset.picks)
+    paths = sim_dataset.paths("train")
+    labelled = sim_dataset.picks[sim_dataset.picks["micrograph"].isin(sim_dataset.stems("train"))]
+    kept = labelled.groupby("micrograph").head(5).reset_index(drop=True)  # 5 of 14 per micrograph labelled
+    completed, added = complete_labels(model, paths, kept)
+    assert added == len(completed) - len(kept) and added > 0
+    assert completed.iloc[:len(kept)][["x", "y"]].to_numpy() == pytest.approx(kept[["x", "y"]].to_numpy())
+    new = completed.iloc[len(kept):]
+    for stem, rows in new.groupby("micrograph"):  # no added pick doubles a kept label
+        own = kept.loc[kept["micrograph"] == stem, ["x", "y"]].to_numpy()
+        gaps = np.hypot(*(rows[["x", "y"]].to_numpy()[:, None, :] - own[None, :, :]).transpose(2, 0, 1))
+        assert gaps.min() > 0.5 * model.box_px
+    # the added picks are mostly the unlabelled particles: completing moves recall on the train split up
+    before = evaluate_picks(kept.assign(score=1.0), labelled, model.box_px)
+    after = evaluate_picks(completed.assign(score=1.0), labelled, model.box_px)
+    assert after.recall > before.recall + 0.3 and after.precision > 0.8
+
+
+def test_completing_labels_needs_a_threshold(sim_dataset, trained):
+    with pytest.raises(ConfigError, match="threshold"):
+        complete_labels(load_model(trained), sim_dataset.paths("train"), sim_dataset.picks)
