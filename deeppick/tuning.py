@@ -145,6 +145,32 @@ def complete_labels(model: PickerModel, micrographs, labels: pd.DataFrame, *, co
     return completed, int(len(new))
 
 
+def train_on_partial_labels(micrographs, labels: pd.DataFrame, box_px: float, *, held_out: HeldOut,
+                            patch_config: PatchConfig = PatchConfig(),
+                            preprocess: PreprocessConfig = PreprocessConfig(), negatives=None,
+                            train_config: TrainConfig = TrainConfig(), init: PickerModel | None = None,
+                            match_px: float | None = None, dataset: str | None = None,
+                            progress: bool = False) -> PickerModel:
+    """Train a picker on micrographs where only some particles are labelled.
+
+    :func:`train_picker` on the labels, :func:`complete_labels` with that model's picks above its
+    threshold on the same micrographs, then :func:`train_picker` again, from scratch, on the completed
+    labels. ``held_out`` micrographs must be fully labelled: they choose both models' thresholds.
+    """
+    def patches(centres):
+        return extract_patches(micrographs, centres, box_px, config=patch_config, preprocess=preprocess,
+                               negatives=negatives, seed=train_config.seed, dataset=dataset, progress=progress)
+
+    first = train_picker(patches(labels), held_out=held_out, train_config=train_config, init=init,
+                         match_px=match_px, progress=progress)
+    completed, added = complete_labels(first, micrographs, labels)
+    model = train_picker(patches(completed), held_out=held_out, train_config=train_config, init=init,
+                         match_px=match_px, progress=progress)
+    model.info["partial_labels"] = {"labels": int(len(labels)), "added": added,
+                                    "first_model_held_out_ap": held_out_ap(first)}
+    return model
+
+
 def adopt_label_edge_margin(model: PickerModel, patch_set: PatchSet) -> PickerModel:
     """Store in ``model`` the edge margin its training labels keep (:func:`~deeppick.postprocess.learn_edge_margin`).
 
