@@ -10,7 +10,8 @@ from the *kept* labels, so unlabelled particles can be drawn as background: what
 ``--labels partial`` trains with positive-unlabelled learning instead (``TrainConfig.unlabelled_prior``:
 background patches as unlabelled, the share of particles among them estimated from the labels kept);
 ``--labels complete`` trains once, adds that model's picks above its threshold on the train micrographs that
-lie away from every kept label (``deeppick.tuning.complete_labels``), and trains again on the completed labels.
+lie away from every kept label, and trains again on the completed labels (``deeppick train --partial-labels``:
+``deeppick.tuning.train_on_partial_labels``).
 Needs ../shared/realdata. Minutes per row on 2 cores.
 """
 
@@ -32,7 +33,7 @@ from deeppick.metrics import MATCH_FRACTION
 from deeppick.patches import PatchConfig, extract_patches
 from deeppick.pipeline import PickConfig, evaluate_model
 from deeppick.train import TrainConfig
-from deeppick.tuning import complete_labels, split_for_threshold, train_picker
+from deeppick.tuning import split_for_threshold, train_on_partial_labels, train_picker
 
 from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, PACKS, default_realdata, require_realdata  # noqa: E402
 REALDATA = default_realdata()
@@ -48,7 +49,7 @@ def keep_fraction(picks, fraction: float, seed: int):
     return picks[keep].reset_index(drop=True)
 
 
-def partial_row(dataset, fraction: float, labels: str, seed: int) -> dict:
+def partial_row(dataset, fraction: float, labels: str, seed: int, completion_beta=None) -> dict:
     train, held_out = split_for_threshold(dataset)
     box_px = dataset.default_box_px()
     kept = keep_fraction(dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])], fraction, seed)
@@ -59,14 +60,15 @@ def partial_row(dataset, fraction: float, labels: str, seed: int) -> dict:
         from deeppick.train import unlabelled_prior
 
         config = TrainConfig(seed=seed, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
-    model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config,
-                         match_px=MATCH_FRACTION * dataset.diameter_px)
-    added = 0
-    if labels == "complete":
-        completed, added = complete_labels(model, train, kept)
-        patches = extract_patches(train, completed, box_px, config=PatchConfig(), seed=seed, dataset=dataset.name)
+    if labels != "complete":
         model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config,
                              match_px=MATCH_FRACTION * dataset.diameter_px)
+    added = 0
+    if labels == "complete":
+        model = train_on_partial_labels(train, kept, box_px, held_out=(held_out, dataset.picks), train_config=config,
+                                        match_px=MATCH_FRACTION * dataset.diameter_px, dataset=dataset.name,
+                                        completion_beta=completion_beta)
+        added = model.info["partial_labels"]["added"]
     seconds = time.perf_counter() - start
     evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(),
                                    match_px=MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px)
@@ -82,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", choices=["full", "partial", "complete"], default="full",
                         help="how background is treated: as background (full), as unlabelled (partial), or "
                              "background after completing the labels with a first model's picks (complete)")
+    parser.add_argument("--completion-beta", type=float, default=None,
+                        help="with --labels complete: complete at the first model's F-beta threshold [its F2 one]")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -92,7 +96,7 @@ def main(argv=None) -> int:
     for pack in args.packs:
         dataset = load_dataset(REALDATA / pack)
         for fraction in args.fractions:
-            row = partial_row(dataset, fraction, args.labels, args.seed)
+            row = partial_row(dataset, fraction, args.labels, args.seed, args.completion_beta)
             rows.append(row)
             print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['added']:>5} {row['ap']:>7.3f} "
                   f"{row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} {row['seconds']:>7}", flush=True)
