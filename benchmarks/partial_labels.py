@@ -1,6 +1,7 @@
 """How much is lost when only some particles of each micrograph are labelled?
 
-    python benchmarks/partial_labels.py [--packs ribosome80s-10028 ...] [--fractions 1 0.3 0.1] [--labels full|partial]
+    python benchmarks/partial_labels.py [--packs ribosome80s-10028 ...] [--fractions 1 0.3 0.1]
+        [--labels full|partial|complete]
 
 For each pack and each fraction: a model trained as ``deeppick train --dataset`` (box = diameter, default
 patches and preparation) on the train split with only that fraction of its labels kept (at random, seeded,
@@ -10,8 +11,8 @@ from the *kept* labels, so unlabelled particles can be drawn as background: what
 ``--labels partial`` trains with positive-unlabelled learning instead (``TrainConfig.unlabelled_prior``:
 background patches as unlabelled, the share of particles among them estimated from the labels kept);
 ``--labels complete`` trains once, adds that model's picks above its threshold on the train micrographs that
-lie away from every kept label, and trains again on the completed labels (``deeppick train --partial-labels``:
-``deeppick.tuning.train_on_partial_labels``).
+lie away from every kept label, and trains again on the completed labels
+(``deeppick.tuning.train_on_partial_labels``).
 Needs ../shared/realdata. Minutes per row on 2 cores.
 """
 
@@ -98,8 +99,9 @@ def main(argv=None) -> int:
         for fraction in args.fractions:
             row = partial_row(dataset, fraction, args.labels, args.seed, args.completion_beta)
             rows.append(row)
-            print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['added']:>5} {row['ap']:>7.3f} "
-                  f"{row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} {row['seconds']:>7}", flush=True)
+            print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['added']:>5} "
+                  f"{row['ap']:>7.3f} {row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} "
+                  f"{row['seconds']:>7}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

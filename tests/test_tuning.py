@@ -235,26 +235,3 @@ def test_completing_labels_needs_a_threshold(sim_dataset, trained):
     with pytest.raises(ConfigError, match="threshold"):
         complete_labels(load_model(trained), sim_dataset.paths("train"), sim_dataset.picks)
 
-
-def test_train_with_partial_labels_adds_a_first_models_picks_and_says_so(sim_dataset, tmp_path):
-    train = sim_dataset.paths("train")
-    (tmp_path / "mics").mkdir()
-    for p in train:
-        (tmp_path / "mics" / p.name).symlink_to(p)
-    labelled = sim_dataset.picks[sim_dataset.picks["micrograph"].isin([p.stem for p in train])]
-    write_picks(labelled.groupby("micrograph").head(5), tmp_path / "some.star")  # 5 of 14 per micrograph
-    runner = CliRunner()
-    common = ["--micrographs", str(tmp_path / "mics"), "--coords", str(tmp_path / "some.star"), "--box-px",
-              str(SIM_DIAMETER_PX), "--epochs", "6", "--optimizer", "adam", "--quiet", "--partial-labels"]
-    result = runner.invoke(cli, ["train", *common, "--validation", str(sim_dataset.root), "-o",
-                                 str(tmp_path / "p.pt")])
-    assert result.exit_code == 0, result.output
-    model = load_model(tmp_path / "p.pt")
-    partial = model.info["partial_labels"]
-    assert partial["labels"] == 15 and partial["added"] > 0
-    assert model.info["trained_on"]["n_positive"] == 15 + partial["added"] and model.threshold is not None
-    assert f"{partial['added']} picks of a first model added to the 15 labels" in result.stderr
-    # the held-out micrographs choose both thresholds, so without them it refuses in one line
-    result = runner.invoke(cli, ["train", *common, "-o", str(tmp_path / "q.pt")])
-    assert result.exit_code == 2 and "--partial-labels needs fully labelled held-out micrographs" in result.output
-    assert not (tmp_path / "q.pt").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ._labels import labelled_inputs, labelled_patches, patch_source_options
+from ._labels import labelled_patches, patch_source_options
 from ._shared import (LibraryDefault, check_output_file, given, highpass_option, load_model_file, preprocess_config,
                       user_errors)
 
@@ -61,13 +61,9 @@ def extract(output, **options):
 @click.option("--validation", type=click.Path(path_type=Path),
               help="dataset folder of held-out labelled micrographs for the F2 threshold "
                    "(default: the --dataset's valid split)")
-@click.option("--partial-labels", is_flag=True,
-              help="only some particles of each training micrograph are labelled: train, add the model's picks "
-                   "away from the labels as particles, train again (twice the time; the held-out micrographs "
-                   "must be fully labelled)")
 @user_errors
 def train(patches, positives, negatives_stack, output, arch, init_model, epochs, optimizer, lr, batch_size, patience,
-          no_augment, noise, contrast, device, resume, quiet, validation, partial_labels, **options):
+          no_augment, noise, contrast, device, resume, quiet, validation, **options):
     """Train a particle classifier on a patch set, or on micrographs with their particle coordinates.
 
     The validation micrographs of a --dataset are never trained on: the model's patch accuracy on them
@@ -79,7 +75,7 @@ def train(patches, positives, negatives_stack, output, arch, init_model, epochs,
     from ..model import save_model
     from ..patches import load_patch_set
     from ..train import TrainConfig
-    from ..tuning import train_on_partial_labels, train_picker, training_summary
+    from ..tuning import train_picker, training_summary
 
     check_output_file(output, "model")
     init = None
@@ -87,7 +83,7 @@ def train(patches, positives, negatives_stack, output, arch, init_model, epochs,
         from ..pretrain import load_general_model
 
         init = load_general_model() if init_model == "general" else load_model_file(Path(init_model))
-    inputs = None
+    ds = None
     if positives is not None or negatives_stack is not None:
         if positives is None or negatives_stack is None or not options["box_px"]:
             raise ConfigError("training from particle stacks needs --positives, --negatives-stack and --box-px (the "
@@ -107,14 +103,7 @@ def train(patches, positives, negatives_stack, output, arch, init_model, epochs,
                               f"--dataset / --micrographs")
         ps = load_patch_set(patches)
     else:
-        inputs = labelled_inputs(preprocess=init.preprocess if init else None, **options)
-        ps = inputs.patches(progress=not quiet)
-    if partial_labels and resume:
-        raise ConfigError("--partial-labels trains two models and keeps no checkpoint: leave --resume out")
-    if partial_labels and inputs is None:
-        raise ConfigError("--partial-labels completes the labels of micrographs: give --dataset or --micrographs "
-                          "with --coords, not --patches or particle stacks")
-    ds = inputs.dataset if inputs is not None else None
+        ps, ds = labelled_patches(progress=not quiet, preprocess=init.preprocess if init else None, **options)
     held_out = None
     if validation is not None:
         from ..datasets import load_dataset
@@ -123,28 +112,14 @@ def train(patches, positives, negatives_stack, output, arch, init_model, epochs,
         held_out = (vds.paths(), vds.picks)
     elif ds is not None and ds.paths("valid") and options["split"] != "valid":
         held_out = (ds.paths("valid"), ds.picks)
-    if partial_labels and held_out is None:
-        raise ConfigError("--partial-labels needs fully labelled held-out micrographs to choose its thresholds on: "
-                          "a --dataset with a valid split, or --validation DIR")
     start = f", fine-tuning {init.info.get('name') or init_model}" if init is not None else ""
     click.echo(f"training on {ps.summary()}{start}")
     config = TrainConfig(**given(arch=arch, optimizer=optimizer, learning_rate=lr, batch_size=batch_size,
                                  epochs=epochs, patience=patience, noise_sd=noise, contrast_jitter=contrast,
                                  seed=options["seed"], device=device), rotate_flip=not no_augment)
-    if partial_labels:
-        model = train_on_partial_labels(inputs.paths, inputs.picks, inputs.box_px, held_out=held_out,
-                                        patch_config=inputs.config, preprocess=inputs.preprocess,
-                                        negatives=inputs.negatives, train_config=config, init=init,
-                                        dataset=ds.name if ds is not None else None, progress=not quiet)
-        click.echo(f"partial labels: {model.info['partial_labels']['added']} picks of a first model added to the "
-                   f"{model.info['partial_labels']['labels']} labels", err=True)
-    else:
-        model = train_picker(ps, held_out=held_out, train_config=config, init=init, progress=not quiet,
-                             checkpoint=output.with_name(output.name + ".ckpt"), resume=resume)
+    model = train_picker(ps, held_out=held_out, train_config=config, init=init, progress=not quiet,
+                         checkpoint=output.with_name(output.name + ".ckpt"), resume=resume)
     save_model(model, output)
-    if partial_labels:
-        click.echo(f"wrote {output}: {training_summary(model)}")
-        return
     checkpoint = output.with_name(output.name + ".ckpt")
     click.echo(f"wrote {output}: {training_summary(model)}; {checkpoint.name} is kept beside it, so --resume with "
                "more --epochs continues this training (delete it when done)")
