@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see d
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from deeppick.datasets import load_dataset
 from deeppick.metrics import MATCH_FRACTION
 from deeppick.patches import PatchConfig, extract_patches
 from deeppick.pipeline import PickConfig, evaluate_model
-from deeppick.train import TrainConfig
+from deeppick.train import TrainConfig, unlabelled_prior
 from deeppick.tuning import split_for_threshold, train_on_partial_labels, train_picker
 
 from deeppick.benchmark import MATCH_FRACTION_OF_DIAMETER, PACKS, default_realdata, require_realdata  # noqa: E402
@@ -55,21 +56,18 @@ def partial_row(dataset, fraction: float, labels: str, seed: int, completion_bet
     box_px = dataset.default_box_px()
     kept = keep_fraction(dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])], fraction, seed)
     start = time.perf_counter()
-    patches = extract_patches(train, kept, box_px, config=PatchConfig(), seed=seed, dataset=dataset.name)
     config = TrainConfig(seed=seed)
-    if labels == "partial":
-        from deeppick.train import unlabelled_prior
-
-        config = TrainConfig(seed=seed, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
-    if labels != "complete":
-        model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config,
-                             match_px=MATCH_FRACTION * dataset.diameter_px)
+    match_px = MATCH_FRACTION * dataset.diameter_px
     added = 0
     if labels == "complete":
         model = train_on_partial_labels(train, kept, box_px, held_out=(held_out, dataset.picks), train_config=config,
-                                        match_px=MATCH_FRACTION * dataset.diameter_px, dataset=dataset.name,
-                                        completion_beta=completion_beta)
+                                        match_px=match_px, dataset=dataset.name, completion_beta=completion_beta)
         added = model.info["partial_labels"]["added"]
+    else:
+        patches = extract_patches(train, kept, box_px, config=PatchConfig(), seed=seed, dataset=dataset.name)
+        if labels == "partial":
+            config = replace(config, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
+        model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config, match_px=match_px)
     seconds = time.perf_counter() - start
     evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(),
                                    match_px=MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px)

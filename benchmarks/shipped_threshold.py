@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 
 from deeppick.benchmark import PACKS, default_realdata, require_realdata, write_figures  # noqa: E402
 from deeppick.pipeline import PickConfig  # noqa: E402
-from deeppick.metrics import fbeta_score  # noqa: E402
+from deeppick.metrics import fbeta_curve  # noqa: E402
 from deeppick.pretrain import PretrainConfig, load_general_model, pooled_ranking  # noqa: E402
 from deeppick.scan import ScanConfig  # noqa: E402
 from deeppick.simulate import simulate_zoo  # noqa: E402
@@ -40,23 +40,21 @@ def main(argv=None) -> int:
     zoo = simulate_zoo(args.work / "zoo", n_micrographs=8, density=0.15)
     config = PretrainConfig(max_train_micrographs=4, max_valid_micrographs=1)
     sources = [*(realdata / p for p in PACKS), *zoo]
-    rows, ranked_rotations = {}, None
+    figures = {"stored_threshold": model.threshold}
     for rotations in (False, True):
         pick_config = PickConfig(scan=replace(ScanConfig(), rotations=rotations))
         ranked, per_source = pooled_ranking(model, sources, config=config, pick_config=pick_config)
         threshold, f2 = choose_threshold(ranked, config.beta)
-        rows["rotations" if rotations else "no_rotations"] = {
+        figures["rotations" if rotations else "no_rotations"] = {
             "threshold": threshold, "f2": f2, "ap": {s["dataset"]: round(s["ap"], 3) for s in per_source}}
         print(f"{'rotation-averaged' if rotations else 'no rotations':<18} threshold {threshold:.3f}  pooled F2 "
               f"{f2:.3f}  AP " + " ".join(f"{s['dataset']} {s['ap']:.3f}" for s in per_source), flush=True)
-        ranked_rotations = ranked
-    scores, tp, n_refs = ranked_rotations
-    kept = scores >= model.threshold
-    figures = {"stored_threshold": model.threshold, **rows,
-               "f2_rotations_at_stored": float(fbeta_score(tp[kept].mean() if kept.any() else 0.0,
-                                                           tp[kept].sum() / n_refs, config.beta))}
+    thresholds, f2_curve = fbeta_curve(*ranked, config.beta)  # the rotation-averaged scans, as picking uses
+    at_stored = thresholds >= model.threshold
+    figures["f2_rotations_at_stored"] = float(f2_curve[at_stored][-1]) if at_stored.any() else 0.0
+    rechosen = figures["rotations"]
     print(f"rotation-averaged scores: F2 {figures['f2_rotations_at_stored']:.3f} at the stored threshold "
-          f"{model.threshold:.3f}, {rows['rotations']['f2']:.3f} at the re-chosen {rows['rotations']['threshold']:.3f}")
+          f"{model.threshold:.3f}, {rechosen['f2']:.3f} at the re-chosen {rechosen['threshold']:.3f}")
     if args.json:
         print(f"wrote {write_figures(args.json, 'shipped_threshold', figures)}")
     return 0

@@ -22,7 +22,8 @@ from .io import concat_picks, micrograph_stem, read_micrograph
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
 from .patches import PatchConfig, PatchSet, extract_patches
-from .pipeline import PickConfig, evaluate_model, picks_from_score_map, postprocess_config, score_micrograph
+from .pipeline import (PickConfig, evaluate_model, pick_paths, picks_from_score_map, postprocess_config,
+                       score_micrograph)
 from .postprocess import PostprocessConfig, learn_edge_margin
 from .preprocess import PreprocessConfig
 from .threshold import choose_threshold
@@ -125,8 +126,6 @@ def complete_labels(model: PickerModel, micrographs, labels: pd.DataFrame, *, co
     completed labels (``micrograph``, ``x``, ``y``) and the number of picks added.
     """
     from scipy.spatial import cKDTree
-
-    from .pipeline import pick_paths
 
     if model.threshold is None:
         raise ConfigError("completing partial labels needs a model with a threshold: train it with held-out "

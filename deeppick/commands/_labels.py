@@ -3,7 +3,6 @@ with coordinate files."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -48,50 +47,16 @@ patch_source_options = options(
 )
 
 
-@dataclass
-class LabelledInputs:
-    """What the shared options name: micrographs, their particle centres and explicit background, the box,
-    the patch recipe and the preparation; ``dataset`` when they came from a dataset folder."""
-
-    paths: list
-    picks: object
-    negatives: object
-    box_px: float
-    config: object
-    preprocess: object
-    seed: int
-    dataset: object = None
-    split: str = "train"
-
-    def patches(self, progress: bool = True):
-        from ..patches import extract_patches
-
-        ps = extract_patches(self.paths, self.picks, self.box_px, config=self.config, preprocess=self.preprocess,
-                             negatives=self.negatives, seed=self.seed, progress=progress,
-                             dataset=self.dataset.name if self.dataset is not None else None)
-        if self.dataset is not None:
-            ps.metadata["dataset"] = {"name": self.dataset.name, "root": str(self.dataset.root),
-                                      "split": self.split}
-        return ps
-
-
-def labelled_patches(*, progress=True, **options):
+def labelled_patches(*, dataset, split, micrographs, coords, coords_format, classes, box_px, box_a, negatives,
+                     negative_classes, negative_ratio, near_negative_ratio, off_centre_ratio, max_per_micrograph,
+                     max_micrographs, seed, highpass, progress=True, preprocess=None):
     """The patch set the shared options name, and the dataset it came from (or None). How the coordinate
-    files' particles were used (per reason left out) is printed on stderr."""
-    inputs = labelled_inputs(**options)
-    return inputs.patches(progress=progress), inputs.dataset
-
-
-def labelled_inputs(*, dataset, split, micrographs, coords, coords_format, classes, box_px, box_a, negatives,
-                    negative_classes, negative_ratio, near_negative_ratio, off_centre_ratio, max_per_micrograph,
-                    max_micrographs, seed, highpass, preprocess=None) -> LabelledInputs:
-    """The micrographs, labels and recipe the shared options name (see :class:`LabelledInputs`).
+    files' particles were used (per reason left out) is printed on stderr.
 
     ``preprocess``: prepare the micrographs so (an initial model's) instead of the defaults with ``highpass``.
     """
-    from ..errors import DatasetError
     from ..io import box_px_from_angstrom, list_micrographs
-    from ..patches import PatchConfig
+    from ..patches import PatchConfig, extract_dataset_patches, extract_patches
 
     if preprocess is None:
         preprocess = preprocess_config(highpass)
@@ -113,15 +78,12 @@ def labelled_inputs(*, dataset, split, micrographs, coords, coords_format, class
             raise ConfigError("--classes chooses among the particles of --coords; a dataset folder's coords/ are "
                               "its labels: leave --classes out, or give --micrographs with --coords")
         ds = load_dataset(dataset)
-        paths = ds.paths(split)
-        if not paths:
-            raise DatasetError(f"{ds.root}: no micrographs in the '{split}' split; choose another --split")
-        paths = paths[:max_micrographs]
-        neg = _labels(negatives, coords_format, negative_classes, paths, "--negatives")
+        neg = _labels(negatives, coords_format, negative_classes, ds.paths(split), "--negatives")
         if box_a is not None:
-            box_px = box_px_from_angstrom(box_a, paths)
-        return LabelledInputs(paths, ds.picks, neg, box_px or ds.default_box_px(), config, preprocess, seed,
-                              dataset=ds, split=split)
+            box_px = box_px_from_angstrom(box_a, ds.paths(split))
+        ps = extract_dataset_patches(ds, split, box_px=box_px, config=config, preprocess=preprocess, negatives=neg,
+                                     seed=seed, max_micrographs=max_micrographs, progress=progress)
+        return ps, ds
     if micrographs is None or coords is None or not (box_px or box_a):
         raise ConfigError("say where the labelled particles are: --dataset DIR, or --micrographs DIR "
                           "--coords FILE|DIR --box-px N (or --box-a Å)")
@@ -130,7 +92,9 @@ def labelled_inputs(*, dataset, split, micrographs, coords, coords_format, class
         box_px = box_px_from_angstrom(box_a, paths)
     picks = _labels(coords, coords_format, classes, paths, "--coords")
     neg = _labels(negatives, coords_format, negative_classes, paths, "--negatives")
-    return LabelledInputs(paths, picks, neg, box_px, config, preprocess, seed)
+    ps = extract_patches(paths, picks, box_px, config=config, preprocess=preprocess, negatives=neg, seed=seed,
+                         progress=progress)
+    return ps, None
 
 
 def _labels(source, fmt, classes, micrographs, option):
