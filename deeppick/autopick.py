@@ -191,7 +191,8 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     out_dir = Path(out_dir) if out_dir is not None else None
     if estimate is None and (box_px is None or (config.peak_window_diameters is not None and pick_config.post is None)):
         estimate = estimate_box(model, paths, seed=config.seed)
-        box_px = estimate.box_px if box_px is None else box_px
+    if box_px is None:
+        box_px = estimate.box_px
     if pick_config.post is None and config.peak_window_diameters is not None:  # picks may be a diameter apart
         window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
         pick_config = replace(pick_config, post=replace(postprocess_config(model), peak_window_box=window))

@@ -430,3 +430,14 @@ def test_autopick_without_a_box_estimates_it_says_so_and_records_it(general, tar
     assert "estimated" in result.stderr and "a particle of about" in result.stderr
     record = load_model(out / "autopick_model.pt").info["autopick"]["box_estimate"]
     assert record["box_px"] > 0 and record["why"] and record["used"] == record["box_px"]
+
+
+def test_autopick_with_a_given_estimate_and_no_box_picks_at_the_estimated_box(general, target):
+    from deeppick.autopick import BoxEstimate
+
+    estimate = BoxEstimate(box_px=60.0, diameter_px=50.0, curve={"60": 1.0}, why="given")
+    result = autopick(general, target / "micrographs", estimate=estimate, config=AutopickConfig(iterations=0),
+                      train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    assert result.box_px == 60.0 and result.model.box_px == 60.0
+    assert result.pick_config.post.peak_window_box == pytest.approx(
+        np.clip(AutopickConfig().peak_window_diameters * 50.0 / 60.0, 0.4, 0.8))
