@@ -57,16 +57,16 @@ class PretrainConfig:
     beta: float = BETA  # F2: DeepEM
     seed: int = 0
     # ours: each source's particles are cut at these boxes (× its diameter), its quota shared equally, so the
-    # network sees particles at every apparent size in the 64-px frame that a user's box can give them;
-    # (1.0,): DeepPicker's one box per molecule
-    box_factors: tuple[float, ...] = (1.0,)
+    # network sees particles at every apparent size in the 64-px frame that a user's box can give them (a
+    # user's box is rarely the diameter exactly); (1.0,): DeepPicker's one box per molecule
+    box_factors: tuple[float, ...] = (0.8, 1.0, 1.2, 1.4, 1.6)
     # ours: the share of a source's background patches centred on its contaminants (ice, carbon edges,
-    # filaments, aggregates, broken particles) where it marks them (simulated datasets' junk/); the rest are
-    # DeepPicker's random background
-    junk_share: float = 0.0
+    # filaments, aggregates, broken particles) where it marks them (simulated datasets' junk/), so junk is
+    # taught as background rather than met by chance; the rest are DeepPicker's random background
+    junk_share: float = 0.3
     # ours: background patches from particle-free micrographs (``pretrain``'s ``background`` datasets), as a
-    # share of all background patches
-    empty_share: float = 0.0
+    # share of all background patches (crYOLO's general model learns from particle-free data sets)
+    empty_share: float = 0.2
 
     def __post_init__(self):
         if self.total_positives < 1:

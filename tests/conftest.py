@@ -101,7 +101,8 @@ def sources(tmp_path_factory) -> list[Path]:
 def general(sources):
     from deeppick.pretrain import PretrainConfig, pretrain
 
-    return pretrain(sources, config=PretrainConfig(total_positives=24), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    return pretrain(sources, config=PretrainConfig(total_positives=24, box_factors=(1.0,)), train_config=FAST_TRAIN,
+                    pick_config=FAST_PICK)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from .conftest import FAST_PICK, FAST_TRAIN
 
 
 def test_mix_is_balanced_and_each_source_keeps_its_box(sources):
-    ps = pretrain_patches(sources, config=PretrainConfig(total_positives=20, seed=1))
+    ps = pretrain_patches(sources, config=PretrainConfig(total_positives=20, box_factors=(1.0,), seed=1))
     per = ps.metadata["pretrain"]["sources"]
     assert [s["n_positive"] for s in per] == [10, 10]
     assert [s["box_px"] for s in per] == [48.0, 64.0]
@@ -44,7 +44,8 @@ def test_mix_uses_train_micrographs_only_and_small_sources_give_all(sources):
         ds = load_dataset(src)
         train = ds.stems("train")
         assert entry["train"] == train and entry["threshold"] == ds.stems("valid")
-        assert entry["n_positive"] <= sum(len(ds.picks_for(s)) for s in train)
+        # a small source gives every particle it has, once at each box
+        assert entry["n_positive"] <= len(PretrainConfig().box_factors) * sum(len(ds.picks_for(s)) for s in train)
         assert entry["n_positive"] > 0
     used = {s["micrograph"] for s in ps.metadata["sources"]}
     assert not used & {s for src in sources for s in load_dataset(src).stems("valid")}
@@ -88,7 +89,7 @@ def test_pretrain_cli_writes_a_general_model(sources, tmp_path):
     out = tmp_path / "general.pt"
     args = ["pretrain", "--dataset", str(sources[0]), "--dataset", str(sources[1]), "-o", str(out),
             "--positives", "16", "--epochs", "1", "--max-valid", "1", "--quiet"]
-    res = CliRunner().invoke(cli, args)
+    res = CliRunner().invoke(cli, [*args, "--box-factors", "1"])
     assert res.exit_code == 0, res.output
     model = load_model(out)
     assert [s["n_positive"] for s in model.info["pretrain"]["sources"]] == [8, 8]
@@ -112,6 +113,26 @@ def test_shipped_model_loads_and_picks_a_simulated_micrograph():
                             config=PickConfig(scan=ScanConfig(rotations=False)))
     ev = evaluate_picks(picks, sim.picks("sim"), 64)
     assert ev.recall >= 0.5 and ev.precision >= 0.5
+
+
+def test_pretrain_cli_spans_boxes_and_learns_from_particle_free_micrographs(sources, tmp_path):
+    from deeppick.simulate import simulate_empty_zoo
+
+    empty = simulate_empty_zoo(tmp_path / "empty", n_micrographs=2, size_px=256)
+    out = tmp_path / "general.pt"
+    args = ["pretrain", "--dataset", str(sources[0]), "--dataset", str(sources[1]), "-o", str(out),
+            "--positives", "16", "--epochs", "1", "--max-valid", "1", "--quiet"]
+    res = CliRunner().invoke(cli, [*args, "--box-factors", "0.8,1.6", "--background", str(empty),
+                                   "--empty-share", "0.25"])
+    assert res.exit_code == 0, res.output
+    info = load_model(out).info["pretrain"]
+    assert info["config"]["box_factors"] == [0.8, 1.6] and info["config"]["empty_share"] == 0.25
+    assert [s["boxes_px"] for s in info["sources"][:2]] == [[38.0, 77.0], [51.0, 102.0]]
+    assert info["sources"][2]["particle_free"] and info["sources"][2]["n_negative"] > 0
+    assert "ring" in res.output and "boxes 38, 77" in res.output
+    for bad in ("0.8;1.6", "0,1"):
+        res = CliRunner().invoke(cli, [*args, "--box-factors", bad])
+        assert res.exit_code == 2 and bad in res.output and "Traceback" not in res.output
 
 
 def test_the_mix_can_span_boxes_and_teach_junk_and_empty_micrographs_as_background(sources, tmp_path):

@@ -13,6 +13,19 @@ from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, given, hi
 from .picking import edge_margin_option, peak_window_option, step_line
 
 
+def parse_factors(text: str | None) -> tuple[float, ...] | None:
+    """``"0.8,1,1.2"`` → (0.8, 1.0, 1.2); a bad list is a usage error that names it."""
+    if text is None:
+        return None
+    try:
+        factors = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers, e.g. 0.8,1,1.2,1.4,1.6")
+    if min(factors) <= 0:
+        raise click.BadParameter(f"'{text}': box factors must be positive")
+    return factors
+
+
 @click.command()
 @click.option("--dataset", "datasets", required=True, multiple=True, type=click.Path(path_type=Path),
               help="a dataset folder of one molecule, real or simulated (repeat: one per molecule)")
@@ -25,24 +38,40 @@ from .picking import edge_margin_option, peak_window_option, step_line
               help="held-out micrographs per dataset for the pooled F2 threshold")
 @click.option("--epochs", type=int, cls=LibraryDefault, library="pretrain:PRETRAIN_TRAINING.epochs",
               help="most epochs (early stopping may end sooner)")
+@click.option("--box-factors", callback=lambda ctx, param, value: parse_factors(value), cls=LibraryDefault,
+              library="pretrain:PretrainConfig.box_factors",
+              help="cut each molecule's particles at these boxes × its diameter, comma-separated (1: one box per "
+                   "molecule, as DeepPicker)")
+@click.option("--junk-share", type=click.FloatRange(0, 1), cls=LibraryDefault,
+              library="pretrain:PretrainConfig.junk_share",
+              help="share of the background centred on the contaminants a dataset marks (simulated junk/)")
+@click.option("--background", "backgrounds", multiple=True, type=click.Path(path_type=Path),
+              help="a dataset folder of particle-free micrographs (ice, carbon, empty holes) taught as background "
+                   "(repeat; e.g. deeppick simulate --empty)")
+@click.option("--empty-share", type=click.FloatRange(0, 1, max_open=True), cls=LibraryDefault,
+              library="pretrain:PretrainConfig.empty_share",
+              help="share of all background from the --background micrographs")
 @click.option("--seed", type=int, cls=LibraryDefault, library="pretrain:PretrainConfig.seed", help="random seed")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @highpass_option
 @user_errors
-def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, seed, quiet, highpass):
+def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, box_factors, junk_share, backgrounds,
+             empty_share, seed, quiet, highpass):
     """Train a general model on several molecules (balanced mix) for picking new ones without labels."""
     from ..model import save_model
     from ..pretrain import PRETRAIN_TRAINING, PretrainConfig, pretrain as run_pretrain
 
     check_output_file(output, "general model")
     config = PretrainConfig(**given(total_positives=positives, max_train_micrographs=max_micrographs,
-                                    max_valid_micrographs=max_valid, seed=seed))
+                                    max_valid_micrographs=max_valid, box_factors=box_factors, junk_share=junk_share,
+                                    empty_share=empty_share, seed=seed))
     model = run_pretrain(list(datasets), config=config,
                          train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
-                         progress=not quiet, preprocess=preprocess_config(highpass))
+                         progress=not quiet, preprocess=preprocess_config(highpass), background=list(backgrounds))
     save_model(model, output)
     sources = model.info["pretrain"]["sources"]
-    mix = ", ".join(f"{s['dataset']} {s['n_positive']} (box {s['box_px']:g})" for s in sources)
+    mix = ", ".join(f"{s['dataset']} {s['n_positive']} (boxes {', '.join(f'{b:g}' for b in s['boxes_px'])})"
+                    for s in sources if not s.get("particle_free"))
     click.echo(f"wrote {output}: particles per molecule: {mix}; held-out patch accuracy "
                f"{model.info['val_accuracy']:.3f}; pooled F2 threshold {model.threshold:.3g}")
 
