@@ -250,7 +250,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
                                                      micrographs=stems).ap
     noise = particle_free(model, out, 56.0, auto_config, tune_config, pick_config)
     row = {"pack": held_out, "diameter_px": diameter, "estimate_px": estimate.diameter_px,
-           "estimate_box_px": estimate.box_px, "estimate_curve": estimate.curve, "per_box": per_box, "topaz_ap": TOPAZ_GENERAL_AP.get(held_out),
+           "estimate_box_px": estimate.box_px, "estimate_curve": estimate.curve, "per_box": per_box,
+           "topaz_ap": TOPAZ_GENERAL_AP.get(held_out),
            "ap_disc_filter": disc.ap, "ap_relion_log": log_ap, "relion_log_quoted": RELION_LOG_AP.get(held_out),
            "particle_free": noise, "n_test": len(test), "settings": recipe.settings(),
            "pretraining": {"box_factors": list(config.box_factors), "junk_share": config.junk_share,
