@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     summary = {"file": args.out.name, "size_bytes": args.out.stat().st_size, "threshold": model.threshold,
                "box_px": model.box_px, "val_accuracy": model.info.get("val_accuracy"),
                "recipe": model.info["recipe"],
-               "sources": [{k: s[k] for k in ("dataset", "box_px", "n_positive", "n_negative", "simulated")}
+               "sources": [{k: s[k] for k in ("dataset", "boxes_px", "n_positive", "n_negative", "n_junk", "simulated")
+                            if k in s} | {"particle_free": s.get("particle_free", False)}
                            for s in model.info["pretrain"]["sources"]],
                "threshold_sources": model.info["threshold"]["sources"]}
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(summary, indent=1) + "\n")
