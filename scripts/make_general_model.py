@@ -48,8 +48,10 @@ def main(argv=None) -> int:
     parser.add_argument("--junk-share", type=float, default=None, help="PretrainConfig.junk_share")
     parser.add_argument("--empty-share", type=float, default=None,
                         help="PretrainConfig.empty_share: background from particle-free simulated micrographs")
-    parser.add_argument("--zoo-ice-gradient", type=float, default=0.0, help="SimConfig.ice_gradient of the zoo")
-    parser.add_argument("--zoo-detector-blur", type=float, default=0.0, help="SimConfig.detector_blur_px of the zoo")
+    parser.add_argument("--zoo-ice-gradient", type=float, default=1.0,
+                        help="SimConfig.ice_gradient of the zoo (real ice is uneven) [1]")
+    parser.add_argument("--zoo-detector-blur", type=float, default=1.0,
+                        help="SimConfig.detector_blur_px of the zoo (a real detector's MTF) [1]")
     args = parser.parse_args(argv)
 
     from deeppick.io import atomic_write_text

@@ -144,8 +144,8 @@ class LeaveOneOutRecipe:
     off_centre: float | None = None  # off-centre views per self-training particle
     zoo_density: float | None = None  # area fraction the zoo's particles cover
     procedural: int = 0  # procedural molecules added to the zoo (simulate.procedural_zoo)
-    zoo_ice_gradient: float = 0.0  # the zoo's uneven ice and detector blur (SimConfig's)
-    zoo_detector_blur_px: float = 0.0
+    zoo_ice_gradient: float = 1.0  # the zoo's uneven ice and detector blur (SimConfig's), as real micrographs have
+    zoo_detector_blur_px: float = 1.0
     rotations: bool = True  # scan with the four rotations
     highpass: float = 0.0  # background subtraction σ, model px (0: off)
     seed: int = 0
