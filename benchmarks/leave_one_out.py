@@ -62,9 +62,11 @@ def main(argv=None) -> int:
     parser.add_argument("--procedural", type=int, default=None,
                         help="procedural molecules added to the zoo (simulate.procedural_zoo) [0]")
     parser.add_argument("--zoo-ice-gradient", type=float, default=None,
-                        help="the zoo's uneven ice: a ramp of up to this many noise SDs (SimConfig.ice_gradient) [1]")
+                        help="the zoo's uneven ice: a ramp of up to this many noise SDs (SimConfig.ice_gradient) "
+                             "[simulate.ZOO_ICE_GRADIENT]")
     parser.add_argument("--zoo-detector-blur", type=float, default=None,
-                        help="the zoo's detector blur, σ px (SimConfig.detector_blur_px) [1]")
+                        help="the zoo's detector blur, σ px (SimConfig.detector_blur_px) "
+                             "[simulate.ZOO_DETECTOR_BLUR_PX]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")
     parser.add_argument("--seed", type=int, default=None, help="seed of pretraining, fine-tuning and autopick's draws")

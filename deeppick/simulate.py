@@ -1045,6 +1045,9 @@ ZOO_DIAMETERS_PX = {"klh-like": 104.0, "ring": 44.0, "apoferritin-like": 60.0, "
 # the middle of that range and what the simulator can place for the largest molecule in 1024² px.
 ZOO_DENSITY = 0.35
 ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
+# The zoo's uneven ice (a ramp of up to this many noise SDs) and detector blur (σ px): real micrographs have both.
+ZOO_ICE_GRADIENT = 1.0
+ZOO_DETECTOR_BLUR_PX = 1.0
 ZOO_PILOT_MICROGRAPHS = 8
 
 

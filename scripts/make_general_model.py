@@ -48,18 +48,18 @@ def main(argv=None) -> int:
     parser.add_argument("--junk-share", type=float, default=None, help="PretrainConfig.junk_share")
     parser.add_argument("--empty-share", type=float, default=None,
                         help="PretrainConfig.empty_share: background from particle-free simulated micrographs")
-    parser.add_argument("--zoo-ice-gradient", type=float, default=1.0,
-                        help="SimConfig.ice_gradient of the zoo (real ice is uneven) [1]")
-    parser.add_argument("--zoo-detector-blur", type=float, default=1.0,
-                        help="SimConfig.detector_blur_px of the zoo (a real detector's MTF) [1]")
+    parser.add_argument("--zoo-ice-gradient", type=float, default=None,
+                        help="SimConfig.ice_gradient of the zoo [default: deeppick.simulate.ZOO_ICE_GRADIENT]")
+    parser.add_argument("--zoo-detector-blur", type=float, default=None,
+                        help="SimConfig.detector_blur_px of the zoo [default: deeppick.simulate.ZOO_DETECTOR_BLUR_PX]")
     args = parser.parse_args(argv)
 
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
     from deeppick.pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
-    from deeppick.simulate import (ZOO_DENSITY, ZOO_DIAMETERS_PX, ZOO_SNR, simulate_empty_zoo, simulate_zoo,
-                                   simulate_zoo_for_quota)
+    from deeppick.simulate import (ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX, ZOO_ICE_GRADIENT, ZOO_SNR,
+                                   simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
 
     missing = [p for p in PACKS if not (args.realdata / p / "dataset.json").is_file()]
@@ -68,7 +68,9 @@ def main(argv=None) -> int:
         return 1
     start = time.perf_counter()
     density = ZOO_DENSITY if args.zoo_density is None else args.zoo_density
-    looks = {"density": density, "ice_gradient": args.zoo_ice_gradient, "detector_blur_px": args.zoo_detector_blur}
+    ice = ZOO_ICE_GRADIENT if args.zoo_ice_gradient is None else args.zoo_ice_gradient
+    blur = ZOO_DETECTOR_BLUR_PX if args.zoo_detector_blur is None else args.zoo_detector_blur
+    looks = {"density": density, "ice_gradient": ice, "detector_blur_px": blur}
     if args.zoo_micrographs:
         zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs, **looks)
     else:
@@ -95,8 +97,7 @@ def main(argv=None) -> int:
                        for p in PACKS},
         "pretrain_config": config.to_dict(),
         "simulated_zoo": f"deeppick.simulate.simulate_zoo: 6 molecules, 1024 px, SNR {ZOO_SNR:g}, "
-                         f"density {density:g}, ice gradient {args.zoo_ice_gradient:g}, detector blur "
-                         f"{args.zoo_detector_blur:g} px, diameters "
+                         f"density {density:g}, ice gradient {ice:g}, detector blur {blur:g} px, diameters "
                          "deeppick.simulate.ZOO_DIAMETERS_PX; micrographs per molecule"
                          + ("" if args.zoo_micrographs else " (enough for its quota)") + ": "
                          + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),

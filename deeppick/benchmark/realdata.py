@@ -144,8 +144,8 @@ class LeaveOneOutRecipe:
     off_centre: float | None = None  # off-centre views per self-training particle
     zoo_density: float | None = None  # area fraction the zoo's particles cover
     procedural: int = 0  # procedural molecules added to the zoo (simulate.procedural_zoo)
-    zoo_ice_gradient: float = 1.0  # the zoo's uneven ice and detector blur (SimConfig's), as real micrographs have
-    zoo_detector_blur_px: float = 1.0
+    zoo_ice_gradient: float | None = None  # the zoo's uneven ice [simulate.ZOO_ICE_GRADIENT]
+    zoo_detector_blur_px: float | None = None  # the zoo's detector blur [simulate.ZOO_DETECTOR_BLUR_PX]
     rotations: bool = True  # scan with the four rotations
     highpass: float = 0.0  # background subtraction σ, model px (0: off)
     seed: int = 0
@@ -182,8 +182,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     from ..preprocess import PreprocessConfig
     from ..pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
     from ..scan import ScanConfig
-    from ..simulate import (ZOO_DENSITY, ZOO_DIAMETERS_PX, procedural_zoo, simulate_empty_zoo, simulate_zoo,
-                            simulate_zoo_for_quota)
+    from ..simulate import (ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX, ZOO_ICE_GRADIENT, procedural_zoo,
+                            simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
     from .baselines import disc_filter_picks, relion_log_picks
 
     root, out = require_realdata(root), Path(out)
@@ -196,7 +196,9 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     tune_config = seeded if recipe.finetune_epochs is None else replace(seeded, epochs=recipe.finetune_epochs)
     diameters = {**ZOO_DIAMETERS_PX, **procedural_zoo(recipe.procedural, seed=recipe.seed)}
     looks = {"density": ZOO_DENSITY if recipe.zoo_density is None else recipe.zoo_density,
-             "ice_gradient": recipe.zoo_ice_gradient, "detector_blur_px": recipe.zoo_detector_blur_px,
+             "ice_gradient": ZOO_ICE_GRADIENT if recipe.zoo_ice_gradient is None else recipe.zoo_ice_gradient,
+             "detector_blur_px": (ZOO_DETECTOR_BLUR_PX if recipe.zoo_detector_blur_px is None
+                                  else recipe.zoo_detector_blur_px),
              "molecules": list(diameters), "diameters_px": diameters}
     if not recipe.zoo:
         zoo = []
