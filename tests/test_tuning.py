@@ -18,7 +18,8 @@ from deeppick.pipeline import PickConfig, effective_threshold, pick_paths
 from deeppick.postprocess import PostprocessConfig
 from deeppick.preprocess import PreprocessConfig
 from deeppick.train import TrainConfig
-from deeppick.tuning import choose_postprocess, complete_labels, fit_dataset, recipe_summary, select_threshold
+from deeppick.tuning import (choose_postprocess, complete_labels, fit_dataset, recipe_summary, select_threshold,
+                             train_on_partial_labels)
 
 from .conftest import SIM_DIAMETER_PX
 
@@ -235,3 +236,19 @@ def test_completing_labels_needs_a_threshold(sim_dataset, trained):
     with pytest.raises(ConfigError, match="threshold"):
         complete_labels(load_model(trained), sim_dataset.paths("train"), sim_dataset.picks)
 
+
+def test_training_on_partial_labels_adds_a_first_models_picks_and_records_them(sim_dataset):
+    train = sim_dataset.paths("train")
+    labelled = sim_dataset.picks[sim_dataset.picks["micrograph"].isin(sim_dataset.stems("train"))]
+    kept = labelled.groupby("micrograph").head(5).reset_index(drop=True)  # 5 of 14 per micrograph labelled
+    config = TrainConfig(epochs=6, optimizer="adam", seed=0)
+    held_out = (sim_dataset.paths("valid"), sim_dataset.picks)
+    model = train_on_partial_labels(train, kept, SIM_DIAMETER_PX, held_out=held_out, train_config=config)
+    partial = model.info["partial_labels"]
+    assert partial["labels"] == len(kept) and partial["added"] > 0 and partial["completion_beta"] is None
+    assert model.info["trained_on"]["n_positive"] == len(kept) + partial["added"] and model.threshold is not None
+    # a stricter completion threshold (F0.5 rather than F2) adds no more picks than the F2 one
+    strict = train_on_partial_labels(train, kept, SIM_DIAMETER_PX, held_out=held_out, train_config=config,
+                                     completion_beta=0.5)
+    assert strict.info["partial_labels"]["completion_beta"] == 0.5
+    assert 0 < strict.info["partial_labels"]["added"] <= partial["added"]
