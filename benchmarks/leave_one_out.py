@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--zoo-detector-blur", type=float, default=None,
                         help="the zoo's detector blur, σ px (SimConfig.detector_blur_px) "
                              "[simulate.ZOO_DETECTOR_BLUR_PX]")
+    parser.add_argument("--zoo-defocus-spread", type=float, default=None,
+                        help="the zoo's per-particle defocus: the ice's thickness, µm (SimConfig.defocus_spread_um) "
+                             "[simulate.ZOO_DEFOCUS_SPREAD_UM]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")
     parser.add_argument("--seed", type=int, default=None, help="seed of pretraining, fine-tuning and autopick's draws")
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
                "junk_share": args.junk_share, "empty_share": args.empty_share, "max_growth": args.max_growth,
                "off_centre": args.off_centre, "zoo_density": args.zoo_density, "highpass": args.highpass,
                "zoo_ice_gradient": args.zoo_ice_gradient, "zoo_detector_blur_px": args.zoo_detector_blur,
+               "zoo_defocus_spread_um": args.zoo_defocus_spread,
                "procedural": args.procedural,
                "seed": args.seed, "boxes": tuple(args.boxes) if args.boxes is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}

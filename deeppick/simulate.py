@@ -13,7 +13,8 @@ Pipeline of one micrograph (:func:`simulate_micrograph`):
    is the centroid of its noise-free projection.
 3. **Imaging** after Baxter et al. (2009, J Struct Biol 166:126): Gaussian *structural* noise is added
    to the projection (SNR 1.4 before the CTF), the CTF with defocus, spherical aberration, amplitude
-   contrast and B-factor envelope is applied, then Gaussian *shot/digitisation* noise brings the SNR to
+   contrast and B-factor envelope is applied (with ``defocus_spread_um``, each particle at its own height
+   in the ice: one CTF per layer of the ice), then Gaussian *shot/digitisation* noise brings the SNR to
    0.05. The noise level ``k`` multiplies both noise SDs, so ``SNR = 0.05 / k**2`` and a requested SNR
    sets ``k = sqrt(0.05 / snr)``.
 
@@ -304,6 +305,9 @@ class SimConfig:
     noise_level: float | None = None  # k; if set, snr must be None. k = 1 is Baxter's SNR 0.05
     defocus_um: tuple[float, float] = (1.0, 3.0)  # per-micrograph uniform range, underfocus positive
     astigmatism_um: float = 0.0  # defocus difference of the two axes, random angle
+    # ours: the particles sit at different heights in the ice, so each has its own defocus, drawn uniformly
+    # within this range (µm, about the ice's thickness) around the micrograph's; 0: one defocus for all
+    defocus_spread_um: float = 0.0
     voltage_kv: float = 300.0  # Titan Krios, the common instrument
     cs_mm: float = 2.7  # Krios spherical aberration
     amplitude_contrast: float = 0.1  # RELION's default for cryo samples
@@ -343,6 +347,8 @@ class SimConfig:
             (len(self.defocus_um) == 2 and 0 < self.defocus_um[0] <= self.defocus_um[1] <= 20, "defocus_um",
              self.defocus_um, "give MIN,MAX underfocus in µm with 0 < MIN <= MAX <= 20 (--defocus-um)"),
             (self.astigmatism_um >= 0, "astigmatism_um", self.astigmatism_um, "give >= 0 µm"),
+            (0 <= self.defocus_spread_um <= 1, "defocus_spread_um", self.defocus_spread_um,
+             "give the ice's thickness in µm, 0 to 1 (--defocus-spread-um)"),
             (self.voltage_kv > 0, "voltage_kv", self.voltage_kv, "give the voltage in kV, e.g. 300 (--voltage-kv)"),
             (self.cs_mm >= 0, "cs_mm", self.cs_mm, "give Cs in mm >= 0, e.g. 2.7 (--cs-mm)"),
             (0 <= self.amplitude_contrast < 1, "amplitude_contrast", self.amplitude_contrast,
@@ -414,6 +420,7 @@ class SimulatedMicrograph:
     signal: np.ndarray | None = None  # the same after the CTF
     contaminant_signal: np.ndarray | None = None  # noise-free CTF-applied contaminants
     contaminant_mask: np.ndarray | None = None  # bool, where contaminants have density
+    particle_defocus_um: np.ndarray | None = None  # (n,) each particle's defocus (defocus_spread_um)
 
     def picks(self, micrograph: str):
         """The labels as a deeppick picks table for the micrograph named ``micrograph``."""
@@ -530,6 +537,27 @@ def _project(canvas, points, weights, rotations, centres_xy, scale_px):
     y += centres_xy[:, 1, None].astype(np.float32)
     w = np.broadcast_to(weights * np.float32(scale_px ** 3), x.shape)
     _splat(canvas, x.ravel(), y.ravel(), w.ravel())
+
+
+_ICE_LAYERS = 5  # defocus steps across the ice: a step of a fifth of the thickness moves no Thon ring visibly
+
+
+def _particle_heights(rng, n: int, spread_um: float) -> np.ndarray:
+    """Each particle's height in the ice, µm from its middle (toward the objective: more underfocus)."""
+    return rng.uniform(-0.5, 0.5, n) * spread_um if spread_um else np.zeros(n)
+
+
+def _ice_layers(heights_um: np.ndarray, spread_um: float):
+    """The particles grouped by layer of the ice: (indices, the layer's height µm) for each layer.
+
+    One CTF per layer rather than per particle: the image is a sum of layers, each imaged at its defocus.
+    """
+    if not spread_um or not len(heights_um):
+        return [(np.arange(len(heights_um)), 0.0)]
+    edges = np.linspace(-0.5 * spread_um, 0.5 * spread_um, _ICE_LAYERS + 1)
+    layer = np.clip(np.searchsorted(edges, heights_um, side="right") - 1, 0, _ICE_LAYERS - 1)
+    return [(np.flatnonzero(layer == i), float(0.5 * (edges[i] + edges[i + 1])))
+            for i in range(_ICE_LAYERS) if (layer == i).any()]
 
 
 def _disc_mask(shape_px, centres_xy, radius_px) -> np.ndarray:
@@ -702,7 +730,7 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
     ((512, 512), (10, 2))
     """
     rng = _as_generator(rng)
-    scene_rng, noise_rng, look_rng = rng.spawn(3)  # the third only draws the ice ramp
+    scene_rng, noise_rng, look_rng = rng.spawn(3)  # the third draws the particles' heights and the ice ramp
     shape = config.shape_px
     rows, cols = shape
     diameter_px = config.resolved_diameter_px
@@ -810,20 +838,28 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
     if "filaments" in config.contaminants:
         counts["filaments"] = placed_filaments
 
-    # --- particles: project, blur, CTF
-    particles = np.zeros(padded, dtype=np.float32)
-    _project(particles, points, weights, rotations, centres + offset, scale_px)
+    # --- particles: project, blur, CTF (one layer of the ice per defocus)
     defocus_um = float(scene_rng.uniform(*config.defocus_um))
-    ctf = ctf_2d(padded, config.pixel_size_a, defocus_um, voltage_kv=config.voltage_kv, cs_mm=config.cs_mm,
-                 amplitude_contrast=config.amplitude_contrast, bfactor_a2=config.bfactor_a2,
-                 astigmatism_um=config.astigmatism_um, astigmatism_angle_rad=float(scene_rng.uniform(0, np.pi)))
+    imaging = dict(voltage_kv=config.voltage_kv, cs_mm=config.cs_mm, amplitude_contrast=config.amplitude_contrast,
+                   bfactor_a2=config.bfactor_a2, astigmatism_um=config.astigmatism_um,
+                   astigmatism_angle_rad=float(scene_rng.uniform(0, np.pi)))
+    ctf = ctf_2d(padded, config.pixel_size_a, defocus_um, **imaging)
     blur = _gaussian_rfft(padded, sigma_px)
-    particle_spectrum = _rfft2(particles)
-    particle_spectrum *= blur
-    projection = _irfft2(particle_spectrum, padded)[crop]
-    particle_spectrum *= ctf
-    signal = _irfft2(particle_spectrum, padded)[crop]
-    del particle_spectrum
+    heights_um = _particle_heights(look_rng, len(centres), config.defocus_spread_um)
+    projection_spectrum = signal_spectrum = None
+    imaged_defocus_um = np.full(len(centres), defocus_um)
+    for members, height_um in _ice_layers(heights_um, config.defocus_spread_um):
+        imaged_defocus_um[members] += height_um
+        particles = np.zeros(padded, dtype=np.float32)
+        _project(particles, points, weights, rotations[members], centres[members] + offset, scale_px)
+        spectrum = _rfft2(particles)
+        spectrum *= blur
+        projection_spectrum = spectrum.copy() if projection_spectrum is None else projection_spectrum + spectrum
+        spectrum *= ctf if height_um == 0 else ctf_2d(padded, config.pixel_size_a, defocus_um + height_um, **imaging)
+        signal_spectrum = spectrum if signal_spectrum is None else signal_spectrum + spectrum
+    projection = _irfft2(projection_spectrum, padded)[crop]
+    signal = _irfft2(signal_spectrum, padded)[crop]
+    del projection_spectrum, signal_spectrum, spectrum
 
     # --- noise after Baxter et al.: structural (before the CTF) and shot (after), both × k
     discs = _disc_mask(shape, centres, diameter_px / 2)
@@ -867,6 +903,7 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
         rotations=np.zeros((0, 3, 3)) if config.empty else rotations,
         snr=float(snr), noise_level=float(k), defocus_um=defocus_um, diameter_px=float(diameter_px),
         pixel_size_a=float(config.pixel_size_a), molecule=config.molecule, contaminants=counts,
+        particle_defocus_um=np.zeros(0) if config.empty else imaged_defocus_um,
     )
     if keep_layers:
         result.projection = np.zeros_like(projection) if config.empty else projection
@@ -1048,6 +1085,7 @@ ZOO_SNR = 0.1  # Baxter et al.'s typical range is 0.05–0.3
 # The zoo's uneven ice (a ramp of up to this many noise SDs) and detector blur (σ px): real micrographs have both.
 ZOO_ICE_GRADIENT = 1.0
 ZOO_DETECTOR_BLUR_PX = 1.0
+ZOO_DEFOCUS_SPREAD_UM = 0.0  # the zoo's ice thickness for per-particle defocus (SimConfig.defocus_spread_um)
 ZOO_PILOT_MICROGRAPHS = 8
 
 
@@ -1062,19 +1100,20 @@ def procedural_zoo(n: int, *, seed: int = 0, diameters_px: tuple[float, float] =
 def simulate_zoo(out_dir: str | os.PathLike, molecules: Sequence[str] | None = None, *, n_micrographs: int = 4,
                  size_px: int = 1024, snr: float = ZOO_SNR, density: float = ZOO_DENSITY, seed: int = 0,
                  diameters_px: dict | None = None, ice_gradient: float = 0.0,
-                 detector_blur_px: float = 0.0) -> list[Path]:
+                 detector_blur_px: float = 0.0, defocus_spread_um: float = 0.0) -> list[Path]:
     """Simulated pretraining molecules at real-pack-like sizes; one dataset folder per molecule.
 
     A complete folder simulated before with the same settings is reused; one simulated otherwise (at
     another density, say) is simulated again. Defaults: 4 micrographs of 1024² px per molecule
     (3 train, 1 valid), SNR :data:`ZOO_SNR`, :data:`ZOO_DENSITY` of the area covered, diameters
-    :data:`ZOO_DIAMETERS_PX`; ``ice_gradient`` and ``detector_blur_px`` as :class:`SimConfig`'s.
+    :data:`ZOO_DIAMETERS_PX`; ``ice_gradient``, ``detector_blur_px`` and ``defocus_spread_um`` as
+    :class:`SimConfig`'s.
     """
     molecules = list(molecules or ZOO_DIAMETERS_PX)
     diameters = {m: (diameters_px or ZOO_DIAMETERS_PX).get(m, ZOO_DIAMETERS_PX.get(m)) for m in molecules}
     out_dir = Path(out_dir)
     config = SimConfig(size_px=size_px, snr=snr, density=density, ice_gradient=ice_gradient,
-                       detector_blur_px=detector_blur_px)
+                       detector_blur_px=detector_blur_px, defocus_spread_um=defocus_spread_um)
     wanted = {m: replace(config, molecule=m, diameter_px=diameters[m]) for m in molecules}
     todo = [m for m in molecules if not _simulated_with(out_dir / m, wanted[m], n_micrographs, seed)]
     if todo:

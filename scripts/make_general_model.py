@@ -52,14 +52,17 @@ def main(argv=None) -> int:
                         help="SimConfig.ice_gradient of the zoo [default: deeppick.simulate.ZOO_ICE_GRADIENT]")
     parser.add_argument("--zoo-detector-blur", type=float, default=None,
                         help="SimConfig.detector_blur_px of the zoo [default: deeppick.simulate.ZOO_DETECTOR_BLUR_PX]")
+    parser.add_argument("--zoo-defocus-spread", type=float, default=None,
+                        help="SimConfig.defocus_spread_um of the zoo "
+                             "[default: deeppick.simulate.ZOO_DEFOCUS_SPREAD_UM]")
     args = parser.parse_args(argv)
 
     from deeppick.io import atomic_write_text
     from deeppick.model import save_model
     from deeppick.pipeline import PickConfig
     from deeppick.pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
-    from deeppick.simulate import (ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX, ZOO_ICE_GRADIENT, ZOO_SNR,
-                                   simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
+    from deeppick.simulate import (ZOO_DEFOCUS_SPREAD_UM, ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX,
+                                   ZOO_ICE_GRADIENT, ZOO_SNR, simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
     from deeppick.scan import ScanConfig
 
     missing = [p for p in PACKS if not (args.realdata / p / "dataset.json").is_file()]
@@ -70,7 +73,8 @@ def main(argv=None) -> int:
     density = ZOO_DENSITY if args.zoo_density is None else args.zoo_density
     ice = ZOO_ICE_GRADIENT if args.zoo_ice_gradient is None else args.zoo_ice_gradient
     blur = ZOO_DETECTOR_BLUR_PX if args.zoo_detector_blur is None else args.zoo_detector_blur
-    looks = {"density": density, "ice_gradient": ice, "detector_blur_px": blur}
+    spread = ZOO_DEFOCUS_SPREAD_UM if args.zoo_defocus_spread is None else args.zoo_defocus_spread
+    looks = {"density": density, "ice_gradient": ice, "detector_blur_px": blur, "defocus_spread_um": spread}
     if args.zoo_micrographs:
         zoo = simulate_zoo(args.work / "zoo", n_micrographs=args.zoo_micrographs, **looks)
     else:
@@ -97,7 +101,8 @@ def main(argv=None) -> int:
                        for p in PACKS},
         "pretrain_config": config.to_dict(),
         "simulated_zoo": f"deeppick.simulate.simulate_zoo: 6 molecules, 1024 px, SNR {ZOO_SNR:g}, "
-                         f"density {density:g}, ice gradient {ice:g}, detector blur {blur:g} px, diameters "
+                         f"density {density:g}, ice gradient {ice:g}, detector blur {blur:g} px, defocus spread "
+                         f"{spread:g} µm, diameters "
                          "deeppick.simulate.ZOO_DIAMETERS_PX; micrographs per molecule"
                          + ("" if args.zoo_micrographs else " (enough for its quota)") + ": "
                          + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),

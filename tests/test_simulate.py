@@ -242,10 +242,12 @@ def test_cli_simulate_writes_a_loadable_dataset(tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
     result = runner.invoke(cli, ["simulate", "--molecule", "ring", "-n", "2", "--size", "256", "--snr", "0.5",
-                                 "--seed", "3", "--particles", "6", "--diameter-px", "40", "-o", str(out)])
+                                 "--seed", "3", "--particles", "6", "--diameter-px", "40", "--defocus-spread-um", "0.1",
+                                 "-o", str(out)])
     assert result.exit_code == 0, result.output
     ds = load_dataset(out)
     assert len(ds.micrographs) == 2 and len(ds.picks) == 12 and ds.diameter_px == pytest.approx(40)
+    assert json.loads((out / "dataset.json").read_text())["parameters"]["defocus_spread_um"] == 0.1
     again = runner.invoke(cli, ["simulate", "--molecule", "ring", "-n", "2", "--size", "256", "-o", str(out)])
     assert again.exit_code == 2 and "deeppick: error:" in again.output and "--overwrite" in again.output
 
@@ -317,6 +319,26 @@ def test_uneven_ice_and_detector_blur_change_the_image_not_the_particles():
     assert high(blurred.image) < 0.5 * high(plain.image)
     with pytest.raises(ConfigError, match="ice_gradient"):
         SimConfig(ice_gradient=-1)
+
+
+def test_each_particle_is_imaged_at_its_own_height_in_the_ice():
+    config = SimConfig(size_px=256, n_particles=4, snr=0.1, contaminants=(), defocus_um=(2.0, 2.0))
+    flat = simulate_micrograph(config, rng=5, keep_layers=True)
+    thick = simulate_micrograph(replace(config, defocus_spread_um=1.0), rng=5, keep_layers=True)
+    np.testing.assert_array_equal(flat.centres_xy, thick.centres_xy)
+    np.testing.assert_array_equal(flat.particle_defocus_um, np.full(4, 2.0))
+    assert np.all(np.abs(thick.particle_defocus_um - 2.0) <= 0.5) and len(set(thick.particle_defocus_um)) > 1
+    np.testing.assert_allclose(thick.projection, flat.projection, atol=1e-4 * np.abs(flat.projection).max())
+    # near each particle the image is the one a micrograph at that particle's defocus would show
+    r = int(flat.diameter_px)
+    for (x, y), defocus in zip(thick.centres_xy.astype(int), thick.particle_defocus_um):
+        own = simulate_micrograph(replace(config, defocus_um=(defocus, defocus)), rng=5, keep_layers=True)
+        window = np.s_[max(0, y - r):y + r, max(0, x - r):x + r]
+        if defocus != 2.0:
+            assert (np.abs(thick.signal[window] - own.signal[window]).mean()
+                    < 0.5 * np.abs(thick.signal[window] - flat.signal[window]).mean())
+    with pytest.raises(ConfigError, match="defocus_spread_um"):
+        SimConfig(defocus_spread_um=-0.1)
 
 
 def test_procedural_molecules_are_reproducible_varied_and_usable_by_name():

@@ -146,6 +146,7 @@ class LeaveOneOutRecipe:
     procedural: int = 0  # procedural molecules added to the zoo (simulate.procedural_zoo)
     zoo_ice_gradient: float | None = None  # the zoo's uneven ice [simulate.ZOO_ICE_GRADIENT]
     zoo_detector_blur_px: float | None = None  # the zoo's detector blur [simulate.ZOO_DETECTOR_BLUR_PX]
+    zoo_defocus_spread_um: float | None = None  # the zoo's per-particle defocus [simulate.ZOO_DEFOCUS_SPREAD_UM]
     rotations: bool = True  # scan with the four rotations
     highpass: float = 0.0  # background subtraction σ, model px (0: off)
     seed: int = 0
@@ -164,7 +165,7 @@ class LeaveOneOutRecipe:
         """What decides the general model: a cached one is reused only if these match."""
         keep = ("positives", "arch", "source_heads", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo",
                 "rotations", "highpass", "seed", "box_factors", "junk_share", "empty_share", "zoo_density",
-                "zoo_ice_gradient", "zoo_detector_blur_px", "procedural")
+                "zoo_ice_gradient", "zoo_detector_blur_px", "zoo_defocus_spread_um", "procedural")
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
 
 
@@ -182,8 +183,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     from ..preprocess import PreprocessConfig
     from ..pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
     from ..scan import ScanConfig
-    from ..simulate import (ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX, ZOO_ICE_GRADIENT, procedural_zoo,
-                            simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
+    from ..simulate import (ZOO_DEFOCUS_SPREAD_UM, ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX,
+                            ZOO_ICE_GRADIENT, procedural_zoo, simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
     from .baselines import disc_filter_picks, relion_log_picks
 
     root, out = require_realdata(root), Path(out)
@@ -199,6 +200,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
              "ice_gradient": ZOO_ICE_GRADIENT if recipe.zoo_ice_gradient is None else recipe.zoo_ice_gradient,
              "detector_blur_px": (ZOO_DETECTOR_BLUR_PX if recipe.zoo_detector_blur_px is None
                                   else recipe.zoo_detector_blur_px),
+             "defocus_spread_um": (ZOO_DEFOCUS_SPREAD_UM if recipe.zoo_defocus_spread_um is None
+                                   else recipe.zoo_defocus_spread_um),
              "molecules": list(diameters), "diameters_px": diameters}
     if not recipe.zoo:
         zoo = []

@@ -62,6 +62,8 @@ def _diameters(items, molecules) -> dict[str, float]:
               help="MIN,MAX underfocus per micrograph")
 @click.option("--astigmatism-um", type=float, cls=LibraryDefault, library="simulate:SimConfig.astigmatism_um",
               help="defocus difference of the two axes (random angle per micrograph)")
+@click.option("--defocus-spread-um", type=float, cls=LibraryDefault, library="simulate:SimConfig.defocus_spread_um",
+              help="per-particle defocus: particles spread through ice this thick (µm)")
 @click.option("--voltage-kv", type=float, cls=LibraryDefault, library="simulate:SimConfig.voltage_kv")
 @click.option("--cs-mm", type=float, cls=LibraryDefault, library="simulate:SimConfig.cs_mm")
 @click.option("--amplitude-contrast", type=float, cls=LibraryDefault, library="simulate:SimConfig.amplitude_contrast")
@@ -81,9 +83,9 @@ def _diameters(items, molecules) -> dict[str, float]:
 @click.option("--overwrite", is_flag=True, help="replace a data set already in OUT")
 @user_errors
 def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, pixel_size_a, diameter_px, views,
-             n_particles, density, min_distance_px, overlap, defocus_um, astigmatism_um, voltage_kv, cs_mm,
-             amplitude_contrast, bfactor_a2, contaminants, contamination, empty, ice_gradient, detector_blur_px,
-             split_fractions, overwrite):
+             n_particles, density, min_distance_px, overlap, defocus_um, astigmatism_um, defocus_spread_um,
+             voltage_kv, cs_mm, amplitude_contrast, bfactor_a2, contaminants, contamination, empty, ice_gradient,
+             detector_blur_px, split_fractions, overwrite):
     """Simulate micrographs with exact particle centres into a data set folder OUT.
 
     Example: deeppick simulate --molecule klh-like -n 20 --size 2048 --snr 0.05 --seed 1 -o sim/klh
@@ -103,7 +105,8 @@ def simulate(molecule, n_micrographs, size_px, snr, noise_level, seed, out_dir, 
         molecule=molecules[0] if molecules else "", size_px=size_px, pixel_size_a=pixel_size_a, views=views,
         n_particles=n_particles, density=density, min_distance_px=min_distance_px, noise_level=noise_level,
         defocus_um=None if defocus_um is None else tuple(_float_list(defocus_um, "--defocus-um", 2)),
-        astigmatism_um=astigmatism_um, voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast,
+        astigmatism_um=astigmatism_um, defocus_spread_um=defocus_spread_um, voltage_kv=voltage_kv, cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
         bfactor_a2=bfactor_a2, contaminants=kinds, contamination=contamination, empty=empty,
         ice_gradient=ice_gradient, detector_blur_px=detector_blur_px),
         snr=None if noise_level is not None else (snr if snr is not None else SimConfig().snr))
