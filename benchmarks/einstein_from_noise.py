@@ -5,7 +5,8 @@
 Picks ``--n`` simulated particle-free 1024² micrographs at ``--box-px`` with the model (rotation-averaged
 scan, every candidate kept; ``deeppick.benchmark.realdata.einstein_from_noise``) and prints the fraction
 of candidate scores below the model's pick threshold (issue 6 goal: ≥ 95 %) and the picks per micrograph
-above it. Default model: the one shipped with deeppick.
+above it: on micrographs with contaminants at twice the usual rate (ice, carbon edges, filaments,
+aggregates, broken particles), then on as many of noise alone. Default model: the one shipped with deeppick.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="deeppick-noise-") as work:
         result = einstein_from_noise(model, work, n=args.n, box_px=args.box_px)
     print(json.dumps({"model": str(args.model or "shipped"), **result}))
-    print(f"{result['below']:.1%} of {result['n_candidates']} candidate scores below the threshold "
-          f"{result['threshold']:.3f} (goal ≥ 95 %); {result['picks_per_micrograph']:.1f} picks per micrograph")
+    for name, figures in (("with contaminants", result), ("noise only", result["noise_only"])):
+        print(f"{name}: {figures['below']:.1%} of {figures['n_candidates']} candidate scores below the threshold "
+              f"{result['threshold']:.3f} (goal ≥ 95 %); {figures['picks_per_micrograph']:.1f} picks per micrograph")
     return 0
 
 

@@ -160,3 +160,21 @@ def test_junk_check_counts_picks_near_the_simulated_carbon_and_ice(general, tmp_
     for stage in ("general", "self_trained"):
         assert 0 <= figures[stage]["near_junk"] <= 1 and 0 <= figures[stage]["recall"] <= 1
     assert figures["box_px"] == sim.diameter_px and len(list((tmp_path / "junk-check").glob("*.mrc"))) == 2
+
+
+def test_particle_free_check_reports_contaminated_and_noise_only_micrographs_apart(general, tmp_path):
+    import json
+
+    from deeppick.benchmark.realdata import einstein_from_noise
+
+    figures = einstein_from_noise(general, tmp_path, n=1, box_px=40.0)
+
+    def contaminants(folder):
+        return sum(sum(m["contaminants"].values())
+                   for m in json.loads((tmp_path / folder / "dataset.json").read_text())["micrographs"])
+
+    assert contaminants("particle-free") > 0 and contaminants("noise-only") == 0
+    for part in (figures, figures["noise_only"]):
+        assert part["n_candidates"] > 0 and 0 <= part["below"] <= 1
+        above = round((1 - part["below"]) * part["n_candidates"])
+        assert part["picks_per_micrograph"] == above  # n = 1: every candidate at or above the threshold is a pick
