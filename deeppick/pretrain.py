@@ -8,8 +8,9 @@ folders (real or simulated), each molecule giving about the same number of parti
 64-px model frame of its own dataset's box; the F2 threshold is chosen on the pooled ranked lists of
 all sources' held-out micrographs, each picked at its own box (:func:`pooled_threshold`).
 
-:func:`shipped_model_path` / :func:`load_general_model` give the general model shipped in
-``deeppick/pretrained/`` (rebuilt by ``scripts/make_general_model.py``).
+:func:`pretrain_general` makes one from labelled real packs plus the simulated molecule zoo, as a
+:class:`GeneralRecipe` says; :func:`shipped_model_path` / :func:`load_general_model` give the general model
+shipped in ``deeppick/pretrained/`` (rebuilt by ``scripts/make_general_model.py`` with it).
 """
 
 from __future__ import annotations
@@ -328,6 +329,87 @@ def pretrain(sources: Sequence, *, config: PretrainConfig = PretrainConfig(),
                                "rule": "F-beta-optimal on the pooled held-out micrographs of all sources, "
                                        "each picked at its own box", "sources": per_source}
     return model
+
+
+@dataclass(frozen=True)
+class GeneralRecipe:
+    """How a general model is made from labelled real packs plus the simulated molecule zoo
+    (:func:`pretrain_general`): the shipped one (``scripts/make_general_model.py``) and the leave-one-out
+    benchmark's. None: the library's default (:class:`PretrainConfig`, :data:`PRETRAIN_TRAINING`, the
+    ``ZOO_*`` constants of :mod:`~deeppick.simulate`)."""
+
+    positives: int = 10_000  # particles in the mix (DeepPicker: 10,000)
+    arch: str = "deeppicker"  # the network (model.ARCHITECTURES)
+    source_heads: bool = False  # HydraPicker's head per source while training (TrainConfig.source_heads)
+    epochs: int | None = None  # most epochs
+    max_train: int | None = None  # train micrographs per source [all]
+    max_valid: int = 1  # threshold micrographs per source
+    zoo: bool = True  # the simulated molecules join the real packs
+    zoo_micrographs: int | None = None  # per simulated molecule [enough for each molecule's quota]
+    zoo_density: float | None = None  # area fraction the zoo's particles cover
+    procedural: int = 0  # procedural molecules added to the zoo (simulate.procedural_zoo)
+    zoo_ice_gradient: float | None = None  # the zoo's uneven ice (SimConfig.ice_gradient)
+    zoo_detector_blur_px: float | None = None  # the zoo's detector blur (SimConfig.detector_blur_px)
+    zoo_defocus_spread_um: float | None = None  # the zoo's per-particle defocus (SimConfig.defocus_spread_um)
+    box_factors: tuple[float, ...] | None = None  # pretraining boxes × each source's diameter
+    junk_share: float | None = None
+    empty_share: float | None = None  # background from particle-free simulated micrographs
+    rotations: bool = True  # the threshold's scans average the four rotations
+    highpass: float = 0.0  # background subtraction σ, model px (0: off)
+    seed: int = 0
+
+    def pretrain_config(self) -> PretrainConfig:
+        config = PretrainConfig(total_positives=self.positives, max_train_micrographs=self.max_train,
+                                max_valid_micrographs=self.max_valid, seed=self.seed)
+        return replace(config, **{k: v for k, v in (("box_factors", self.box_factors or None),
+                                                    ("junk_share", self.junk_share),
+                                                    ("empty_share", self.empty_share)) if v is not None})
+
+    def train_config(self) -> TrainConfig:
+        return replace(PRETRAIN_TRAINING, seed=self.seed, arch=self.arch, source_heads=self.source_heads,
+                       **({} if self.epochs is None else {"epochs": self.epochs}))
+
+    def zoo_settings(self) -> dict:
+        """:func:`~deeppick.simulate.simulate_zoo`'s arguments: molecules, diameters and looks."""
+        from . import simulate
+
+        diameters = {**simulate.ZOO_DIAMETERS_PX, **simulate.procedural_zoo(self.procedural, seed=self.seed)}
+
+        def chosen(value, default):
+            return default if value is None else value
+
+        return {"molecules": list(diameters), "diameters_px": diameters,
+                "density": chosen(self.zoo_density, simulate.ZOO_DENSITY),
+                "ice_gradient": chosen(self.zoo_ice_gradient, simulate.ZOO_ICE_GRADIENT),
+                "detector_blur_px": chosen(self.zoo_detector_blur_px, simulate.ZOO_DETECTOR_BLUR_PX),
+                "defocus_spread_um": chosen(self.zoo_defocus_spread_um, simulate.ZOO_DEFOCUS_SPREAD_UM)}
+
+
+def pretrain_general(real: Sequence, work: str | os.PathLike, recipe: GeneralRecipe = GeneralRecipe(), *,
+                     progress: bool = False) -> tuple[PickerModel, list[Path]]:
+    """A general model from the labelled real dataset folders ``real`` plus the simulated zoo (simulated
+    into ``work``, reused when simulated before with the same settings) and, with an ``empty_share``,
+    particle-free simulated micrographs. Returns the model and the zoo's dataset folders."""
+    from .preprocess import PreprocessConfig
+    from .scan import ScanConfig
+    from .simulate import simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota
+
+    work = Path(work)
+    zoo_settings = recipe.zoo_settings()
+    if not recipe.zoo:
+        zoo = []
+    elif recipe.zoo_micrographs:
+        zoo = simulate_zoo(work / "zoo", n_micrographs=recipe.zoo_micrographs, **zoo_settings)
+    else:
+        quota = positives_per_source(recipe.positives, len(real) + len(zoo_settings["molecules"]))
+        zoo = simulate_zoo_for_quota(work, quota, **zoo_settings)
+    config = recipe.pretrain_config()
+    background = [simulate_empty_zoo(work / "empty", n_micrographs=8)] if config.empty_share else []
+    pick_config = PickConfig() if recipe.rotations else PickConfig(scan=ScanConfig(rotations=False))
+    model = pretrain([*real, *zoo], config=config, train_config=recipe.train_config(), pick_config=pick_config,
+                     preprocess=PreprocessConfig(highpass_sigma_model_px=recipe.highpass), background=background,
+                     progress=progress)
+    return model, zoo
 
 
 def shipped_model_path() -> Path:

@@ -156,3 +156,33 @@ def test_the_mix_can_span_boxes_and_teach_junk_and_empty_micrographs_as_backgrou
     assert particle_free["n_negative"] == pytest.approx(0.25 * background, abs=3)
     with pytest.raises(ConfigError, match="box factors"):
         PretrainConfig(box_factors=())
+
+
+def test_general_recipe_from_the_scripts_options_makes_the_model_pretrain_would(sources, tmp_path):
+    import argparse
+    from dataclasses import replace
+
+    import torch
+
+    from deeppick.benchmark import add_general_recipe_arguments
+    from deeppick.pretrain import PRETRAIN_TRAINING, GeneralRecipe, pretrain_general
+    from deeppick.simulate import ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX
+
+    parser = argparse.ArgumentParser()
+    changes = add_general_recipe_arguments(parser)
+    args = parser.parse_args(["--positives", "24", "--epochs", "2", "--no-zoo", "--box-factors", "1", "1.3",
+                              "--junk-share", "0", "--empty-share", "0", "--zoo-defocus-spread", "0.05", "--procedural", "2",
+                              "--seed", "4"])
+    recipe = replace(GeneralRecipe(**changes(args)), rotations=False)
+    assert (recipe.box_factors, recipe.zoo, recipe.arch, recipe.max_valid) == ((1.0, 1.3), False, "deeppicker", 1)
+    looks = recipe.zoo_settings()
+    assert looks["defocus_spread_um"] == 0.05 and looks["detector_blur_px"] == ZOO_DETECTOR_BLUR_PX
+    assert len(looks["molecules"]) == len(ZOO_DIAMETERS_PX) + 2 and set(ZOO_DIAMETERS_PX) < set(looks["diameters_px"])
+    config = recipe.pretrain_config()
+    assert (config.total_positives, config.box_factors, config.junk_share, config.seed) == (24, (1.0, 1.3), 0.0, 4)
+
+    model, zoo = pretrain_general(sources, tmp_path, recipe)
+    direct = pretrain(sources, config=config, train_config=replace(PRETRAIN_TRAINING, epochs=2, seed=4),
+                      pick_config=PickConfig(scan=ScanConfig(rotations=False)))
+    assert zoo == [] and model.threshold == direct.threshold
+    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), direct.net.state_dict().values()))

@@ -41,6 +41,49 @@ def require_realdata(root: str | os.PathLike) -> Path:
     return root
 
 
+def add_general_recipe_arguments(parser):
+    """Add the options of a :class:`~deeppick.pretrain.GeneralRecipe` to an argparse ``parser`` (the shipped
+    model's script and the leave-one-out benchmark share them); returns a function giving the recipe's
+    changes from the parsed arguments (options not given keep the recipe's defaults)."""
+    group = parser.add_argument_group("general model recipe (deeppick.pretrain.GeneralRecipe)")
+    add = group.add_argument
+    options = [
+        add("--positives", type=int, help="particles in the pretraining mix [10,000, DeepPicker's]"),
+        add("--arch", choices=["deeppicker", "deepem", "wide"], help="the network [deeppicker]"),
+        add("--source-heads", action="store_true", default=None,
+            help="HydraPicker: a head per source while training (TrainConfig.source_heads)"),
+        add("--epochs", type=int, help="most pretraining epochs [PRETRAIN_TRAINING's]"),
+        add("--max-train", type=int, help="train micrographs per source [all; each source's quota spreads over them]"),
+        add("--max-valid", type=int, help="threshold micrographs per source [1]"),
+        add("--no-zoo", dest="zoo", action="store_false", default=None, help="pretrain on the real packs only"),
+        add("--zoo-micrographs", type=int,
+            help="micrographs per simulated molecule [enough for each molecule's quota]"),
+        add("--zoo-density", type=float, help="area fraction the zoo's particles cover [simulate.ZOO_DENSITY]"),
+        add("--procedural", type=int, help="procedural molecules added to the zoo (simulate.procedural_zoo) [0]"),
+        add("--zoo-ice-gradient", type=float,
+            help="the zoo's uneven ice: a ramp of up to this many noise SDs [simulate.ZOO_ICE_GRADIENT]"),
+        add("--zoo-detector-blur", dest="zoo_detector_blur_px", type=float,
+            help="the zoo's detector blur, σ px [simulate.ZOO_DETECTOR_BLUR_PX]"),
+        add("--zoo-defocus-spread", dest="zoo_defocus_spread_um", type=float,
+            help="the zoo's per-particle defocus: the ice's thickness, µm [simulate.ZOO_DEFOCUS_SPREAD_UM]"),
+        add("--box-factors", nargs="+", type=float,
+            help="pretraining boxes × each source's diameter [PretrainConfig's]"),
+        add("--junk-share", type=float, help="background centred on marked contaminants [PretrainConfig's]"),
+        add("--empty-share", type=float,
+            help="background from particle-free simulated micrographs [PretrainConfig's]"),
+        add("--highpass", type=float, metavar="SIGMA", help="background subtraction, σ in model px [0, off]"),
+        add("--seed", type=int, help="seed of the zoo's procedural molecules, pretraining and what follows [0]"),
+    ]
+
+    def changes(args) -> dict:
+        given = {o.dest: getattr(args, o.dest) for o in options if getattr(args, o.dest) is not None}
+        if "box_factors" in given:
+            given["box_factors"] = tuple(given["box_factors"])
+        return given
+
+    return changes
+
+
 def measured_on() -> dict:
     """Where and when figures were measured: enough to tell two runs' machines apart."""
     import torch

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..pretrain import GeneralRecipe
 from . import (MATCH_FRACTION_OF_DIAMETER, PACKS, RELION_LOG_AP, SEMI_AUTOMATED_TARGET_AP, TOPAZ_GENERAL_AP,
                require_realdata)
 
@@ -124,32 +125,14 @@ def _num(value, width: int, digits: int) -> str:
 
 
 @dataclass(frozen=True)
-class LeaveOneOutRecipe:
-    """How the general model of :func:`leave_one_out` is made and used (None: the library's default)."""
+class LeaveOneOutRecipe(GeneralRecipe):
+    """How the general model of :func:`leave_one_out` is made (:class:`~deeppick.pretrain.GeneralRecipe`'s
+    fields) and used (None: the library's default)."""
 
-    positives: int = 10_000  # particles in the pretraining mix
-    arch: str = "deeppicker"  # the general model's network (model.ARCHITECTURES)
-    source_heads: bool = False  # HydraPicker's head per source while pretraining (TrainConfig.source_heads)
-    epochs: int | None = None  # most pretraining epochs [PRETRAIN_TRAINING's]
     finetune_epochs: int | None = None  # most fine-tuning epochs
-    max_train: int | None = None  # train micrographs per source [all]
-    zoo_micrographs: int | None = None  # per simulated molecule [enough for each molecule's quota]
-    max_valid: int = 1  # threshold micrographs per source
     max_test: int | None = None  # autopick the first N test micrographs [all]
-    zoo: bool = True  # pretrain on the simulated zoo as well as the other packs
-    box_factors: tuple[float, ...] | None = None  # pretraining boxes × each source's diameter
-    junk_share: float | None = None
-    empty_share: float | None = None  # background from particle-free simulated micrographs
     max_growth: float = -1.0  # the drift guard's limit; 0: no guard; -1: AutopickConfig's
     off_centre: float | None = None  # off-centre views per self-training particle
-    zoo_density: float | None = None  # area fraction the zoo's particles cover
-    procedural: int = 0  # procedural molecules added to the zoo (simulate.procedural_zoo)
-    zoo_ice_gradient: float | None = None  # the zoo's uneven ice [simulate.ZOO_ICE_GRADIENT]
-    zoo_detector_blur_px: float | None = None  # the zoo's detector blur [simulate.ZOO_DETECTOR_BLUR_PX]
-    zoo_defocus_spread_um: float | None = None  # the zoo's per-particle defocus [simulate.ZOO_DEFOCUS_SPREAD_UM]
-    rotations: bool = True  # scan with the four rotations
-    highpass: float = 0.0  # background subtraction σ, model px (0: off)
-    seed: int = 0
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
 
@@ -162,10 +145,9 @@ class LeaveOneOutRecipe:
         return cls(**{**quick, **{k: v for k, v in changes.items() if v is not None}})
 
     def settings(self) -> dict:
-        """What decides the general model: a cached one is reused only if these match."""
-        keep = ("positives", "arch", "source_heads", "epochs", "max_train", "zoo_micrographs", "max_valid", "zoo",
-                "rotations", "highpass", "seed", "box_factors", "junk_share", "empty_share", "zoo_density",
-                "zoo_ice_gradient", "zoo_detector_blur_px", "zoo_defocus_spread_um", "procedural")
+        """What decides the general model (the :class:`~deeppick.pretrain.GeneralRecipe` fields): a cached one
+        is reused only if these match."""
+        keep = {f.name for f in fields(GeneralRecipe)}
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
 
 
@@ -180,11 +162,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     from ..metrics import evaluate_picks
     from ..model import load_model, save_model
     from ..pipeline import PickConfig
-    from ..preprocess import PreprocessConfig
-    from ..pretrain import PRETRAIN_TRAINING, PretrainConfig, positives_per_source, pretrain
+    from ..pretrain import PRETRAIN_TRAINING, pretrain_general
     from ..scan import ScanConfig
-    from ..simulate import (ZOO_DEFOCUS_SPREAD_UM, ZOO_DENSITY, ZOO_DETECTOR_BLUR_PX, ZOO_DIAMETERS_PX,
-                            ZOO_ICE_GRADIENT, procedural_zoo, simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota)
     from .baselines import disc_filter_picks, relion_log_picks
 
     root, out = require_realdata(root), Path(out)
@@ -192,30 +171,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     start = time.perf_counter()
     pick_config = PickConfig() if recipe.rotations else PickConfig(scan=ScanConfig(rotations=False))
     seeded = replace(PRETRAIN_TRAINING, seed=recipe.seed)
-    train_config = replace(seeded, arch=recipe.arch, source_heads=recipe.source_heads,
-                           **({} if recipe.epochs is None else {"epochs": recipe.epochs}))
     tune_config = seeded if recipe.finetune_epochs is None else replace(seeded, epochs=recipe.finetune_epochs)
-    diameters = {**ZOO_DIAMETERS_PX, **procedural_zoo(recipe.procedural, seed=recipe.seed)}
-    looks = {"density": ZOO_DENSITY if recipe.zoo_density is None else recipe.zoo_density,
-             "ice_gradient": ZOO_ICE_GRADIENT if recipe.zoo_ice_gradient is None else recipe.zoo_ice_gradient,
-             "detector_blur_px": (ZOO_DETECTOR_BLUR_PX if recipe.zoo_detector_blur_px is None
-                                  else recipe.zoo_detector_blur_px),
-             "defocus_spread_um": (ZOO_DEFOCUS_SPREAD_UM if recipe.zoo_defocus_spread_um is None
-                                   else recipe.zoo_defocus_spread_um),
-             "molecules": list(diameters), "diameters_px": diameters}
-    if not recipe.zoo:
-        zoo = []
-    elif recipe.zoo_micrographs:
-        zoo = simulate_zoo(out / "zoo", n_micrographs=recipe.zoo_micrographs, **looks)
-    else:
-        quota = positives_per_source(recipe.positives, len(PACKS) - 1 + len(diameters))
-        zoo = simulate_zoo_for_quota(out, quota, **looks)
-    config = PretrainConfig(total_positives=recipe.positives, max_train_micrographs=recipe.max_train,
-                            max_valid_micrographs=recipe.max_valid, seed=recipe.seed)
-    config = replace(config, **{k: v for k, v in (("box_factors", recipe.box_factors or None),
-                                                  ("junk_share", recipe.junk_share),
-                                                  ("empty_share", recipe.empty_share)) if v is not None})
-    background = [simulate_empty_zoo(out / "empty", n_micrographs=8)] if config.empty_share else []
+    config = recipe.pretrain_config()
     auto_config = AutopickConfig(seed=recipe.seed)
     if recipe.off_centre is not None:
         auto_config = replace(auto_config, off_centre_ratio=recipe.off_centre)
@@ -227,8 +184,7 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     model = load_model(model_path) if model_path.is_file() else None
     if model is None or model.info.get("leave_one_out") != recipe.settings():
         others = [root / p for p in PACKS if p != held_out and (root / p).is_dir()]
-        model = pretrain([*others, *zoo], config=config, train_config=train_config, pick_config=pick_config,
-                         preprocess=PreprocessConfig(highpass_sigma_model_px=recipe.highpass), background=background)
+        model, _ = pretrain_general(others, out, recipe)
         model.info["leave_one_out"] = recipe.settings()
         save_model(model, model_path)
     test = held.paths("test")[:recipe.max_test]
