@@ -16,6 +16,7 @@ shipped in ``deeppick/pretrained/`` (rebuilt by ``scripts/make_general_model.py`
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
@@ -368,6 +369,19 @@ class GeneralRecipe:
     def train_config(self) -> TrainConfig:
         return replace(PRETRAIN_TRAINING, seed=self.seed, arch=self.arch, source_heads=self.source_heads,
                        **({} if self.epochs is None else {"epochs": self.epochs}))
+
+    def resolved(self) -> dict:
+        """Every setting that decides the model, the library's defaults filled in (JSON-ready): recipes with
+        the same make the same model, whatever the defaults were when each was written."""
+        from dataclasses import fields
+
+        config, looks = self.pretrain_config(), self.zoo_settings()
+        settings = {f.name: getattr(self, f.name) for f in fields(GeneralRecipe)}
+        settings.update(epochs=self.train_config().epochs, box_factors=config.box_factors,
+                        junk_share=config.junk_share, empty_share=config.empty_share, zoo_density=looks["density"],
+                        zoo_ice_gradient=looks["ice_gradient"], zoo_detector_blur_px=looks["detector_blur_px"],
+                        zoo_defocus_spread_um=looks["defocus_spread_um"])
+        return json.loads(json.dumps(settings))
 
     def zoo_settings(self) -> dict:
         """:func:`~deeppick.simulate.simulate_zoo`'s arguments: molecules, diameters and looks."""

@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from deeppick.benchmark import PACKS, add_general_recipe_arguments, default_realdata
@@ -52,7 +51,7 @@ def main(argv=None) -> int:
     model.info["name"] = "deeppick general model"
     model.info["recipe"] = {
         "script": "scripts/make_general_model.py",
-        "general_recipe": asdict(recipe),
+        "general_recipe": recipe.resolved(),
         "real_packs": {p: "train split" + (f", first {recipe.max_train} micrographs" if recipe.max_train else "")
                        for p in PACKS},
         "pretrain_config": config.to_dict(),

@@ -145,6 +145,12 @@ def test_realdata_benchmark_without_the_packs_is_one_line(tmp_path):
     quick = LeaveOneOutRecipe.reduced(max_test=2)
     assert (quick.positives, quick.max_test, quick.rotations) == (4000, 2, False)
     assert quick.settings() != LeaveOneOutRecipe().settings()
+    # the cache key spells the defaults out: a recipe naming the default value makes the same model
+    from deeppick.simulate import ZOO_ICE_GRADIENT
+
+    assert quick.settings()["zoo_ice_gradient"] == ZOO_ICE_GRADIENT
+    assert LeaveOneOutRecipe.reduced(max_test=2, zoo_ice_gradient=ZOO_ICE_GRADIENT).settings() == quick.settings()
+    assert LeaveOneOutRecipe.reduced(max_test=2, zoo_ice_gradient=ZOO_ICE_GRADIENT + 1).settings() != quick.settings()
 
 
 def test_junk_check_counts_picks_near_the_simulated_carbon_and_ice(general, tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +145,9 @@ class LeaveOneOutRecipe(GeneralRecipe):
         return cls(**{**quick, **{k: v for k, v in changes.items() if v is not None}})
 
     def settings(self) -> dict:
-        """What decides the general model (the :class:`~deeppick.pretrain.GeneralRecipe` fields): a cached one
-        is reused only if these match."""
-        keep = {f.name for f in fields(GeneralRecipe)}
-        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k in keep}))
+        """What decides the general model (:meth:`~deeppick.pretrain.GeneralRecipe.resolved`): a cached one is
+        reused only if these match."""
+        return self.resolved()
 
 
 def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike,
