@@ -171,8 +171,8 @@ def test_general_recipe_from_the_scripts_options_makes_the_model_pretrain_would(
     parser = argparse.ArgumentParser()
     changes = add_general_recipe_arguments(parser)
     args = parser.parse_args(["--positives", "24", "--epochs", "2", "--no-zoo", "--box-factors", "1", "1.3",
-                              "--junk-share", "0", "--empty-share", "0", "--zoo-defocus-spread", "0.05", "--procedural", "2",
-                              "--seed", "4"])
+                              "--junk-share", "0", "--empty-share", "0", "--zoo-defocus-spread", "0.05",
+                              "--procedural", "2", "--seed", "4"])
     recipe = replace(GeneralRecipe(**changes(args)), rotations=False)
     assert (recipe.box_factors, recipe.zoo, recipe.arch, recipe.max_valid) == ((1.0, 1.3), False, "deeppicker", 1)
     looks = recipe.zoo_settings()
