@@ -44,7 +44,7 @@ SHIPPED_MODEL = "general.pt"
 # Pretraining and self-training train for at most 30 epochs with patience 6, the length the general model
 # and self-training are measured with (docs/measurements.md, *Training length*); TrainConfig's defaults are
 # semi-automated training's.
-PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6)
+PRETRAIN_TRAINING = TrainConfig(epochs=30, patience=6, min_patience_steps=0)
 
 
 @dataclass(frozen=True)

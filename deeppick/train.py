@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import textwrap
 import time
@@ -64,6 +65,9 @@ class TrainConfig:
     # so the model is the plain network. For general models trained on many molecules; False: one head
     source_heads: bool = False
     patience: int = 10  # epochs without a lower validation loss before stopping (ours, as epochs)
+    # ours: and at least this many optimiser steps without one: with few labels an epoch is a handful of steps,
+    # and ten of them end training before it has learned (docs/measurements.md, Partial labels); 0: epochs only
+    min_patience_steps: int = 250
     # random 90° rotations (DeepEM's fixed rotations of each training image) and flips (ours)
     rotate_flip: bool = True
     noise_sd: float = 0.0  # optional Gaussian noise added to the normalised patch (ours)
@@ -171,7 +175,8 @@ def train_model(patch_set: PatchSet, config: TrainConfig = TrainConfig(), *, box
         from tqdm import tqdm
 
         bar = tqdm(total=config.epochs, initial=min(state["epoch"], config.epochs), desc="train", unit="epoch")
-    while state["epoch"] < config.epochs and not (len(val_idx) and state["since_best"] >= config.patience):
+    patience = effective_patience(config, len(train_idx))
+    while state["epoch"] < config.epochs and not (len(val_idx) and state["since_best"] >= patience):
         record = _train_epoch(net, optimiser, data, config, state["epoch"])
         _early_stopping(state, record, net)
         state["seconds"] = time.perf_counter() - started
@@ -344,6 +349,13 @@ def unlabelled_prior(patch_set: PatchSet, fraction_labelled: float) -> float:
     return float(np.clip(particle_area / area, 0.0, 0.5)) if area else 0.0
 
 
+def effective_patience(config: TrainConfig, n_train: int) -> int:
+    """Epochs without a lower validation loss before training stops: ``config.patience``, or more when an
+    epoch of ``n_train`` patches is too few steps for ``config.min_patience_steps``."""
+    steps_per_epoch = max(1, math.ceil(n_train / config.batch_size))
+    return max(config.patience, math.ceil(config.min_patience_steps / steps_per_epoch))
+
+
 def _early_stopping(state: dict, record: dict, net: nn.Module) -> None:
     """Add ``record`` to the history and keep the weights of the lowest validation loss so far."""
     if "val_loss" in record:
@@ -364,7 +376,8 @@ def _training_info(patch_set: PatchSet, config: TrainConfig, device, init: Picke
         "trained_on": describe_patch_set(patch_set),
         "training": {**config.to_dict(), "learning_rate": config.lr(), "device": str(device),
                      "init": (init.info.get("name") or "a given model") if init is not None else None,
-                     "n_train": int(n_train), "n_val": int(n_val)},
+                     "n_train": int(n_train), "n_val": int(n_val),
+                     "patience_epochs": effective_patience(config, n_train)},
         "val_accuracy": best["val_accuracy"] if best else None,
         "val_loss": best["val_loss"] if best else None,
         "best_epoch": state["best_epoch"] or state["epoch"],

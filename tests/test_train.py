@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -112,14 +114,29 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(small, tmp_path):
 
 
 def test_early_stopping_keeps_the_best_epoch(small):
-    model = train_model(small, TrainConfig(epochs=20, optimizer="adam", learning_rate=0.003, patience=2),
-                        progress=False)
+    model = train_model(small, TrainConfig(epochs=20, optimizer="adam", learning_rate=0.003, patience=2,
+                                           min_patience_steps=0), progress=False)
     history = model.info["history"]
     best = min(history, key=lambda r: r["val_loss"])
     assert model.info["best_epoch"] == best["epoch"]
     assert model.info["val_accuracy"] == best["val_accuracy"]
     assert model.info["stopped_early"] == (model.info["epochs_run"] < 20)
     assert model.info["epochs_run"] - model.info["best_epoch"] <= 2
+
+
+def test_a_small_patch_set_waits_enough_steps_before_stopping(small):
+    from deeppick.train import effective_patience
+
+    config = TrainConfig(epochs=40, optimizer="adam", learning_rate=0.003, patience=2, batch_size=32)
+    steps = -(-len(small) * 8 // 9 // 32)  # about an epoch's optimiser steps
+    assert effective_patience(config, 10_000) == 2  # many steps an epoch: the patience in epochs holds
+    assert effective_patience(config, 32) == 250 and effective_patience(replace(config, min_patience_steps=0), 32) == 2
+    waiting = replace(config, min_patience_steps=12 * steps)
+    model = train_model(small, waiting, progress=False)
+    patience = model.info["training"]["patience_epochs"]
+    assert patience == effective_patience(waiting, model.info["training"]["n_train"]) >= 10
+    # it stops only `patience` epochs after its best one, or at the cap
+    assert model.info["epochs_run"] == 40 or model.info["epochs_run"] - model.info["best_epoch"] == patience
 
 
 def test_fine_tuning_starts_from_init_and_leaves_it_alone(small):

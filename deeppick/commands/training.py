@@ -49,7 +49,8 @@ def extract(output, **options):
 @click.option("--lr", type=float, help="learning rate [default: 0.01 for sgd, 0.001 for adam]")
 @click.option("--batch-size", type=int, cls=LibraryDefault, library="train:TrainConfig.batch_size")
 @click.option("--patience", type=int, cls=LibraryDefault, library="train:TrainConfig.patience",
-              help="epochs without improvement before stopping")
+              help="epochs without improvement before stopping (more when an epoch is fewer optimiser steps than "
+                   "TrainConfig.min_patience_steps needs: few labels)")
 @click.option("--no-augment", is_flag=True, help="no random 90° rotations and flips")
 @click.option("--noise", type=float, cls=LibraryDefault, library="train:TrainConfig.noise_sd",
               help="SD of Gaussian noise added to patches")
