@@ -19,7 +19,7 @@ import copy
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -373,8 +373,6 @@ class GeneralRecipe:
     def resolved(self) -> dict:
         """Every setting that decides the model, the library's defaults filled in (JSON-ready): recipes with
         the same make the same model, whatever the defaults were when each was written."""
-        from dataclasses import fields
-
         config, looks = self.pretrain_config(), self.zoo_settings()
         settings = {f.name: getattr(self, f.name) for f in fields(GeneralRecipe)}
         settings.update(epochs=self.train_config().epochs, box_factors=config.box_factors,
