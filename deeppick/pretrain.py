@@ -366,6 +366,12 @@ class GeneralRecipe:
                                                     ("junk_share", self.junk_share),
                                                     ("empty_share", self.empty_share)) if v is not None})
 
+    def pick_config(self) -> PickConfig:
+        """How the threshold's held-out micrographs (and leave one out's test micrographs) are scanned."""
+        from .scan import ScanConfig
+
+        return PickConfig() if self.rotations else PickConfig(scan=ScanConfig(rotations=False))
+
     def train_config(self) -> TrainConfig:
         return replace(PRETRAIN_TRAINING, seed=self.seed, arch=self.arch, source_heads=self.source_heads,
                        **({} if self.epochs is None else {"epochs": self.epochs}))
@@ -403,7 +409,6 @@ def pretrain_general(real: Sequence, work: str | os.PathLike, recipe: GeneralRec
     into ``work``, reused when simulated before with the same settings) and, with an ``empty_share``,
     particle-free simulated micrographs. Returns the model and the zoo's dataset folders."""
     from .preprocess import PreprocessConfig
-    from .scan import ScanConfig
     from .simulate import simulate_empty_zoo, simulate_zoo, simulate_zoo_for_quota
 
     work = Path(work)
@@ -417,8 +422,7 @@ def pretrain_general(real: Sequence, work: str | os.PathLike, recipe: GeneralRec
         zoo = simulate_zoo_for_quota(work, quota, **zoo_settings)
     config = recipe.pretrain_config()
     background = [simulate_empty_zoo(work / "empty", n_micrographs=8)] if config.empty_share else []
-    pick_config = PickConfig() if recipe.rotations else PickConfig(scan=ScanConfig(rotations=False))
-    model = pretrain([*real, *zoo], config=config, train_config=recipe.train_config(), pick_config=pick_config,
+    model = pretrain([*real, *zoo], config=config, train_config=recipe.train_config(), pick_config=recipe.pick_config(),
                      preprocess=PreprocessConfig(highpass_sigma_model_px=recipe.highpass), background=background,
                      progress=progress)
     return model, zoo

@@ -160,15 +160,13 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     from ..io import concat_picks
     from ..metrics import evaluate_picks
     from ..model import load_model, save_model
-    from ..pipeline import PickConfig
     from ..pretrain import PRETRAIN_TRAINING, pretrain_general
-    from ..scan import ScanConfig
     from .baselines import disc_filter_picks, relion_log_picks
 
     root, out = require_realdata(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pick_config = PickConfig() if recipe.rotations else PickConfig(scan=ScanConfig(rotations=False))
+    pick_config = recipe.pick_config()
     seeded = replace(PRETRAIN_TRAINING, seed=recipe.seed)
     tune_config = seeded if recipe.finetune_epochs is None else replace(seeded, epochs=recipe.finetune_epochs)
     config = recipe.pretrain_config()
