@@ -357,7 +357,10 @@ class GeneralRecipe:
     empty_share: float | None = None  # background from particle-free simulated micrographs
     rotations: bool = True  # the threshold's scans average the four rotations
     highpass: float = 0.0  # background subtraction σ, model px (0: off)
-    seed: int = 0
+    seed: int = 0  # the procedural molecules' shapes, pretraining and the threshold
+    # the zoo's and the particle-free micrographs' draws (positions, views, noise): recipe comparisons vary it
+    # as well as ``seed``, since one zoo draw moves leave one out's figures as much as most recipe changes
+    zoo_seed: int = 0
 
     def pretrain_config(self) -> PretrainConfig:
         config = PretrainConfig(total_positives=self.positives, max_train_micrographs=self.max_train,
@@ -416,12 +419,13 @@ def pretrain_general(real: Sequence, work: str | os.PathLike, recipe: GeneralRec
     if not recipe.zoo:
         zoo = []
     elif recipe.zoo_micrographs:
-        zoo = simulate_zoo(work / "zoo", n_micrographs=recipe.zoo_micrographs, **zoo_settings)
+        zoo = simulate_zoo(work / "zoo", n_micrographs=recipe.zoo_micrographs, seed=recipe.zoo_seed, **zoo_settings)
     else:
         quota = positives_per_source(recipe.positives, len(real) + len(zoo_settings["molecules"]))
-        zoo = simulate_zoo_for_quota(work, quota, **zoo_settings)
+        zoo = simulate_zoo_for_quota(work, quota, seed=recipe.zoo_seed, **zoo_settings)
     config = recipe.pretrain_config()
-    background = [simulate_empty_zoo(work / "empty", n_micrographs=8)] if config.empty_share else []
+    background = ([simulate_empty_zoo(work / "empty", n_micrographs=8, seed=recipe.zoo_seed)]
+                  if config.empty_share else [])
     model = pretrain([*real, *zoo], config=config, train_config=recipe.train_config(), pick_config=recipe.pick_config(),
                      preprocess=PreprocessConfig(highpass_sigma_model_px=recipe.highpass), background=background,
                      progress=progress)

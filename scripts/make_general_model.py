@@ -58,7 +58,8 @@ def main(argv=None) -> int:
         "simulated_zoo": f"deeppick.simulate.simulate_zoo: {len(zoo)} molecules, 1024 px, SNR {ZOO_SNR:g}, "
                          f"density {looks['density']:g}, ice gradient {looks['ice_gradient']:g}, detector blur "
                          f"{looks['detector_blur_px']:g} px, defocus spread {looks['defocus_spread_um']:g} µm, "
-                         "diameters deeppick.simulate.ZOO_DIAMETERS_PX; micrographs per molecule"
+                         "diameters " + ", ".join(f"{m} {d:g} px" for m, d in looks["diameters_px"].items())
+                         + "; micrographs per molecule"
                          + ("" if recipe.zoo_micrographs else " (enough for its quota)") + ": "
                          + ", ".join(f"{p.name} {len(list((p / 'micrographs').iterdir()))}" for p in zoo),
         "threshold_scan": "default" if recipe.rotations else "no rotations",

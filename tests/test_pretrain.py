@@ -186,3 +186,23 @@ def test_general_recipe_from_the_scripts_options_makes_the_model_pretrain_would(
                       pick_config=PickConfig(scan=ScanConfig(rotations=False)))
     assert zoo == [] and model.threshold == direct.threshold
     assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), direct.net.state_dict().values()))
+
+
+def test_the_zoo_seed_draws_the_particle_free_micrographs_anew(sources, tmp_path):
+    import argparse
+    import json
+
+    from deeppick.benchmark import add_general_recipe_arguments
+    from deeppick.pretrain import GeneralRecipe, pretrain_general
+
+    parser = argparse.ArgumentParser()
+    changes = add_general_recipe_arguments(parser)
+    recipe = GeneralRecipe(**changes(parser.parse_args(["--zoo-seed", "3", "--no-zoo", "--positives", "24", "--epochs",
+                                                        "1", "--box-factors", "1", "--empty-share", "0.25"])),
+                           rotations=False)
+    assert (recipe.zoo_seed, recipe.seed) == (3, 0) and recipe.resolved()["zoo_seed"] == 3
+    assert GeneralRecipe().resolved() != GeneralRecipe(zoo_seed=3).resolved()  # not a cached model of another zoo
+    model, _ = pretrain_general(sources, tmp_path, recipe)
+    simulated = json.loads((tmp_path / "empty" / "dataset.json").read_text())["parameters"]
+    assert simulated["seed"][0] == 3
+    assert any(s.get("particle_free") for s in model.info["pretrain"]["sources"])

@@ -73,6 +73,7 @@ def add_general_recipe_arguments(parser):
             help="background from particle-free simulated micrographs [PretrainConfig's]"),
         add("--highpass", type=float, metavar="SIGMA", help="background subtraction, σ in model px [0, off]"),
         add("--seed", type=int, help="seed of the zoo's procedural molecules, pretraining and what follows [0]"),
+        add("--zoo-seed", type=int, help="seed of the zoo's and the particle-free micrographs' simulation [0]"),
     ]
 
     def changes(args) -> dict:
