@@ -1,7 +1,7 @@
 """How much is lost when only some particles of each micrograph are labelled?
 
     python benchmarks/partial_labels.py [--packs ribosome80s-10028 ...] [--fractions 1 0.3 0.1]
-        [--labels full|partial|complete]
+        [--labels full|partial|complete|known-background] [--general DIR]
 
 For each pack and each fraction: a model trained as ``deeppick train --dataset`` (box = diameter, default
 patches and preparation) on the train split with only that fraction of its labels kept (at random, seeded,
@@ -15,7 +15,9 @@ lie away from every kept label, and trains again on the completed labels
 (``deeppick.tuning.train_on_partial_labels``). ``--labels known-background`` is the control that splits the
 cost in two: the kept labels' particle patches, with background drawn as far from *every* particle as with
 all labels (as many patches as the kept labels give), so no unlabelled particle is taught as background and
-what is lost is the smaller number of particles alone.
+what is lost is the smaller number of particles alone. ``--general DIR`` starts training from the general
+model that never saw the molecule (``DIR/general-without-<pack>.pt``, as ``leave_one_out.py --out DIR`` makes
+it) rather than from scratch: what a prior over many molecules adds when particles are few.
 Needs ../shared/realdata. Minutes per row on 2 cores.
 """
 
@@ -36,7 +38,10 @@ import numpy as np
 from deeppick.datasets import load_dataset
 from deeppick.metrics import MATCH_FRACTION
 from deeppick.patches import PatchConfig, concat_patch_sets, extract_patches
+from deeppick.model import load_model
 from deeppick.pipeline import PickConfig, evaluate_model
+from deeppick.preprocess import PreprocessConfig
+from deeppick.pretrain import with_box
 from deeppick.train import TrainConfig, unlabelled_prior
 from deeppick.tuning import split_for_threshold, train_on_partial_labels, train_picker
 
@@ -54,12 +59,13 @@ def keep_fraction(picks, fraction: float, seed: int):
     return picks[keep].reset_index(drop=True)
 
 
-def with_background_of(patches, *, all_labels, micrographs, box_px: float, seed: int, dataset: str):
+def with_background_of(patches, *, all_labels, micrographs, box_px: float, seed: int, dataset: str,
+                       preprocess: PreprocessConfig = PreprocessConfig()):
     """``patches`` with its background patches swapped for as many drawn ≥ 0.6 box from every particle of
     ``all_labels`` (the control of ``--labels known-background``)."""
     background = ~patches.labels.astype(bool) & patches.hard
-    known = extract_patches(micrographs, all_labels, box_px, config=PatchConfig(off_centre_ratio=0), seed=seed,
-                            dataset=dataset)
+    known = extract_patches(micrographs, all_labels, box_px, config=PatchConfig(off_centre_ratio=0),
+                            preprocess=preprocess, seed=seed, dataset=dataset)
     far = np.flatnonzero(known.labels == 0)
     if len(far) < background.sum():
         raise SystemExit(f"{dataset}: {len(far)} background patches away from every particle, "
@@ -68,7 +74,8 @@ def with_background_of(patches, *, all_labels, micrographs, box_px: float, seed:
     return concat_patch_sets([patches.subset(np.flatnonzero(~background)), known.subset(far)])
 
 
-def partial_row(dataset, fraction: float, labels: str, seed: int, completion_beta=None) -> dict:
+def partial_row(dataset, fraction: float, labels: str, seed: int, completion_beta=None, init=None) -> dict:
+    """One row: train on ``fraction`` of the train labels (from ``init``'s weights when given), test AP."""
     train, held_out = split_for_threshold(dataset)
     box_px = dataset.default_box_px()
     kept = keep_fraction(dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])], fraction, seed)
@@ -81,13 +88,17 @@ def partial_row(dataset, fraction: float, labels: str, seed: int, completion_bet
                                         match_px=match_px, dataset=dataset.name, completion_beta=completion_beta)
         added = model.info["partial_labels"]["added"]
     else:
-        patches = extract_patches(train, kept, box_px, config=PatchConfig(), seed=seed, dataset=dataset.name)
+        preprocess = init.preprocess if init is not None else PreprocessConfig()
+        patches = extract_patches(train, kept, box_px, config=PatchConfig(), preprocess=preprocess, seed=seed,
+                                  dataset=dataset.name)
         if labels == "known-background":
             patches = with_background_of(patches, all_labels=dataset.picks[dataset.picks["micrograph"].isin(
-                [p.stem for p in train])], micrographs=train, box_px=box_px, seed=seed, dataset=dataset.name)
+                [p.stem for p in train])], micrographs=train, box_px=box_px, seed=seed, dataset=dataset.name,
+                preprocess=preprocess)
         if labels == "partial":
             config = replace(config, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
-        model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config, match_px=match_px)
+        model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config, init=init,
+                             match_px=match_px)
     seconds = time.perf_counter() - start
     evaluation, _ = evaluate_model(model, dataset.paths("test"), dataset.picks, config=PickConfig(),
                                    match_px=MATCH_FRACTION_OF_DIAMETER * dataset.diameter_px)
@@ -106,17 +117,25 @@ def main(argv=None) -> int:
                              "drawn away from every particle, the control (known-background)")
     parser.add_argument("--completion-beta", type=float, default=None,
                         help="with --labels complete: complete at the first model's F-beta threshold [its F2 one]")
+    parser.add_argument("--general", type=Path, default=None,
+                        help="fine-tune from DIR/general-without-<pack>.pt (leave_one_out.py --out DIR), the general "
+                             "model that never saw the molecule, instead of training from scratch")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     require_realdata(REALDATA)
+    if args.general is not None and args.labels == "complete":
+        raise SystemExit("--general fine-tunes one model; --labels complete trains two from scratch")
     rows = []
     print(f"{'pack':<20} {'labels':<8} {'kept':>5} {'particles':>9} {'added':>5} {'test AP':>7} {'held-out AP':>11} "
           f"{'epochs':>6} {'train s':>7}")
     for pack in args.packs:
         dataset = load_dataset(REALDATA / pack)
+        init = None
+        if args.general is not None:
+            init = with_box(load_model(args.general / f"general-without-{pack}.pt"), dataset.default_box_px())
         for fraction in args.fractions:
-            row = partial_row(dataset, fraction, args.labels, args.seed, args.completion_beta)
+            row = partial_row(dataset, fraction, args.labels, args.seed, args.completion_beta, init)
             rows.append(row)
             print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['added']:>5} "
                   f"{row['ap']:>7.3f} {row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} "
