@@ -37,8 +37,8 @@ import numpy as np
 
 from deeppick.datasets import load_dataset
 from deeppick.metrics import MATCH_FRACTION
-from deeppick.patches import PatchConfig, concat_patch_sets, extract_patches
 from deeppick.model import load_model
+from deeppick.patches import PatchConfig, concat_patch_sets, extract_patches
 from deeppick.pipeline import PickConfig, evaluate_model
 from deeppick.preprocess import PreprocessConfig
 from deeppick.pretrain import with_box
@@ -78,7 +78,8 @@ def partial_row(dataset, fraction: float, labels: str, seed: int, completion_bet
     """One row: train on ``fraction`` of the train labels (from ``init``'s weights when given), test AP."""
     train, held_out = split_for_threshold(dataset)
     box_px = dataset.default_box_px()
-    kept = keep_fraction(dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])], fraction, seed)
+    train_picks = dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])]
+    kept = keep_fraction(train_picks, fraction, seed)
     start = time.perf_counter()
     config = TrainConfig(seed=seed)
     match_px = MATCH_FRACTION * dataset.diameter_px
@@ -92,9 +93,8 @@ def partial_row(dataset, fraction: float, labels: str, seed: int, completion_bet
         patches = extract_patches(train, kept, box_px, config=PatchConfig(), preprocess=preprocess, seed=seed,
                                   dataset=dataset.name)
         if labels == "known-background":
-            patches = with_background_of(patches, all_labels=dataset.picks[dataset.picks["micrograph"].isin(
-                [p.stem for p in train])], micrographs=train, box_px=box_px, seed=seed, dataset=dataset.name,
-                preprocess=preprocess)
+            patches = with_background_of(patches, all_labels=train_picks, micrographs=train, box_px=box_px,
+                                         seed=seed, dataset=dataset.name, preprocess=preprocess)
         if labels == "partial":
             config = replace(config, unlabelled_prior=unlabelled_prior(patches, fraction_labelled=fraction))
         model = train_picker(patches, held_out=(held_out, dataset.picks), train_config=config, init=init,
