@@ -2,6 +2,7 @@
 
     python benchmarks/partial_labels.py [--packs ribosome80s-10028 ...] [--fractions 1 0.3 0.1]
         [--labels full|partial|complete|known-background] [--general DIR]
+        [--negative-ratio R] [--noise SD] [--contrast J]
 
 For each pack and each fraction: a model trained as ``deeppick train --dataset`` (box = diameter, default
 patches and preparation) on the train split with only that fraction of its labels kept (at random, seeded,
@@ -18,6 +19,9 @@ all labels (as many patches as the kept labels give), so no unlabelled particle 
 what is lost is the smaller number of particles alone. ``--general DIR`` starts training from the general
 model that never saw the molecule (``DIR/general-without-<pack>.pt``, as ``leave_one_out.py --out DIR`` makes
 it) rather than from scratch: what a prior over many molecules adds when particles are few.
+``--negative-ratio``, ``--noise`` and ``--contrast`` change the background count and the training
+augmentation (as ``deeppick train``'s options of the same names): do more background or stronger
+augmentation make up for few particles?
 Needs ../shared/realdata. Minutes per row on 2 cores.
 """
 
@@ -74,23 +78,25 @@ def with_background_of(patches, *, all_labels, micrographs, box_px: float, seed:
     return concat_patch_sets([patches.subset(np.flatnonzero(~background)), known.subset(far)])
 
 
-def partial_row(dataset, fraction: float, labels: str, seed: int, completion_beta=None, init=None) -> dict:
+def partial_row(dataset, fraction: float, labels: str, seed: int, completion_beta=None, init=None,
+                patch_config: PatchConfig = PatchConfig(), train_config: TrainConfig = TrainConfig()) -> dict:
     """One row: train on ``fraction`` of the train labels (from ``init``'s weights when given), test AP."""
     train, held_out = split_for_threshold(dataset)
     box_px = dataset.default_box_px()
     train_picks = dataset.picks[dataset.picks["micrograph"].isin([p.stem for p in train])]
     kept = keep_fraction(train_picks, fraction, seed)
     start = time.perf_counter()
-    config = TrainConfig(seed=seed)
+    config = replace(train_config, seed=seed)
     match_px = MATCH_FRACTION * dataset.diameter_px
     added = 0
     if labels == "complete":
         model = train_on_partial_labels(train, kept, box_px, held_out=(held_out, dataset.picks), train_config=config,
-                                        match_px=match_px, dataset=dataset.name, completion_beta=completion_beta)
+                                        patch_config=patch_config, match_px=match_px, dataset=dataset.name,
+                                        completion_beta=completion_beta)
         added = model.info["partial_labels"]["added"]
     else:
         preprocess = init.preprocess if init is not None else PreprocessConfig()
-        patches = extract_patches(train, kept, box_px, config=PatchConfig(), preprocess=preprocess, seed=seed,
+        patches = extract_patches(train, kept, box_px, config=patch_config, preprocess=preprocess, seed=seed,
                                   dataset=dataset.name)
         if labels == "known-background":
             patches = with_background_of(patches, all_labels=train_picks, micrographs=train, box_px=box_px,
@@ -120,6 +126,12 @@ def main(argv=None) -> int:
     parser.add_argument("--general", type=Path, default=None,
                         help="fine-tune from DIR/general-without-<pack>.pt (leave_one_out.py --out DIR), the general "
                              "model that never saw the molecule, instead of training from scratch")
+    parser.add_argument("--negative-ratio", type=float, default=PatchConfig.negative_ratio,
+                        help="background patches per particle [%(default)s]")
+    parser.add_argument("--noise", type=float, default=TrainConfig.noise_sd,
+                        help="training noise added to the normalised patches, as deeppick train --noise [%(default)s]")
+    parser.add_argument("--contrast", type=float, default=TrainConfig.contrast_jitter,
+                        help="training contrast jitter, as deeppick train --contrast [%(default)s]")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -135,7 +147,9 @@ def main(argv=None) -> int:
         if args.general is not None:
             init = with_box(load_model(args.general / f"general-without-{pack}.pt"), dataset.default_box_px())
         for fraction in args.fractions:
-            row = partial_row(dataset, fraction, args.labels, args.seed, args.completion_beta, init)
+            row = partial_row(dataset, fraction, args.labels, args.seed, args.completion_beta, init,
+                              patch_config=PatchConfig(negative_ratio=args.negative_ratio),
+                              train_config=TrainConfig(noise_sd=args.noise, contrast_jitter=args.contrast))
             rows.append(row)
             print(f"{pack:<20} {args.labels:<8} {fraction:>5.0%} {row['particles']:>9} {row['added']:>5} "
                   f"{row['ap']:>7.3f} {row['held_out_ap'] or float('nan'):>11.3f} {row['epochs']:>6} "
