@@ -32,7 +32,7 @@ import pandas as pd
 
 from .batch import BatchResult, model_fingerprint, pick_micrographs, pick_settings
 from .errors import ConfigError, DeepPickError
-from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem
+from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
 from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
@@ -40,9 +40,15 @@ from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
 __all__ = ["AutopickConfig", "AutopickResult", "BoxEstimate", "autopick", "estimate_box", "select_self_training",
-           "too_few_to_self_train", "general_pass_target", "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
+           "too_few_to_self_train", "general_pass_target", "drifted", "stand_out", "disc_depth", "AUTOPICK_MODEL",
+           "NO_LABEL_THRESHOLD_RULE"]
 
 AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
+# the drift guard's disc (:func:`disc_depth`), the dark-disc baseline's of benchmarks/blob_baseline.py (its
+# radius looked at on cryoppp-10059's train split only, docs/measurements.md)
+DISC_RADIUS_DIAMETER = 1 / 3
+BACKGROUND_SIGMA_DIAMETER = 1.0
+STAND_OUT_BOX_PX = 16  # micrographs binned so the box spans about this many pixels (:func:`stand_out`)
 NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
                            "of the pretraining molecules; no labels of the target are used")
 
@@ -74,6 +80,11 @@ class AutopickConfig:
     # (noise blobs, on micrographs without particles) and is rolled back; None: no guard
     # (docs/measurements.md, *Self-training on particle-free micrographs*)
     max_growth: float | None = 1.5
+    # ours: unless its picks stand out from the ice (dark discs of the box's size, :func:`stand_out`) at least
+    # this share as much as the general model's: on a crowded micrograph a model that finds the particles the
+    # general model missed grows its picks too, and those are dark discs; picks of noise are places like any
+    # other (docs/measurements.md, *The drift guard that looks at the picks*). None: the count alone decides
+    min_stand_out: float | None = 0.7
     guard_micrographs: int = 8  # ours: the general pass's micrographs the guard compares on (seeded sample)
     # ours: the peak window in particle diameters (estimated from the micrographs, estimate_box), at most the
     # 0.8 box of DeepPicker and at least 0.4 box, so a box larger than the particle does not hide touching
@@ -92,6 +103,8 @@ class AutopickConfig:
             raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
         if self.max_growth is not None and not self.max_growth >= 1:
             raise ConfigError(f"max_growth must be ≥ 1 (or None: no guard), got {self.max_growth}")
+        if self.min_stand_out is not None and not 0 < self.min_stand_out <= 1:
+            raise ConfigError(f"min_stand_out must lie in (0, 1] (or None: the count alone), got {self.min_stand_out}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -287,13 +300,14 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
         tuned.threshold = threshold
         drift = _drift(current, tuned, latest, usable, threshold, pick_config, config)
         result.drift.append(drift)
-        if config.max_growth is not None and drift["growth"] > config.max_growth:
+        if drifted(drift, config):
             kept = "the general model's" if round_ == 0 else f"round {round_}'s"
             result.skipped = (f"the fine-tuned model made {drift['tuned']} picks above the threshold where "
                               f"{'the general model' if round_ == 0 else 'the model before it'} made "
-                              f"{drift['before']} ({drift['growth']:.1f}×, more than {config.max_growth:g}×): it "
-                              f"learned more than the micrographs showed (noise, if they hold no particles), so "
-                              f"{kept} picks are kept. Check the micrographs and --box-px")
+                              f"{drift['before']} ({drift['growth']:.1f}×, more than {config.max_growth:g}×)"
+                              f"{_stand_out_words(drift)}: it learned more than the micrographs showed (noise, if "
+                              f"they hold no particles), so {kept} picks are kept. Check the micrographs and "
+                              "--box-px")
             result.n_top.pop()
             if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
                 current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
@@ -320,17 +334,97 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
 def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: list[Path], threshold: float,
            pick_config: PickConfig, config: AutopickConfig) -> dict:
     """How far fine-tuning moved the picks: on up to ``config.guard_micrographs`` of the micrographs
-    ``before`` picked (a seeded sample), its picks above ``threshold`` and the tuned model's. No labels: a
-    model that learned the molecule finds about the particles the general model found, more confidently;
-    one that learned noise finds many more (docs/measurements.md)."""
+    ``before`` picked (a seeded sample), its picks above ``threshold`` and the tuned model's, how many and how
+    much they stand out from the ice (:func:`stand_out`). No labels: a model that learned the molecule finds
+    about the particles the general model found, or more of them on a crowded micrograph, all dark discs;
+    one that learned noise finds many more places like any other (docs/measurements.md)."""
     rng = np.random.default_rng([config.seed, 2])
     sample = [micrographs[i] for i in np.sort(rng.permutation(len(micrographs))[:config.guard_micrographs])]
     stems = {micrograph_stem(p) for p in sample}
-    n_before = int(((picked.candidates["micrograph"].isin(stems)) & (picked.candidates["score"] >= threshold)).sum())
+    above = picked.candidates[picked.candidates["micrograph"].isin(stems) & (picked.candidates["score"] >= threshold)]
     after = _pick_pass(tuned, sample, pick_config)
-    n_after = int((after.candidates["score"] >= threshold).sum())
-    return {"micrographs": len(sample), "before": n_before, "tuned": n_after,
-            "growth": float(n_after / max(n_before, 1))}
+    above_after = after.candidates[after.candidates["score"] >= threshold]
+    margin_px = postprocess_config(tuned, pick_config).edge_margin_box * tuned.box_px
+    before_out, tuned_out = stand_out(sample, [above, above_after], tuned.box_px, margin_px=margin_px,
+                                      seed=[config.seed, 3])
+    return {"micrographs": len(sample), "before": len(above), "tuned": len(above_after),
+            "growth": float(len(above_after) / max(len(above), 1)),
+            "stand_out_before": before_out, "stand_out_tuned": tuned_out}
+
+
+def drifted(drift: dict, config: AutopickConfig = AutopickConfig()) -> bool:
+    """Whether the drift guard rolls a fine-tuned model back: its picks grew more than ``config.max_growth``
+    times (on the guard's micrographs, :func:`_drift`) and do not stand out from the ice at least
+    ``config.min_stand_out`` times as much as the general model's (which must stand out at all)."""
+    if config.max_growth is None or not drift["growth"] > config.max_growth:
+        return False
+    before, tuned = drift.get("stand_out_before"), drift.get("stand_out_tuned")
+    if config.min_stand_out is None or before is None or tuned is None or not before > 0:
+        return True
+    return tuned < config.min_stand_out * before
+
+
+def _stand_out_words(drift: dict) -> str:
+    before, tuned = drift.get("stand_out_before"), drift.get("stand_out_tuned")
+    if before is None or tuned is None:
+        return ""
+    return f" and its picks stand out from the ice {tuned:.2f} against the general model's {before:.2f}"
+
+
+def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
+    """How dark the disc of radius ``diameter/3`` around each pixel is against its surroundings (a Gaussian
+    of σ = one diameter), in SD of the micrograph: large on a particle, about 0 on flat ice."""
+    from scipy.ndimage import gaussian_filter
+    from scipy.signal import fftconvolve
+
+    z = (image - image.mean()) / image.std()
+    radius = DISC_RADIUS_DIAMETER * diameter_px
+    half = int(radius)
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    disc = (np.hypot(xx, yy) <= radius).astype(np.float64)
+    local = fftconvolve(z, disc / disc.sum(), mode="same")
+    return gaussian_filter(z, BACKGROUND_SIGMA_DIAMETER * diameter_px) - local
+
+
+def stand_out(micrographs, pick_tables, box_px: float, *, margin_px: float = 0.0, seed=0,
+              places_per_micrograph: int = 500) -> list[float | None]:
+    """How much each table's picks stand out from the ice of ``micrographs``, label-free: 2·P(the disc depth
+    (:func:`disc_depth`, the box as diameter) at a pick > at a random place ≥ ``margin_px`` from the edge) − 1;
+    1 when every pick is darker than every place, about 0 for picks of places like any other, None for a
+    table without picks. Micrographs are read once and binned so the box spans about
+    ``STAND_OUT_BOX_PX`` pixels: the check looks at particle-sized discs, not at detail."""
+    from skimage.measure import block_reduce
+
+    rng = np.random.default_rng(seed)
+    at_picks = [[] for _ in pick_tables]
+    places = []
+    for path in micrographs:
+        factor = max(1, int(box_px // STAND_OUT_BOX_PX))
+        image = np.asarray(read_micrograph(path), dtype=np.float64)
+        image = block_reduce(image[:image.shape[0] // factor * factor, :image.shape[1] // factor * factor],
+                             (factor, factor), np.mean)
+        depth = disc_depth(image, box_px / factor)
+        low = margin_px / factor
+        high = np.array(depth.shape[::-1]) - 1 - low
+        if np.all(high > low):
+            places.append(depth[rng.integers(int(low), int(high[1]) + 1, places_per_micrograph),
+                                rng.integers(int(low), int(high[0]) + 1, places_per_micrograph)])
+        stem = micrograph_stem(path)
+        for values, table in zip(at_picks, pick_tables):
+            rows = table[table["micrograph"] == stem]
+            x = np.clip(np.round(rows["x"].to_numpy() / factor).astype(int), 0, depth.shape[1] - 1)
+            y = np.clip(np.round(rows["y"].to_numpy() / factor).astype(int), 0, depth.shape[0] - 1)
+            values.append(depth[y, x])
+    places = np.sort(np.concatenate(places)) if places else np.empty(0)
+    out = []
+    for values in at_picks:
+        values = np.concatenate(values) if values else np.empty(0)
+        if len(values) == 0 or len(places) == 0:
+            out.append(None)
+            continue
+        below = (np.searchsorted(places, values, side="left") + np.searchsorted(places, values, side="right")) / 2
+        out.append(float(2 * below.mean() / len(places) - 1))
+    return out
 
 
 def _self_train(model: PickerModel, picked: _Pass, micrographs: list[Path], top: pd.DataFrame, *, box_px: float,

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, general_pass_target,
-                               select_self_training, too_few_to_self_train)
+from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, drifted, general_pass_target,
+                               select_self_training, stand_out, too_few_to_self_train)
 from deeppick.batch import PICK_RECORD, model_fingerprint
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
@@ -372,6 +372,7 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     (drift,) = free.drift  # measured on the micrographs the general pass opened (it stops once it has enough)
     assert 1 <= drift["micrographs"] <= 3 and drift["before"] > 0
     assert drift["growth"] == pytest.approx(drift["tuned"] / drift["before"])
+    assert all(-1 <= drift[key] <= 1 for key in ("stand_out_before", "stand_out_tuned"))
     assert free.skipped is None and free.model is not general
     # a fine-tuned model that picks three times what the general model picked is rolled back
     monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
@@ -390,8 +391,52 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     opened = first["micrograph"].iloc[0]
     np.testing.assert_allclose(np.sort(final["score"][final["micrograph"] == opened].to_numpy()),
                                np.sort(first["score"][first["micrograph"] == opened].to_numpy()))
+    # ... and so is one that grew as much and whose picks stand out from the ice far less than the general model's
+    monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
+                                                                 "growth": 3.0, "stand_out_before": 0.9,
+                                                                 "stand_out_tuned": 0.2})
+    dull = autopick(general, empty / "micrographs", box_px=56, config=replace(forced, max_growth=1.5),
+                    train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    assert "(3.0×, more than 1.5×) and its picks stand out from the ice 0.20 against the general model's 0.90" in (
+        dull.skipped)
+    assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, 56))
     with pytest.raises(ConfigError, match="max_growth"):
         AutopickConfig(max_growth=0.5)
+    with pytest.raises(ConfigError, match="min_stand_out"):
+        AutopickConfig(min_stand_out=1.5)
+
+
+def test_the_drift_guard_keeps_a_grown_model_whose_picks_stand_out_as_the_general_models_do():
+    grown = {"growth": 3.0, "stand_out_before": 0.8, "stand_out_tuned": 0.7}
+    assert not drifted(grown)  # more picks, as dark as the general model's: particles it had missed
+    assert drifted({**grown, "stand_out_tuned": 0.4})  # more picks, places like any other
+    assert drifted({**grown, "stand_out_before": -0.1})  # the general model's picks do not stand out: count alone
+    assert drifted({**grown, "stand_out_tuned": None}) and drifted({"growth": 3.0})
+    assert drifted(grown, AutopickConfig(min_stand_out=None))
+    assert not drifted({**grown, "growth": 1.4}) and not drifted({**grown, "stand_out_tuned": 0.0, "growth": 1.4})
+    assert not drifted({**grown, "stand_out_tuned": 0.0}, AutopickConfig(max_growth=None))
+
+
+def test_stand_out_tells_dark_discs_from_places_like_any_other(tmp_path):
+    from deeppick.io import make_picks, write_micrograph
+
+    rng = np.random.default_rng(0)
+    box = 48
+    centres = np.array([(x, y) for x in range(60, 440, 80) for y in range(60, 440, 80)], dtype=float)
+    yy, xx = np.mgrid[0:500, 0:500]
+    image = rng.normal(size=(500, 500))
+    for x, y in centres:
+        image[np.hypot(xx - x, yy - y) < box / 3] -= 1.0  # particles: dark discs of about the box's size
+    path = tmp_path / "mic.mrc"
+    write_micrograph(path, image.astype(np.float32))
+    between = centres[:-6] + 40  # midway between discs: ice
+    tables = [make_picks("mic", centres[:, 0], centres[:, 1], np.ones(len(centres))),
+              make_picks("mic", between[:, 0], between[:, 1], np.ones(len(between))),
+              make_picks("other", centres[:, 0], centres[:, 1], np.ones(len(centres)))]
+    on_discs, on_ice, elsewhere = stand_out([path], tables, box, margin_px=box / 2, seed=0)
+    assert on_discs > 0.9
+    assert on_ice < 0.2
+    assert elsewhere is None  # no pick on these micrographs
 
 
 def test_estimate_box_takes_the_middle_of_the_strongest_boxes_and_the_pretraining_boxes(general, target,

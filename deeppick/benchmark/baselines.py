@@ -17,26 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..autopick import disc_depth
 from ..io import concat_picks, make_picks, micrograph_stem, read_micrograph
 from ..postprocess import PostprocessConfig, edge_mask, find_peaks, sort_picks
 
-DISC_RADIUS_DIAMETER = 1 / 3  # looked at on cryoppp-10059's train split only (docs/measurements.md)
-BACKGROUND_SIGMA_DIAMETER = 1.0
 LOG_DIAMETERS = (0.8, 1.2)  # RELION's LoG searches between these × the diameter
-
-
-def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
-    """How dark the disc of radius ``diameter/3`` around each pixel is against its surroundings (in SD)."""
-    from scipy.ndimage import gaussian_filter
-    from scipy.signal import fftconvolve
-
-    z = (image - image.mean()) / image.std()
-    radius = DISC_RADIUS_DIAMETER * diameter_px
-    half = int(radius)
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    disc = (np.hypot(xx, yy) <= radius).astype(np.float64)
-    local = fftconvolve(z, disc / disc.sum(), mode="same")
-    return gaussian_filter(z, BACKGROUND_SIGMA_DIAMETER * diameter_px) - local
 
 
 def disc_filter_picks(path, diameter_px: float, box_px: float,
