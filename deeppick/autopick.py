@@ -80,11 +80,12 @@ class AutopickConfig:
     # (noise blobs, on micrographs without particles) and is rolled back; None: no guard
     # (docs/measurements.md, *Self-training on particle-free micrographs*)
     max_growth: float | None = 1.5
-    # ours: unless its picks stand out from the ice (dark discs of the box's size, :func:`stand_out`) at least
-    # this share as much as the general model's: on a crowded micrograph a model that finds the particles the
-    # general model missed grows its picks too, and those are dark discs; picks of noise are places like any
-    # other (docs/measurements.md, *The drift guard that looks at the picks*). None: the count alone decides
-    min_stand_out: float | None = 0.7
+    # ours: unless its picks stand out from the ice at least this much (dark discs of the box's size,
+    # :func:`stand_out`; 0.4: a pick is darker than 70 % of random places on average): on a crowded micrograph
+    # a model that finds the particles the general model missed grows its picks too, and those are dark discs;
+    # picks of noise are places like any other (docs/measurements.md, *The drift guard that looks at the
+    # picks*). None: the count alone decides
+    min_stand_out: float | None = 0.4
     guard_micrographs: int = 8  # ours: the general pass's micrographs the guard compares on (seeded sample)
     # ours: the peak window in particle diameters (estimated from the micrographs, estimate_box), at most the
     # 0.8 box of DeepPicker and at least 0.4 box, so a box larger than the particle does not hide touching
@@ -103,8 +104,8 @@ class AutopickConfig:
             raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
         if self.max_growth is not None and not self.max_growth >= 1:
             raise ConfigError(f"max_growth must be ≥ 1 (or None: no guard), got {self.max_growth}")
-        if self.min_stand_out is not None and not 0 < self.min_stand_out <= 1:
-            raise ConfigError(f"min_stand_out must lie in (0, 1] (or None: the count alone), got {self.min_stand_out}")
+        if self.min_stand_out is not None and not 0 < self.min_stand_out < 1:
+            raise ConfigError(f"min_stand_out must lie in (0, 1) (or None: the count alone), got {self.min_stand_out}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -305,7 +306,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
             result.skipped = (f"the fine-tuned model made {drift['tuned']} picks above the threshold where "
                               f"{'the general model' if round_ == 0 else 'the model before it'} made "
                               f"{drift['before']} ({drift['growth']:.1f}×, more than {config.max_growth:g}×)"
-                              f"{_stand_out_words(drift)}: it learned more than the micrographs showed (noise, if "
+                              f"{_stand_out_words(drift, config)}: it learned more than the micrographs showed (noise, if "
                               f"they hold no particles), so {kept} picks are kept. Check the micrographs and "
                               "--box-px")
             result.n_top.pop()
@@ -354,21 +355,19 @@ def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: 
 
 def drifted(drift: dict, config: AutopickConfig = AutopickConfig()) -> bool:
     """Whether the drift guard rolls a fine-tuned model back: its picks grew more than ``config.max_growth``
-    times (on the guard's micrographs, :func:`_drift`) and do not stand out from the ice at least
-    ``config.min_stand_out`` times as much as the general model's (which must stand out at all)."""
+    times (on the guard's micrographs, :func:`_drift`) and stand out from the ice less than
+    ``config.min_stand_out`` (:func:`stand_out`; the general model's stand-out is recorded, not used)."""
     if config.max_growth is None or not drift["growth"] > config.max_growth:
         return False
-    before, tuned = drift.get("stand_out_before"), drift.get("stand_out_tuned")
-    if config.min_stand_out is None or before is None or tuned is None or not before > 0:
-        return True
-    return tuned < config.min_stand_out * before
+    tuned = drift.get("stand_out_tuned")
+    return config.min_stand_out is None or tuned is None or tuned < config.min_stand_out
 
 
-def _stand_out_words(drift: dict) -> str:
-    before, tuned = drift.get("stand_out_before"), drift.get("stand_out_tuned")
-    if before is None or tuned is None:
+def _stand_out_words(drift: dict, config: AutopickConfig) -> str:
+    tuned = drift.get("stand_out_tuned")
+    if config.min_stand_out is None or tuned is None:
         return ""
-    return f" and its picks stand out from the ice {tuned:.2f} against the general model's {before:.2f}"
+    return f" and its picks stand out from the ice {tuned:.2f} (less than {config.min_stand_out:g})"
 
 
 def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
