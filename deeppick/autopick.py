@@ -306,9 +306,9 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
             result.skipped = (f"the fine-tuned model made {drift['tuned']} picks above the threshold where "
                               f"{'the general model' if round_ == 0 else 'the model before it'} made "
                               f"{drift['before']} ({drift['growth']:.1f}×, more than {config.max_growth:g}×)"
-                              f"{_stand_out_words(drift, config)}: it learned more than the micrographs showed (noise, if "
-                              f"they hold no particles), so {kept} picks are kept. Check the micrographs and "
-                              "--box-px")
+                              f"{_stand_out_words(drift, config)}: it learned more than the micrographs showed "
+                              f"(noise, if they hold no particles), so {kept} picks are kept. Check the micrographs "
+                              "and --box-px")
             result.n_top.pop()
             if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
                 current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
