@@ -132,6 +132,7 @@ class LeaveOneOutRecipe(GeneralRecipe):
     finetune_epochs: int | None = None  # most fine-tuning epochs
     max_test: int | None = None  # autopick the first N test micrographs [all]
     max_growth: float = -1.0  # the drift guard's limit; 0: no guard; -1: AutopickConfig's
+    min_stand_out: float = -1.0  # the stand-out that keeps a grown model; 0: the count alone; -1: AutopickConfig's
     off_centre: float | None = None  # off-centre views per self-training particle
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
@@ -175,6 +176,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
         auto_config = replace(auto_config, off_centre_ratio=recipe.off_centre)
     if recipe.max_growth >= 0:
         auto_config = replace(auto_config, max_growth=recipe.max_growth or None)
+    if recipe.min_stand_out >= 0:
+        auto_config = replace(auto_config, min_stand_out=recipe.min_stand_out or None)
 
     held = load_dataset(root / held_out)
     model_path = out / f"general-without-{held_out}.pt"
@@ -214,7 +217,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
            "particle_free": noise, "n_test": len(test), "settings": recipe.settings(),
            "pretraining": {"box_factors": list(config.box_factors), "junk_share": config.junk_share,
                            "empty_share": config.empty_share},
-           "drift_guard": auto_config.max_growth, "seconds": round(time.perf_counter() - start)}
+           "drift_guard": auto_config.max_growth, "drift_guard_stand_out": auto_config.min_stand_out,
+           "seconds": round(time.perf_counter() - start)}
     (out / f"result-{held_out}.json").write_text(json.dumps(row, indent=1, default=float) + "\n")
     return row
 
@@ -266,6 +270,13 @@ def einstein_from_noise(model, work: str | os.PathLike, *, n: int = 3, box_px: f
     return {"threshold": threshold, **check(contaminated), "noise_only": check(noise)}
 
 
+def _guard_words(row: dict) -> str:
+    if not row.get("drift_guard"):
+        return "off"
+    stand_out = row.get("drift_guard_stand_out")
+    return f"{row['drift_guard']:g}×" + (f" unless stand-out ≥ {stand_out:g}" if stand_out else "")
+
+
 def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     labels = list(rows[0]["per_box"]) if rows else []
     head = rows[0] if rows else {}
@@ -273,7 +284,7 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     lines = [f"leave one molecule out ({'four rotations' if recipe.rotations else 'no rotations'}; pretraining "
              f"boxes × diameter {', '.join(f'{f:g}' for f in pretraining.get('box_factors', []))}, junk share "
              f"{pretraining.get('junk_share', 0):g}, particle-free share {pretraining.get('empty_share', 0):g}; "
-             f"drift guard {head.get('drift_guard') or 'off'}; seed {recipe.seed}); AP general → self-trained",
+             f"drift guard {_guard_words(head)}; seed {recipe.seed}); AP general → self-trained",
              f"{'held-out pack':<19} {'d px':>5} {'est.':>5} " + " ".join(f"{label:>12}" for label in labels)
              + f" {'spread':>6} {'LoG':>5} {'disc':>5} {'Topaz':>5}"]
     for r in rows:
