@@ -9,10 +9,10 @@ For each held-out pack, its leave-one-out general model (``DIR/general-without-<
 ``--particle-free`` simulated particle-free micrographs (contaminants, no particle; ``--seed``) at box 56.
 Printed per case: the picks above the threshold on the guard's micrographs, general → fine-tuned, their
 growth, how much each model's picks stand out from the ice (``deeppick.autopick.stand_out``) and what the
-guard decides (``deeppick.autopick.drifted``: the count rule alone, and with the stand-out rule). Wanted:
-real micrographs kept (self-training helps on every pack, *Fully automated picking*), particle-free ones
-rolled back. Design on the train split; the test splits are for ``leave_one_out.py``.
-Needs ../shared/realdata; about 2 minutes a case on 2 cores.
+guard decides (``deeppick.autopick.drifted``: the count rule alone, the default, and with the stand-out
+rule at ``--min-stand-out``). Wanted: real micrographs kept (self-training helps on every pack, *Fully
+automated picking*), particle-free ones rolled back. Design on the train split; the test splits are for
+``leave_one_out.py``. Needs ../shared/realdata; about 2 minutes a case on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from deeppick.scan import ScanConfig  # noqa: E402
 from deeppick.simulate import simulate_empty_zoo  # noqa: E402
 
 
-def guard_case(general, paths, box_px: float, seed: int) -> dict:
+def guard_case(general, paths, box_px: float, seed: int, min_stand_out: float) -> dict:
     """Self-train ``general`` on ``paths`` at ``box_px`` with the guard off (as leave_one_out.py's reduced
     recipe does: 10 fine-tuning epochs, scans without rotations) and say what the guard would decide."""
     result = autopick(general, paths, box_px=box_px, config=AutopickConfig(seed=seed, max_growth=None),
@@ -48,7 +48,7 @@ def guard_case(general, paths, box_px: float, seed: int) -> dict:
         return {"skipped": result.skipped}
     (drift,) = result.drift
     return {**drift, "rolled_back_by_count": drifted(drift, AutopickConfig(min_stand_out=None)),
-            "rolled_back": drifted(drift, AutopickConfig())}
+            "rolled_back": drifted(drift, AutopickConfig(min_stand_out=min_stand_out))}
 
 
 def main(argv=None) -> int:
@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--micrographs", type=int, default=2)
     parser.add_argument("--particle-free", type=int, default=3, help="simulated particle-free micrographs")
     parser.add_argument("--seed", type=int, default=3000, help="of the particle-free micrographs")
+    parser.add_argument("--min-stand-out", type=float, default=0.4,
+                        help="the stand-out rule to decide with (AutopickConfig.min_stand_out) [%(default)s]")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     root = require_realdata(default_realdata())
@@ -75,7 +77,8 @@ def main(argv=None) -> int:
             cases = [(args.split, dataset.paths(args.split)[:args.micrographs], round(f * dataset.diameter_px))
                      for f in args.boxes] + [("particle-free", free, 56)]
             for name, paths, box in cases:
-                row = {"without": pack, "micrographs": name, "box_px": box, **guard_case(general, paths, box, 0)}
+                row = {"without": pack, "micrographs": name, "box_px": box,
+                       **guard_case(general, paths, box, 0, args.min_stand_out)}
                 rows.append(row)
                 if "growth" not in row:
                     print(f"{pack:<22} {name[:14]:<14} {box:>4} {row['skipped']}", flush=True)

@@ -80,12 +80,13 @@ class AutopickConfig:
     # (noise blobs, on micrographs without particles) and is rolled back; None: no guard
     # (docs/measurements.md, *Self-training on particle-free micrographs*)
     max_growth: float | None = 1.5
-    # ours: unless its picks stand out from the ice at least this much (dark discs of the box's size,
-    # :func:`stand_out`; 0.4: a pick is darker than 70 % of random places on average): on a crowded micrograph
-    # a model that finds the particles the general model missed grows its picks too, and those are dark discs;
-    # picks of noise are places like any other (docs/measurements.md, *The drift guard that looks at the
-    # picks*). None: the count alone decides
-    min_stand_out: float | None = 0.4
+    # ours, an option: unless its picks stand out from the ice at least this much (dark discs of the box's
+    # size, :func:`stand_out`; 0.4: a pick darker than 70 % of random places on average). On a crowded
+    # micrograph a model that finds the particles the general model missed grows its picks too, and those are
+    # dark discs; picks of noise are places like any other. Not the default: at 0.4 it keeps self-training on
+    # a crowded molecule and also lets some models self-trained on particle-free micrographs grow their picks
+    # past max_growth (docs/measurements.md, *The drift guard that looks at the picks*). None: the count alone
+    min_stand_out: float | None = None
     guard_micrographs: int = 8  # ours: the general pass's micrographs the guard compares on (seeded sample)
     # ours: the peak window in particle diameters (estimated from the micrographs, estimate_box), at most the
     # 0.8 box of DeepPicker and at least 0.4 box, so a box larger than the particle does not hide touching

@@ -395,8 +395,9 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
                                                                  "growth": 3.0, "stand_out_before": 0.9,
                                                                  "stand_out_tuned": 0.2})
-    dull = autopick(general, empty / "micrographs", box_px=56, config=replace(forced, max_growth=1.5),
-                    train_config=FAST_TRAIN, pick_config=FAST_PICK)
+    dull = autopick(general, empty / "micrographs", box_px=56,
+                    config=replace(forced, max_growth=1.5, min_stand_out=0.4), train_config=FAST_TRAIN,
+                    pick_config=FAST_PICK)
     assert "(3.0×, more than 1.5×) and its picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
     assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, 56))
     with pytest.raises(ConfigError, match="max_growth"):
@@ -405,15 +406,17 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
         AutopickConfig(min_stand_out=1.0)
 
 
-def test_the_drift_guard_keeps_a_grown_model_whose_picks_stand_out_from_the_ice():
+def test_the_drift_guard_can_keep_a_grown_model_whose_picks_stand_out_from_the_ice():
+    looking = AutopickConfig(min_stand_out=0.4)
     grown = {"growth": 3.0, "stand_out_before": 0.8, "stand_out_tuned": 0.7}
-    assert not drifted(grown)  # more picks, dark discs: particles the general model had missed
-    assert not drifted({**grown, "stand_out_before": 0.2})  # however little the general model's picks stood out
-    assert drifted({**grown, "stand_out_tuned": 0.2})  # more picks, places like any other
-    assert drifted({**grown, "stand_out_tuned": None}) and drifted({"growth": 3.0})  # nothing to look at: count
-    assert drifted(grown, AutopickConfig(min_stand_out=None)) and drifted(grown, AutopickConfig(min_stand_out=0.75))
+    assert drifted(grown)  # by default the count alone decides
+    assert not drifted(grown, looking)  # more picks, dark discs: particles the general model had missed
+    assert not drifted({**grown, "stand_out_before": 0.2}, looking)  # however little the general model's stood out
+    assert drifted({**grown, "stand_out_tuned": 0.2}, looking)  # more picks, places like any other
+    assert drifted({**grown, "stand_out_tuned": None}, looking) and drifted({"growth": 3.0}, looking)
+    assert drifted(grown, AutopickConfig(min_stand_out=0.75))
     assert not drifted({**grown, "growth": 1.4}) and not drifted({**grown, "stand_out_tuned": 0.0, "growth": 1.4})
-    assert not drifted({**grown, "stand_out_tuned": 0.0}, AutopickConfig(max_growth=None))
+    assert not drifted({**grown, "stand_out_tuned": 0.0}, AutopickConfig(max_growth=None, min_stand_out=0.4))
 
 
 def test_stand_out_tells_dark_discs_from_places_like_any_other(tmp_path):
