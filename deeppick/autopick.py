@@ -396,10 +396,10 @@ def stand_out(micrographs, pick_tables, box_px: float, *, margin_px: float = 0.0
     from skimage.measure import block_reduce
 
     rng = np.random.default_rng(seed)
+    factor = max(1, int(box_px // STAND_OUT_BOX_PX))
     at_picks = [[] for _ in pick_tables]
     places = []
     for path in micrographs:
-        factor = max(1, int(box_px // STAND_OUT_BOX_PX))
         image = np.asarray(read_micrograph(path), dtype=np.float64)
         image = block_reduce(image[:image.shape[0] // factor * factor, :image.shape[1] // factor * factor],
                              (factor, factor), np.mean)
