@@ -10,9 +10,11 @@ For each held-out pack, its leave-one-out general model (``DIR/general-without-<
 Printed per case: the picks above the threshold on the guard's micrographs, general → fine-tuned, their
 growth, how much each model's picks stand out from the ice (``deeppick.autopick.stand_out``) and what the
 guard decides (``deeppick.autopick.drifted``: the count rule alone, the default, and with the stand-out
-rule at ``--min-stand-out``). Wanted: real micrographs kept (self-training helps on every pack, *Fully
-automated picking*), particle-free ones rolled back. Design on the train split; the test splits are for
-``leave_one_out.py``. Needs ../shared/realdata; about 2 minutes a case on 2 cores.
+rule at ``--min-stand-out`` on all the fine-tuned model's picks and on its new ones alone, those with no
+general pick within half a box: ``deeppick.autopick.new_picks``). Wanted: real micrographs kept
+(self-training helps on every pack, *Fully automated picking*), particle-free ones rolled back.
+Design on the train split; the test splits are for ``leave_one_out.py``. Needs ../shared/realdata; about 2
+minutes a case on 2 cores.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def guard_case(general, paths, box_px: float, seed: int, min_stand_out: float) -
     if not result.drift:
         return {"skipped": result.skipped}
     (drift,) = result.drift
+    looking = AutopickConfig(min_stand_out=min_stand_out)
     return {**drift, "rolled_back_by_count": drifted(drift, AutopickConfig(min_stand_out=None)),
-            "rolled_back": drifted(drift, AutopickConfig(min_stand_out=min_stand_out))}
+            "rolled_back": drifted({**drift, "stand_out_new": drift["stand_out_tuned"]}, looking),
+            "rolled_back_by_new": drifted(drift, looking)}
 
 
 def main(argv=None) -> int:
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
     root = require_realdata(default_realdata())
     rows = []
     print(f"{'general model without':<22} {'micrographs':<14} {'box':>4} {'picks':>11} {'growth':>6} "
-          f"{'stand-out':>11} {'count rule':>10} {'with stand-out':>14}")
+          f"{'stand-out':>11} {'new':>4} {'of new':>6} {'count rule':>10} {'with stand-out':>14} {'of new':>9}")
     with tempfile.TemporaryDirectory(prefix="deeppick-guard-") as work:
         free = list_micrographs(simulate_empty_zoo(Path(work) / "free", n_micrographs=args.particle_free,
                                                    size_px=1024, seed=args.seed) / "micrographs")
@@ -83,11 +87,13 @@ def main(argv=None) -> int:
                 if "growth" not in row:
                     print(f"{pack:<22} {name[:14]:<14} {box:>4} {row['skipped']}", flush=True)
                     continue
-                outs = [row["stand_out_before"], row["stand_out_tuned"]]
+                outs, new = [row["stand_out_before"], row["stand_out_tuned"]], row["stand_out_new"]
                 print(f"{pack:<22} {name[:14]:<14} {box:>4} {row['before']:>5} → {row['tuned']:<4} "
                       f"{row['growth']:>5.1f}× {' → '.join('–' if v is None else f'{v:.2f}' for v in outs):>11} "
+                      f"{row['new']:>4} {'–' if new is None else format(new, '.2f'):>6} "
                       f"{'roll back' if row['rolled_back_by_count'] else 'keep':>10} "
-                      f"{'roll back' if row['rolled_back'] else 'keep':>14}", flush=True)
+                      f"{'roll back' if row['rolled_back'] else 'keep':>14} "
+                      f"{'roll back' if row['rolled_back_by_new'] else 'keep':>9}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float) + "\n")
     return 0

@@ -40,8 +40,8 @@ from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
 __all__ = ["AutopickConfig", "AutopickResult", "BoxEstimate", "autopick", "estimate_box", "select_self_training",
-           "too_few_to_self_train", "general_pass_target", "drifted", "stand_out", "disc_depth", "AUTOPICK_MODEL",
-           "NO_LABEL_THRESHOLD_RULE"]
+           "too_few_to_self_train", "general_pass_target", "drifted", "stand_out", "disc_depth", "new_picks",
+           "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
 
 AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
 # the drift guard's disc (:func:`disc_depth`), the dark-disc baseline's of benchmarks/blob_baseline.py (its
@@ -49,6 +49,7 @@ AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the
 DISC_RADIUS_DIAMETER = 1 / 3
 BACKGROUND_SIGMA_DIAMETER = 1.0
 STAND_OUT_BOX_PX = 16  # micrographs binned so the box spans about this many pixels (:func:`stand_out`)
+NEW_PICK_BOX = 0.5  # a tuned model's pick is new when no pick before it lies this close (× box)
 NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
                            "of the pretraining molecules; no labels of the target are used")
 
@@ -80,10 +81,10 @@ class AutopickConfig:
     # (noise blobs, on micrographs without particles) and is rolled back; None: no guard
     # (docs/measurements.md, *Self-training on particle-free micrographs*)
     max_growth: float | None = 1.5
-    # ours, an option: unless its picks stand out from the ice at least this much (dark discs of the box's
-    # size, :func:`stand_out`; 0.4: a pick darker than 70 % of random places on average). On a crowded
-    # micrograph a model that finds the particles the general model missed grows its picks too, and those are
-    # dark discs; picks of noise are places like any other. Not the default: at 0.4 it keeps self-training on
+    # ours, an option: unless its new picks (:func:`new_picks`) stand out from the ice at least this much (dark
+    # discs of the box's size, :func:`stand_out`; 0.4: a pick darker than 70 % of random places on average). On
+    # a crowded micrograph a model that finds the particles the general model missed grows its picks too, and
+    # those are dark discs; picks of noise are places like any other. Not the default: at 0.4 it keeps self-training on
     # a crowded molecule and also lets some models self-trained on particle-free micrographs grow their picks
     # past max_growth (docs/measurements.md, *The drift guard that looks at the picks*). None: the count alone
     min_stand_out: float | None = None
@@ -347,28 +348,44 @@ def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: 
     after = _pick_pass(tuned, sample, pick_config)
     above_after = after.candidates[after.candidates["score"] >= threshold]
     margin_px = postprocess_config(tuned, pick_config).edge_margin_box * tuned.box_px
-    before_out, tuned_out = stand_out(sample, [above, above_after], tuned.box_px, margin_px=margin_px,
-                                      seed=[config.seed, 3])
+    new = new_picks(above_after, above, NEW_PICK_BOX * tuned.box_px)
+    before_out, tuned_out, new_out = stand_out(sample, [above, above_after, new], tuned.box_px,
+                                               margin_px=margin_px, seed=[config.seed, 3])
     return {"micrographs": len(sample), "before": len(above), "tuned": len(above_after),
-            "growth": float(len(above_after) / max(len(above), 1)),
-            "stand_out_before": before_out, "stand_out_tuned": tuned_out}
+            "growth": float(len(above_after) / max(len(above), 1)), "new": len(new),
+            "stand_out_before": before_out, "stand_out_tuned": tuned_out, "stand_out_new": new_out}
+
+
+def new_picks(picks: pd.DataFrame, reference: pd.DataFrame, radius_px: float) -> pd.DataFrame:
+    """The rows of ``picks`` with no ``reference`` pick of the same micrograph within ``radius_px``: what a
+    fine-tuned model picks that the model before it did not."""
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(picks), dtype=bool)
+    positions = {stem: rows[["x", "y"]].to_numpy(dtype=np.float64) for stem, rows in reference.groupby("micrograph")}
+    for stem, index in picks.groupby("micrograph").indices.items():
+        if stem in positions:
+            xy = picks[["x", "y"]].to_numpy(dtype=np.float64)[index]
+            keep[index] = cKDTree(positions[stem]).query(xy, k=1)[0] > radius_px
+    return picks[keep].reset_index(drop=True)
 
 
 def drifted(drift: dict, config: AutopickConfig = AutopickConfig()) -> bool:
     """Whether the drift guard rolls a fine-tuned model back: its picks grew more than ``config.max_growth``
-    times (on the guard's micrographs, :func:`_drift`) and stand out from the ice less than
-    ``config.min_stand_out`` (:func:`stand_out`; the general model's stand-out is recorded, not used)."""
+    times (on the guard's micrographs, :func:`_drift`) and its new picks (:func:`new_picks`) stand out from the
+    ice less than ``config.min_stand_out`` (:func:`stand_out`). The new picks alone decide: where the general
+    model already picks dark junk, the tuned model's picks stand out with it whatever it added."""
     if config.max_growth is None or not drift["growth"] > config.max_growth:
         return False
-    tuned = drift.get("stand_out_tuned")
-    return config.min_stand_out is None or tuned is None or tuned < config.min_stand_out
+    new = drift.get("stand_out_new")
+    return config.min_stand_out is None or new is None or new < config.min_stand_out
 
 
 def _stand_out_words(drift: dict, config: AutopickConfig) -> str:
-    tuned = drift.get("stand_out_tuned")
-    if config.min_stand_out is None or tuned is None:
+    new = drift.get("stand_out_new")
+    if config.min_stand_out is None or new is None:
         return ""
-    return f" and its picks stand out from the ice {tuned:.2f} (less than {config.min_stand_out:g})"
+    return f" and its new picks stand out from the ice {new:.2f} (less than {config.min_stand_out:g})"
 
 
 def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, drifted, general_pass_target,
-                               select_self_training, stand_out, too_few_to_self_train)
+                               new_picks, select_self_training, stand_out, too_few_to_self_train)
 from deeppick.batch import PICK_RECORD, model_fingerprint
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
@@ -373,6 +373,7 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     assert 1 <= drift["micrographs"] <= 3 and drift["before"] > 0
     assert drift["growth"] == pytest.approx(drift["tuned"] / drift["before"])
     assert all(-1 <= drift[key] <= 1 for key in ("stand_out_before", "stand_out_tuned"))
+    assert 0 <= drift["new"] <= drift["tuned"] and (drift["stand_out_new"] is None) == (drift["new"] == 0)
     assert free.skipped is None and free.model is not general
     # a fine-tuned model that picks three times what the general model picked is rolled back
     monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
@@ -394,11 +395,11 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     # ... and so is one that grew as much and whose picks hardly stand out from the ice
     monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
                                                                  "growth": 3.0, "stand_out_before": 0.9,
-                                                                 "stand_out_tuned": 0.2})
+                                                                 "stand_out_tuned": 0.6, "stand_out_new": 0.2})
     dull = autopick(general, empty / "micrographs", box_px=56,
                     config=replace(forced, max_growth=1.5, min_stand_out=0.4), train_config=FAST_TRAIN,
                     pick_config=FAST_PICK)
-    assert "(3.0×, more than 1.5×) and its picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
+    assert "(3.0×, more than 1.5×) and its new picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
     assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, 56))
     with pytest.raises(ConfigError, match="max_growth"):
         AutopickConfig(max_growth=0.5)
@@ -406,17 +407,18 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
         AutopickConfig(min_stand_out=1.0)
 
 
-def test_the_drift_guard_can_keep_a_grown_model_whose_picks_stand_out_from_the_ice():
+def test_the_drift_guard_can_keep_a_grown_model_whose_new_picks_stand_out_from_the_ice():
     looking = AutopickConfig(min_stand_out=0.4)
-    grown = {"growth": 3.0, "stand_out_before": 0.8, "stand_out_tuned": 0.7}
+    grown = {"growth": 3.0, "stand_out_before": 0.8, "stand_out_tuned": 0.7, "stand_out_new": 0.7}
     assert drifted(grown)  # by default the count alone decides
     assert not drifted(grown, looking)  # more picks, dark discs: particles the general model had missed
     assert not drifted({**grown, "stand_out_before": 0.2}, looking)  # however little the general model's stood out
-    assert drifted({**grown, "stand_out_tuned": 0.2}, looking)  # more picks, places like any other
-    assert drifted({**grown, "stand_out_tuned": None}, looking) and drifted({"growth": 3.0}, looking)
+    assert drifted({**grown, "stand_out_new": 0.2}, looking)  # what it added: places like any other
+    assert drifted({**grown, "stand_out_new": 0.2, "stand_out_tuned": 0.7}, looking)  # beside dark junk kept
+    assert drifted({**grown, "stand_out_new": None}, looking) and drifted({"growth": 3.0}, looking)
     assert drifted(grown, AutopickConfig(min_stand_out=0.75))
-    assert not drifted({**grown, "growth": 1.4}) and not drifted({**grown, "stand_out_tuned": 0.0, "growth": 1.4})
-    assert not drifted({**grown, "stand_out_tuned": 0.0}, AutopickConfig(max_growth=None, min_stand_out=0.4))
+    assert not drifted({**grown, "growth": 1.4}) and not drifted({**grown, "stand_out_new": 0.0, "growth": 1.4})
+    assert not drifted({**grown, "stand_out_new": 0.0}, AutopickConfig(max_growth=None, min_stand_out=0.4))
 
 
 def test_stand_out_tells_dark_discs_from_places_like_any_other(tmp_path):
@@ -439,6 +441,19 @@ def test_stand_out_tells_dark_discs_from_places_like_any_other(tmp_path):
     assert on_discs > 0.9
     assert on_ice < 0.2
     assert elsewhere is None  # no pick on these micrographs
+
+
+def test_new_picks_are_those_with_no_earlier_pick_nearby():
+    from deeppick.io import make_picks
+
+    before = make_picks("a", [100.0, 300.0], [100.0, 100.0], [0.9, 0.8])
+    after = pd.concat([make_picks("a", [104.0, 200.0, 300.0, 329.0], [97.0, 100.0, 131.0, 100.0], [0.9] * 4),
+                       make_picks("b", [100.0], [100.0], [0.9])], ignore_index=True)
+    new = new_picks(after, before, radius_px=30)
+    # within 30 px of an earlier pick of the same micrograph: not new; on another micrograph: new
+    assert list(zip(new["micrograph"], new["x"])) == [("a", 200.0), ("a", 300.0), ("b", 100.0)]
+    assert len(new_picks(after, after, radius_px=1)) == 0
+    assert len(new_picks(after, before.iloc[:0], radius_px=30)) == len(after)
 
 
 def test_estimate_box_takes_the_middle_of_the_strongest_boxes_and_the_pretraining_boxes(general, target,
