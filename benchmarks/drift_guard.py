@@ -51,8 +51,8 @@ def guard_case(general, paths, box_px: float, seed: int, min_stand_out: float) -
     (drift,) = result.drift
     looking = AutopickConfig(min_stand_out=min_stand_out)
     return {**drift, "rolled_back_by_count": drifted(drift, AutopickConfig(min_stand_out=None)),
-            "rolled_back": drifted({**drift, "stand_out_new": drift["stand_out_tuned"]}, looking),
-            "rolled_back_by_new": drifted(drift, looking)}
+            "rolled_back": drifted(drift, looking),
+            "rolled_back_by_new": drifted({**drift, "stand_out_tuned": drift["stand_out_new"]}, looking)}
 
 
 def main(argv=None) -> int:

@@ -81,10 +81,10 @@ class AutopickConfig:
     # (noise blobs, on micrographs without particles) and is rolled back; None: no guard
     # (docs/measurements.md, *Self-training on particle-free micrographs*)
     max_growth: float | None = 1.5
-    # ours, an option: unless its new picks (:func:`new_picks`) stand out from the ice at least this much (dark
-    # discs of the box's size, :func:`stand_out`; 0.4: a pick darker than 70 % of random places on average). On
-    # a crowded micrograph a model that finds the particles the general model missed grows its picks too, and
-    # those are dark discs; picks of noise are places like any other. Not the default: at 0.4 it keeps self-training on
+    # ours, an option: unless its picks stand out from the ice at least this much (dark discs of the box's
+    # size, :func:`stand_out`; 0.4: a pick darker than 70 % of random places on average). On a crowded
+    # micrograph a model that finds the particles the general model missed grows its picks too, and those are
+    # dark discs; picks of noise are places like any other. Not the default: at 0.4 it keeps self-training on
     # a crowded molecule and also lets some models self-trained on particle-free micrographs grow their picks
     # past max_growth (docs/measurements.md, *The drift guard that looks at the picks*). None: the count alone
     min_stand_out: float | None = None
@@ -372,20 +372,21 @@ def new_picks(picks: pd.DataFrame, reference: pd.DataFrame, radius_px: float) ->
 
 def drifted(drift: dict, config: AutopickConfig = AutopickConfig()) -> bool:
     """Whether the drift guard rolls a fine-tuned model back: its picks grew more than ``config.max_growth``
-    times (on the guard's micrographs, :func:`_drift`) and its new picks (:func:`new_picks`) stand out from the
-    ice less than ``config.min_stand_out`` (:func:`stand_out`). The new picks alone decide: where the general
-    model already picks dark junk, the tuned model's picks stand out with it whatever it added."""
+    times (on the guard's micrographs, :func:`_drift`) and stand out from the ice less than
+    ``config.min_stand_out`` (:func:`stand_out`). The general model's stand-out and that of the new picks
+    alone (:func:`new_picks`) are recorded, not used: the new picks separate crowded particles from noise
+    no better than all the picks do (docs/measurements.md, *The drift guard that looks at the picks*)."""
     if config.max_growth is None or not drift["growth"] > config.max_growth:
         return False
-    new = drift.get("stand_out_new")
-    return config.min_stand_out is None or new is None or new < config.min_stand_out
+    tuned = drift.get("stand_out_tuned")
+    return config.min_stand_out is None or tuned is None or tuned < config.min_stand_out
 
 
 def _stand_out_words(drift: dict, config: AutopickConfig) -> str:
-    new = drift.get("stand_out_new")
-    if config.min_stand_out is None or new is None:
+    tuned = drift.get("stand_out_tuned")
+    if config.min_stand_out is None or tuned is None:
         return ""
-    return f" and its new picks stand out from the ice {new:.2f} (less than {config.min_stand_out:g})"
+    return f" and its picks stand out from the ice {tuned:.2f} (less than {config.min_stand_out:g})"
 
 
 def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:

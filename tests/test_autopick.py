@@ -395,11 +395,11 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     # ... and so is one that grew as much and whose picks hardly stand out from the ice
     monkeypatch.setattr(autopick_module, "_drift", lambda *args: {"micrographs": 2, "before": 10, "tuned": 30,
                                                                  "growth": 3.0, "stand_out_before": 0.9,
-                                                                 "stand_out_tuned": 0.6, "stand_out_new": 0.2})
+                                                                 "stand_out_tuned": 0.2, "stand_out_new": 0.6})
     dull = autopick(general, empty / "micrographs", box_px=56,
                     config=replace(forced, max_growth=1.5, min_stand_out=0.4), train_config=FAST_TRAIN,
                     pick_config=FAST_PICK)
-    assert "(3.0×, more than 1.5×) and its new picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
+    assert "(3.0×, more than 1.5×) and its picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
     assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, 56))
     with pytest.raises(ConfigError, match="max_growth"):
         AutopickConfig(max_growth=0.5)
@@ -407,18 +407,18 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
         AutopickConfig(min_stand_out=1.0)
 
 
-def test_the_drift_guard_can_keep_a_grown_model_whose_new_picks_stand_out_from_the_ice():
+def test_the_drift_guard_can_keep_a_grown_model_whose_picks_stand_out_from_the_ice():
     looking = AutopickConfig(min_stand_out=0.4)
     grown = {"growth": 3.0, "stand_out_before": 0.8, "stand_out_tuned": 0.7, "stand_out_new": 0.7}
     assert drifted(grown)  # by default the count alone decides
     assert not drifted(grown, looking)  # more picks, dark discs: particles the general model had missed
     assert not drifted({**grown, "stand_out_before": 0.2}, looking)  # however little the general model's stood out
-    assert drifted({**grown, "stand_out_new": 0.2}, looking)  # what it added: places like any other
-    assert drifted({**grown, "stand_out_new": 0.2, "stand_out_tuned": 0.7}, looking)  # beside dark junk kept
-    assert drifted({**grown, "stand_out_new": None}, looking) and drifted({"growth": 3.0}, looking)
+    assert drifted({**grown, "stand_out_tuned": 0.2}, looking)  # more picks, places like any other
+    assert not drifted({**grown, "stand_out_new": 0.2}, looking)  # the new picks alone are recorded, not used
+    assert drifted({**grown, "stand_out_tuned": None}, looking) and drifted({"growth": 3.0}, looking)
     assert drifted(grown, AutopickConfig(min_stand_out=0.75))
-    assert not drifted({**grown, "growth": 1.4}) and not drifted({**grown, "stand_out_new": 0.0, "growth": 1.4})
-    assert not drifted({**grown, "stand_out_new": 0.0}, AutopickConfig(max_growth=None, min_stand_out=0.4))
+    assert not drifted({**grown, "growth": 1.4}) and not drifted({**grown, "stand_out_tuned": 0.0, "growth": 1.4})
+    assert not drifted({**grown, "stand_out_tuned": 0.0}, AutopickConfig(max_growth=None, min_stand_out=0.4))
 
 
 def test_stand_out_tells_dark_discs_from_places_like_any_other(tmp_path):
