@@ -559,7 +559,8 @@ def estimate_box(model: PickerModel, micrographs, *, n_micrographs: int = 3, box
             r0, c0 = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
             crop = image[r0:r0 + side, c0:c0 + side]
             picks = pick_micrograph(with_box(model, box), crop, config=candidates_config(model, config))
-            scores = np.sort(np.clip(picks["score"].to_numpy(), 1e-4, 1 - 1e-6))[::-1]
+            # float32 scores: 1 − 2⁻²⁴ is the largest below 1, so the logits keep every step the scores resolve
+            scores = np.sort(np.clip(picks["score"].to_numpy(np.float64), 1e-4, 1 - 2.0**-24))[::-1]
             n = max(5, int(0.05 * crop.size / box**2))
             strengths.append(float(np.log(scores[:n] / (1 - scores[:n])).mean()) if len(scores) else -10.0)
         if strengths:
