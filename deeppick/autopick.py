@@ -362,11 +362,11 @@ def new_picks(picks: pd.DataFrame, reference: pd.DataFrame, radius_px: float) ->
     from scipy.spatial import cKDTree
 
     keep = np.ones(len(picks), dtype=bool)
+    xy = picks[["x", "y"]].to_numpy(dtype=np.float64)
     positions = {stem: rows[["x", "y"]].to_numpy(dtype=np.float64) for stem, rows in reference.groupby("micrograph")}
     for stem, index in picks.groupby("micrograph").indices.items():
         if stem in positions:
-            xy = picks[["x", "y"]].to_numpy(dtype=np.float64)[index]
-            keep[index] = cKDTree(positions[stem]).query(xy, k=1)[0] > radius_px
+            keep[index] = cKDTree(positions[stem]).query(xy[index], k=1)[0] > radius_px
     return picks[keep].reset_index(drop=True)
 
 
