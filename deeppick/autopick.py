@@ -337,8 +337,8 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
 def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: list[Path], threshold: float,
            pick_config: PickConfig, config: AutopickConfig) -> dict:
     """How far fine-tuning moved the picks: on up to ``config.guard_micrographs`` of the micrographs
-    ``before`` picked (a seeded sample), its picks above ``threshold`` and the tuned model's, how many and how
-    much they stand out from the ice (:func:`stand_out`). No labels: a model that learned the molecule finds
+    ``before`` picked (a seeded sample), its picks above ``threshold``, the tuned model's and the tuned model's
+    new ones (:func:`new_picks`), how many and how much they stand out from the ice (:func:`stand_out`). No labels: a model that learned the molecule finds
     about the particles the general model found, or more of them on a crowded micrograph, all dark discs;
     one that learned noise finds many more places like any other (docs/measurements.md)."""
     rng = np.random.default_rng([config.seed, 2])
