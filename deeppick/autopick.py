@@ -338,9 +338,10 @@ def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: 
            pick_config: PickConfig, config: AutopickConfig) -> dict:
     """How far fine-tuning moved the picks: on up to ``config.guard_micrographs`` of the micrographs
     ``before`` picked (a seeded sample), its picks above ``threshold``, the tuned model's and the tuned model's
-    new ones (:func:`new_picks`), how many and how much they stand out from the ice (:func:`stand_out`). No labels: a model that learned the molecule finds
-    about the particles the general model found, or more of them on a crowded micrograph, all dark discs;
-    one that learned noise finds many more places like any other (docs/measurements.md)."""
+    new ones (:func:`new_picks`), how many and how much they stand out from the ice (:func:`stand_out`). No
+    labels: a model that learned the molecule finds about the particles the general model found, or more of
+    them on a crowded micrograph, all dark discs; one that learned noise finds many more places like any
+    other (docs/measurements.md)."""
     rng = np.random.default_rng([config.seed, 2])
     sample = [micrographs[i] for i in np.sort(rng.permutation(len(micrographs))[:config.guard_micrographs])]
     stems = {micrograph_stem(p) for p in sample}
