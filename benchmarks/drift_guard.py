@@ -11,7 +11,7 @@ Printed per case: the picks above the threshold on the guard's micrographs, gene
 growth, how much each model's picks stand out from the ice (``deeppick.autopick.stand_out``) and what the
 guard decides (``deeppick.autopick.drifted``: the count rule alone, the default, and with the stand-out
 rule at ``--min-stand-out`` on all the fine-tuned model's picks and on its new ones alone, those with no
-general pick within half a box: ``deeppick.autopick.new_picks``). Wanted: real micrographs kept
+general pick within half a box: ``deeppick.io.picks_away_from``). Wanted: real micrographs kept
 (self-training helps on every pack, *Fully automated picking*), particle-free ones rolled back.
 Design on the train split; the test splits are for ``leave_one_out.py``. Needs ../shared/realdata; about 2
 minutes a case on 2 cores.

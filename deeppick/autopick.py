@@ -32,7 +32,8 @@ import pandas as pd
 
 from .batch import BatchResult, model_fingerprint, pick_micrographs, pick_settings
 from .errors import ConfigError, DeepPickError
-from .io import FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, read_micrograph
+from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, micrograph_stem, picks_away_from,
+                 read_micrograph)
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
 from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
@@ -40,7 +41,7 @@ from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
 __all__ = ["AutopickConfig", "AutopickResult", "BoxEstimate", "autopick", "estimate_box", "select_self_training",
-           "too_few_to_self_train", "general_pass_target", "drifted", "stand_out", "disc_depth", "new_picks",
+           "too_few_to_self_train", "general_pass_target", "drifted", "stand_out", "disc_depth",
            "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
 
 AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
@@ -338,10 +339,10 @@ def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: 
            pick_config: PickConfig, config: AutopickConfig) -> dict:
     """How far fine-tuning moved the picks: on up to ``config.guard_micrographs`` of the micrographs
     ``before`` picked (a seeded sample), its picks above ``threshold``, the tuned model's and the tuned model's
-    new ones (:func:`new_picks`), how many and how much they stand out from the ice (:func:`stand_out`). No
-    labels: a model that learned the molecule finds about the particles the general model found, or more of
-    them on a crowded micrograph, all dark discs; one that learned noise finds many more places like any
-    other (docs/measurements.md)."""
+    new ones (none of ``before``'s within half a box), how many and how much they stand out from the ice
+    (:func:`stand_out`). No labels: a model that learned the molecule finds about the particles the general
+    model found, or more of them on a crowded micrograph, all dark discs; one that learned noise finds many
+    more places like any other (docs/measurements.md)."""
     rng = np.random.default_rng([config.seed, 2])
     sample = [micrographs[i] for i in np.sort(rng.permutation(len(micrographs))[:config.guard_micrographs])]
     stems = {micrograph_stem(p) for p in sample}
@@ -349,7 +350,7 @@ def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: 
     after = _pick_pass(tuned, sample, pick_config)
     above_after = after.candidates[after.candidates["score"] >= threshold]
     margin_px = postprocess_config(tuned, pick_config).edge_margin_box * tuned.box_px
-    new = new_picks(above_after, above, NEW_PICK_BOX * tuned.box_px)
+    new = picks_away_from(above_after, above, NEW_PICK_BOX * tuned.box_px)
     before_out, tuned_out, new_out = stand_out(sample, [above, above_after, new], tuned.box_px,
                                                margin_px=margin_px, seed=[config.seed, 3])
     return {"micrographs": len(sample), "before": len(above), "tuned": len(above_after),
@@ -357,26 +358,12 @@ def _drift(before: PickerModel, tuned: PickerModel, picked: _Pass, micrographs: 
             "stand_out_before": before_out, "stand_out_tuned": tuned_out, "stand_out_new": new_out}
 
 
-def new_picks(picks: pd.DataFrame, reference: pd.DataFrame, radius_px: float) -> pd.DataFrame:
-    """The rows of ``picks`` with no ``reference`` pick of the same micrograph within ``radius_px``: what a
-    fine-tuned model picks that the model before it did not."""
-    from scipy.spatial import cKDTree
-
-    keep = np.ones(len(picks), dtype=bool)
-    xy = picks[["x", "y"]].to_numpy(dtype=np.float64)
-    positions = {stem: rows[["x", "y"]].to_numpy(dtype=np.float64) for stem, rows in reference.groupby("micrograph")}
-    for stem, index in picks.groupby("micrograph").indices.items():
-        if stem in positions:
-            keep[index] = cKDTree(positions[stem]).query(xy[index], k=1)[0] > radius_px
-    return picks[keep].reset_index(drop=True)
-
-
 def drifted(drift: dict, config: AutopickConfig = AutopickConfig()) -> bool:
     """Whether the drift guard rolls a fine-tuned model back: its picks grew more than ``config.max_growth``
     times (on the guard's micrographs, :func:`_drift`) and stand out from the ice less than
     ``config.min_stand_out`` (:func:`stand_out`). The general model's stand-out and that of the new picks
-    alone (:func:`new_picks`) are recorded, not used: the new picks separate crowded particles from noise
-    no better than all the picks do (docs/measurements.md, *The drift guard that looks at the picks*)."""
+    alone are recorded, not used: the new picks separate crowded particles from noise no better than all the
+    picks do (docs/measurements.md, *The drift guard that looks at the picks*)."""
     if config.max_growth is None or not drift["growth"] > config.max_growth:
         return False
     tuned = drift.get("stand_out_tuned")

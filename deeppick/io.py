@@ -359,6 +359,20 @@ def picks_of(picks: pd.DataFrame, micrograph: str) -> pd.DataFrame:
     return picks[picks["micrograph"] == micrograph].reset_index(drop=True)
 
 
+def picks_away_from(picks: pd.DataFrame, reference: pd.DataFrame, radius_px: float) -> pd.DataFrame:
+    """The rows of ``picks`` (in their order) with no ``reference`` pick of the same micrograph within
+    ``radius_px``: a model's picks that are not already labelled, or not already picked by another model."""
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(picks), dtype=bool)
+    xy = picks[["x", "y"]].to_numpy(dtype=np.float64)
+    positions = {stem: rows[["x", "y"]].to_numpy(dtype=np.float64) for stem, rows in reference.groupby("micrograph")}
+    for stem, index in picks.groupby("micrograph").indices.items():
+        if stem in positions:
+            keep[index] = cKDTree(positions[stem]).query(xy[index], k=1)[0] > radius_px
+    return picks[keep].reset_index(drop=True)
+
+
 def coordinate_stem(path: str | os.PathLike) -> str:
     """The micrograph stem a coordinate file names: ``mic_autopick.star`` → ``mic`` (as :func:`micrograph_stem`
     writes it)."""

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DeepPickError
-from .io import concat_picks, micrograph_stem, read_micrograph
+from .io import concat_picks, micrograph_stem, picks_away_from, read_micrograph
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
 from .patches import PatchConfig, PatchSet, extract_patches
@@ -125,21 +125,12 @@ def complete_labels(model: PickerModel, micrographs, labels: pd.DataFrame, *, co
     on the particle side instead (self-training, as autopick does without any labels). Returns the
     completed labels (``micrograph``, ``x``, ``y``) and the number of picks added.
     """
-    from scipy.spatial import cKDTree
-
     if model.threshold is None:
         raise ConfigError("completing partial labels needs a model with a threshold: train it with held-out "
                           "labelled micrographs")
     picks = pick_paths(model, micrographs, config=replace(config, keep_all=False))
-    added = []
-    for stem, rows in picks.groupby("micrograph"):
-        xy = rows[["x", "y"]].to_numpy(float)
-        own = labels.loc[labels["micrograph"] == stem, ["x", "y"]].to_numpy(float)
-        if len(own):
-            distance, _ = cKDTree(own).query(xy)
-            xy = xy[distance > same_particle_box * model.box_px]
-        added.append(pd.DataFrame({"micrograph": stem, "x": xy[:, 0], "y": xy[:, 1]}))
-    new = pd.concat(added, ignore_index=True) if added else labels.iloc[:0][["micrograph", "x", "y"]]
+    new = picks_away_from(picks, labels, same_particle_box * model.box_px)
+    new = new.sort_values("micrograph", kind="mergesort")[["micrograph", "x", "y"]]  # grouped in stem order
     completed = pd.concat([labels[["micrograph", "x", "y"]], new], ignore_index=True)
     return completed, int(len(new))
 

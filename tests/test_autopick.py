@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, drifted, general_pass_target,
-                               new_picks, select_self_training, stand_out, too_few_to_self_train)
+                               select_self_training, stand_out, too_few_to_self_train)
 from deeppick.batch import PICK_RECORD, model_fingerprint
 from deeppick.cli import cli
 from deeppick.datasets import load_dataset
@@ -441,19 +441,6 @@ def test_stand_out_tells_dark_discs_from_places_like_any_other(tmp_path):
     assert on_discs > 0.9
     assert on_ice < 0.2
     assert elsewhere is None  # no pick on these micrographs
-
-
-def test_new_picks_are_those_with_no_earlier_pick_nearby():
-    from deeppick.io import make_picks
-
-    before = make_picks("a", [100.0, 300.0], [100.0, 100.0], [0.9, 0.8])
-    after = pd.concat([make_picks("a", [104.0, 200.0, 300.0, 329.0], [97.0, 100.0, 131.0, 100.0], [0.9] * 4),
-                       make_picks("b", [100.0], [100.0], [0.9])], ignore_index=True)
-    new = new_picks(after, before, radius_px=30)
-    # within 30 px of an earlier pick of the same micrograph: not new; on another micrograph: new
-    assert list(zip(new["micrograph"], new["x"])) == [("a", 200.0), ("a", 300.0), ("b", 100.0)]
-    assert len(new_picks(after, after, radius_px=1)) == 0
-    assert len(new_picks(after, before.iloc[:0], radius_px=30)) == len(after)
 
 
 def test_estimate_box_takes_the_middle_of_the_strongest_boxes_and_the_pretraining_boxes(general, target,

@@ -12,9 +12,9 @@ from PIL import Image
 
 from deeppick.errors import CoordinateError, MicrographError
 from deeppick.io import (check_micrograph, coordinate_stem, is_coordinate_list, make_picks,
-                         match_picks_to_micrographs, micrograph_pixel_size, read_coordinate_list, read_micrograph,
-                         read_picks, relion_path, write_coordinate_list, write_micrograph, write_picks,
-                         write_picks_per_micrograph)
+                         match_picks_to_micrographs, micrograph_pixel_size, picks_away_from, read_coordinate_list,
+                         read_micrograph, read_picks, relion_path, write_coordinate_list, write_micrograph,
+                         write_picks, write_picks_per_micrograph)
 
 # --- micrographs ------------------------------------------------------------------------------------
 
@@ -397,3 +397,14 @@ def test_labels_on_the_micrographs_given_count_what_is_left_out(tmp_path):
                              "out as not in classes 1,4")
     with pytest.raises(CoordinateError, match="particles.star: its particles name micrographs a, b, c, none of those"):
         labels_on(picks, ["z.mrc"], source="particles.star")
+
+
+def test_picks_away_from_keeps_those_with_no_reference_pick_nearby():
+    before = make_picks("a", [100.0, 300.0], [100.0, 100.0], [0.9, 0.8])
+    after = pd.concat([make_picks("a", [104.0, 200.0, 300.0, 329.0], [97.0, 100.0, 131.0, 100.0], [0.9] * 4),
+                       make_picks("b", [100.0], [100.0], [0.9])], ignore_index=True)
+    new = picks_away_from(after, before, radius_px=30)
+    # within 30 px of a reference pick of the same micrograph: left out; on another micrograph: kept
+    assert list(zip(new["micrograph"], new["x"])) == [("a", 200.0), ("a", 300.0), ("b", 100.0)]
+    assert len(picks_away_from(after, after, radius_px=1)) == 0
+    assert len(picks_away_from(after, before.iloc[:0], radius_px=30)) == len(after)
