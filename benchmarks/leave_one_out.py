@@ -46,11 +46,14 @@ def main(argv=None) -> int:
                         help="the stand-out that keeps a grown model (AutopickConfig.min_stand_out; 0: the count "
                              "alone) [default: its]")
     parser.add_argument("--off-centre", type=float, default=None, help="off-centre views per self-training particle")
+    parser.add_argument("--general-box", choices=("estimate", "given"), default=None,
+                        help="the box the general model's pass picks at (AutopickConfig.general_box) [default: its]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")
     args = parser.parse_args(argv)
     changes = {**recipe_changes(args), "finetune_epochs": args.finetune_epochs, "max_test": args.max_test,
                "max_growth": args.max_growth, "min_stand_out": args.min_stand_out, "off_centre": args.off_centre,
+               "general_box": args.general_box,
                "boxes": tuple(args.boxes) if args.boxes is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.fast:

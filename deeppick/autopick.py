@@ -51,6 +51,7 @@ DISC_RADIUS_DIAMETER = 1 / 3
 BACKGROUND_SIGMA_DIAMETER = 1.0
 STAND_OUT_BOX_PX = 16  # micrographs binned so the box spans about this many pixels (:func:`stand_out`)
 NEW_PICK_BOX = 0.5  # a tuned model's pick is new when no pick before it lies this close (× box)
+GENERAL_BOXES = ("estimate", "given")  # AutopickConfig.general_box
 NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
                            "of the pretraining molecules; no labels of the target are used")
 
@@ -90,6 +91,13 @@ class AutopickConfig:
     # past max_growth (docs/measurements.md, *The drift guard that looks at the picks*). None: the count alone
     min_stand_out: float | None = None
     guard_micrographs: int = 8  # ours: the general pass's micrographs the guard compares on (seeded sample)
+    # ours: the box the general model picks at, the pseudo-labels' frame: "estimate", the box estimate_box finds
+    # its picks strongest at, so the pseudo-labels do not depend on the box the user extracts with (the
+    # general model falls apart at some boxes where the fine-tuned model does not, docs/measurements.md,
+    # *The general model at its own box*); "given": the target's box, as DeepPicker. The fine-tuned model
+    # always works at the target's box, and its background lies min_negative_distance_box × the
+    # pseudo-labels' box from every candidate
+    general_box: str = "estimate"
     # ours: the peak window in particle diameters (estimated from the micrographs, estimate_box), at most the
     # 0.8 box of DeepPicker and at least 0.4 box, so a box larger than the particle does not hide touching
     # neighbours; None: the window of the pick settings, in boxes
@@ -107,6 +115,8 @@ class AutopickConfig:
             raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
         if self.max_growth is not None and not self.max_growth >= 1:
             raise ConfigError(f"max_growth must be ≥ 1 (or None: no guard), got {self.max_growth}")
+        if self.general_box not in GENERAL_BOXES:
+            raise ConfigError(f"general_box must be one of {', '.join(GENERAL_BOXES)}, got {self.general_box!r}")
         if self.min_stand_out is not None and not 0 < self.min_stand_out < 1:
             raise ConfigError(f"min_stand_out must lie in (0, 1) (or None: the count alone), got {self.min_stand_out}")
 
@@ -127,11 +137,12 @@ class AutopickResult:
     n_top: list[int] = field(default_factory=list)  # pseudo-labelled particles per round
     resumed: bool = False  # the fine-tuned model of an interrupted run was reused
     # why self-training was skipped (too few picks above the threshold) or rolled back (the drift guard),
-    # else None; ``model`` is then the general model at the target's box (or the last round kept)
+    # else None; ``model`` is then the general model at its own box (``general_box_px``), or the last round kept
     skipped: str | None = None
-    box_px: float | None = None  # the box picked at: the one given, or the estimate's
+    box_px: float | None = None  # the target's box, the fine-tuned model's: the one given, or the estimate's
+    general_box_px: float | None = None  # the box the general model picked at (AutopickConfig.general_box)
     box_estimate: BoxEstimate | None = None  # the particle size the micrographs showed, where it was estimated
-    pick_config: PickConfig | None = None  # the settings picked with (the peak window follows the particle size)
+    pick_config: PickConfig | None = None  # the kept model's settings (the peak window follows the particle size)
     # per round: picks above the threshold of the model before and after fine-tuning on the guard's
     # micrographs, and their ratio (what the drift guard decides on)
     drift: list[dict] = field(default_factory=list)
@@ -206,15 +217,17 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         raise ConfigError(f"unknown output format '{fmt}'; use one of {', '.join(FORMAT_SUFFIX)}")
     start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else None
-    if estimate is None and (box_px is None or (config.peak_window_diameters is not None and pick_config.post is None)):
+    window_follows = pick_config.post is None and config.peak_window_diameters is not None
+    if estimate is None and (box_px is None or config.general_box == "estimate" or window_follows):
         estimate = estimate_box(model, paths, seed=config.seed)
     if box_px is None:
         box_px = estimate.box_px
-    if pick_config.post is None and config.peak_window_diameters is not None:  # picks may be a diameter apart
-        window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
-        pick_config = replace(pick_config, post=replace(postprocess_config(model), peak_window_box=window))
-    general = with_box(model, box_px)
+    general_box = estimate.box_px if config.general_box == "estimate" else box_px
+    general = with_box(model, general_box)
+    general_config = _settings_at(model, pick_config, general_box, estimate, config)
+    pick_config = _settings_at(model, pick_config, box_px, estimate, config)
     record = _autopick_record(model, stems, box_px, config, pick_config)
+    record["general_box_px"] = float(general_box)
     if estimate is not None:  # in every model file this run writes, beside what makes it reusable
         record["box_estimate"] = _estimate_record(estimate, box_px)
     device = next(general.net.parameters()).device
@@ -227,9 +240,12 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         save_model(general, out_dir / AUTOPICK_MODEL)
         result, targets, latest = AutopickResult(model=general), paths, None
     else:
-        result, targets, latest = _self_train_rounds(general, paths, record, out_dir=out_dir, config=config,
-                                                     train_config=train_config, pick_config=pick_config,
+        result, targets, latest = _self_train_rounds(general, paths, record, box_px=box_px, out_dir=out_dir,
+                                                     config=config, train_config=train_config,
+                                                     general_config=general_config, pick_config=pick_config,
                                                      progress=progress, workers=workers, scheduler=scheduler)
+    # the kept model picks with the settings of its box: the general model's, or the fine-tuned model's
+    pick_config = pick_config if result.model.box_px == box_px else general_config
     if out_dir is not None:
         # one file as soon as each micrograph is picked, as pick does; files already there are kept only
         # if they came from this very model
@@ -246,10 +262,22 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         else:
             result.candidates[-1] = final.candidates
     result.batch.seconds = time.perf_counter() - start
-    result.box_px, result.box_estimate, result.pick_config = box_px, estimate, pick_config
+    result.box_px, result.general_box_px, result.box_estimate = box_px, general_box, estimate
+    result.pick_config = pick_config
     if estimate is not None:
         result.model.info["box_estimate"] = _estimate_record(estimate, box_px)
     return result
+
+
+def _settings_at(model: PickerModel, pick_config: PickConfig, box_px: float, estimate: BoxEstimate | None,
+                 config: AutopickConfig) -> PickConfig:
+    """``pick_config`` for picking at ``box_px``: unless post-processing is given, the peak window is
+    ``config.peak_window_diameters`` × the estimated diameter, as a fraction of that box (at most the
+    0.8 box of DeepPicker, at least 0.4 box): neighbours may be a diameter apart whatever the box."""
+    if pick_config.post is not None or config.peak_window_diameters is None:
+        return pick_config
+    window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
+    return replace(pick_config, post=replace(postprocess_config(model), peak_window_box=window))
 
 
 def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
@@ -257,21 +285,22 @@ def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
             "curve": estimate.curve, "used": float(used_px)}
 
 
-def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, out_dir: Path | None,
-                       config: AutopickConfig, train_config: TrainConfig, pick_config: PickConfig,
-                       progress: bool, workers: int = 1, scheduler=None) -> tuple[AutopickResult, list[Path],
-                                                                                   _Pass | None]:
-    """The general model's pass and the self-training rounds.
+def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, box_px: float,
+                       out_dir: Path | None, config: AutopickConfig, train_config: TrainConfig,
+                       general_config: PickConfig, pick_config: PickConfig, progress: bool, workers: int = 1,
+                       scheduler=None) -> tuple[AutopickResult, list[Path], _Pass | None]:
+    """The general model's pass (at its own box, with ``general_config``) and the self-training rounds, whose
+    fine-tuned models work at ``box_px`` with ``pick_config``.
 
     Returns the result so far (the kept model, the candidates of each pass, the general pass's failures),
     the micrographs the final pass picks (all but those known to be unusable), and the kept model's own
     pass if it made one (None when it was trained after the last pass).
     """
-    threshold = effective_threshold(general, replace(pick_config, threshold=None))
+    threshold = effective_threshold(general, replace(general_config, threshold=None))
     # a seeded random order (its own stream), so an early stop samples the whole session, not its first
     # grid squares
     order = np.random.default_rng([config.seed, 1]).permutation(len(paths))
-    first = _pick_pass(general, paths, pick_config, order=order, enough=(threshold, general_pass_target(config)))
+    first = _pick_pass(general, paths, general_config, order=order, enough=(threshold, general_pass_target(config)))
     if not first.shapes:
         raise ConfigError(f"none of the {len(paths)} micrograph(s) could be used; the first: {first.failed[0][1]}")
     result = AutopickResult(model=general, candidates=[first.candidates])
@@ -281,7 +310,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
     usable = [p for p in paths if micrograph_stem(p) in first.shapes]
     targets = [p for p in paths if str(p) not in failed]  # picked, or not opened by an early stop
     rng = np.random.default_rng(config.seed)
-    current, latest = general, first
+    current, current_config, latest = general, general_config, first
     for round_ in range(config.iterations):
         if len(latest.candidates) == 0:
             raise ConfigError(f"the general model found no particle candidates in {len(usable)} "
@@ -298,9 +327,9 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
                 save_model(current, out_dir / AUTOPICK_MODEL)
             break
         result.n_top.append(len(top))
-        tuned = _self_train(current, latest, usable, top, box_px=general.box_px, config=config,
+        tuned = _self_train(current, latest, usable, top, box_px=box_px, config=config,
                             train_config=replace(train_config, seed=train_config.seed + round_),
-                            pick_config=pick_config, rng=rng, progress=progress)
+                            picked_config=current_config, rng=rng, progress=progress)
         tuned.threshold = threshold
         drift = _drift(current, tuned, latest, usable, threshold, pick_config, config)
         result.drift.append(drift)
@@ -318,7 +347,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
                                             "skipped": result.skipped, "drift": drift}
                 save_model(current, out_dir / AUTOPICK_MODEL)
             break
-        current = tuned
+        current, current_config = tuned, pick_config
         current.info.update(name=f"self-trained from {general.info.get('name', 'a general model')}",
                             autopick={**record, "round": round_ + 1, "n_top": len(top),
                                       "top_min_score": float(top["score"].min()), "drift": drift,
@@ -434,13 +463,15 @@ def stand_out(micrographs, pick_tables, box_px: float, *, margin_px: float = 0.0
 
 
 def _self_train(model: PickerModel, picked: _Pass, micrographs: list[Path], top: pd.DataFrame, *, box_px: float,
-                config: AutopickConfig, train_config: TrainConfig, pick_config: PickConfig,
+                config: AutopickConfig, train_config: TrainConfig, picked_config: PickConfig,
                 rng: np.random.Generator, progress: bool) -> PickerModel:
-    """Fine-tune ``model`` on ``top`` as particles and background away from every candidate of ``picked``;
-    returned on ``model``'s device, so it picks where the general model picked (CUDA)."""
-    margin_px = postprocess_config(model, pick_config).edge_margin_box * box_px
+    """Fine-tune ``model`` at ``box_px`` on ``top`` as particles and background away from every candidate of
+    ``picked`` (``model``'s pass with ``picked_config``), in that pass's frame: at least
+    ``config.min_negative_distance_box`` × ``model``'s box from every candidate, and only where candidates can
+    be. Returned on ``model``'s device, so it picks where the general model picked (CUDA)."""
+    margin_px = postprocess_config(model, picked_config).edge_margin_box * model.box_px
     patches = _self_training_patches({micrograph_stem(p): p for p in micrographs}, picked.shapes, picked.candidates,
-                                     top, box_px, model, config, rng, margin_px)
+                                     top, box_px, model, config, rng, margin_px, spacing_px=model.box_px)
     tuned = train_model(patches, train_config, box_px=box_px, init=model, progress=progress)
     tuned.net.to(next(model.net.parameters()).device)
     return tuned
@@ -604,18 +635,21 @@ def general_pass_target(config: AutopickConfig = AutopickConfig()) -> int:
 
 def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
                            model: PickerModel, config: AutopickConfig, rng: np.random.Generator,
-                           edge_margin_px: float = 0.0) -> PatchSet:
-    """Top picks as particles; background ≥ 0.6 box from every candidate, drawn only where candidates can
-    be (``edge_margin_px`` from the edge): the edge band holds no candidates because pick leaves it out,
-    not because it is empty, and crowded micrographs would otherwise draw nearly all background there.
-    ``paths`` maps stem → micrograph file (read one at a time), ``shapes`` stem → image shape."""
+                           edge_margin_px: float = 0.0, spacing_px: float | None = None) -> PatchSet:
+    """Top picks as particles; background ≥ ``config.min_negative_distance_box`` × ``spacing_px`` (the box the
+    candidates were found at; None: ``box_px``) from every candidate, drawn only where candidates can be
+    (``edge_margin_px`` from the edge): the edge band holds no candidates because pick leaves it out, not
+    because it is empty, and crowded micrographs would otherwise draw nearly all background there. Patches
+    are cut at ``box_px``. ``paths`` maps stem → micrograph file (read one at a time), ``shapes`` stem → image
+    shape."""
+    spacing_px = box_px if spacing_px is None else spacing_px
     negatives = {}
     for stem in paths:
         all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
         n_pos = int((top["micrograph"] == stem).sum())
         negatives[stem] = sample_negative_centres(shapes[stem], all_xy, int(round(config.negative_ratio * n_pos)),
-                                                  min_distance_px=config.min_negative_distance_box * box_px, rng=rng,
-                                                  edge_margin_px=edge_margin_px)
+                                                  min_distance_px=config.min_negative_distance_box * spacing_px,
+                                                  rng=rng, edge_margin_px=edge_margin_px)
     # DeepPicker's patches unless off-centre views are asked for (their targets fall with the distance to
     # the nearest top pick)
     patch_config = PatchConfig(negative_ratio=0.0, min_negative_distance_box=config.min_negative_distance_box,

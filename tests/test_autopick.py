@@ -122,9 +122,11 @@ def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(genera
     written = read_picks(out)
     assert len(above) > 0 and len(written) == len(above)
     assert np.allclose(np.sort(written["score"]), np.sort(above["score"]))
-    kept = load_model(out / "autopick_model.pt")
+    kept = load_model(out / "autopick_model.pt")  # the general model at the box it picked at, not the target's
+    assert result.general_box_px == result.box_estimate.box_px and kept.box_px == result.general_box_px
     assert kept.info["autopick"]["skipped"] == result.skipped and model_fingerprint(kept) == model_fingerprint(
-        with_box(general, 56))
+        with_box(general, result.general_box_px))
+    assert kept.info["autopick"]["box_px"] == 56 and kept.info["autopick"]["general_box_px"] == result.general_box_px
     again = autopick(general, target / "micrographs", box_px=56, out_dir=out, config=config, train_config=FAST_TRAIN,
                      pick_config=FAST_PICK, resume=True)
     assert again.resumed and again.skipped == result.skipped and again.batch.counts == {}
@@ -195,16 +197,16 @@ def test_autopick_keeps_candidates_and_self_training_background_inside_the_edge_
     result = autopick(general, target / "micrographs", box_px=56, out_dir=None, config=AutopickConfig(min_top=5),
                       train_config=FAST_TRAIN, pick_config=replace(FAST_PICK, post=post))
     rows, cols = 256, 256  # the simulated target's micrographs
-    margin = margin_box * 56
 
-    def inside(x, y):
+    def inside(x, y, box_px):  # the margin of the box each pass picked at
+        margin = margin_box * box_px
         return (x >= margin) & (y >= margin) & (x <= cols - 1 - margin) & (y <= rows - 1 - margin)
 
-    for candidates in result.candidates:
-        assert len(candidates) and inside(candidates["x"], candidates["y"]).all()
+    for candidates, box_px in zip(result.candidates, (result.general_box_px, 56)):
+        assert len(candidates) and inside(candidates["x"], candidates["y"], box_px).all()
     (patches,) = self_training_patches
     background = patches.labels == 0
-    assert background.sum() >= 5 and inside(patches.x[background], patches.y[background]).all()
+    assert background.sum() >= 5 and inside(patches.x[background], patches.y[background], result.general_box_px).all()
 
 
 def test_autopick_self_trains_on_off_centre_views_only_when_asked(general, target, self_training_patches):
@@ -322,6 +324,29 @@ def test_autopick_cli_bad_model_is_one_line(target, tmp_path):
     assert "missing.pt: no such model file" in res.output and len(res.output.strip().splitlines()) == 1
 
 
+def test_autopick_cli_general_box_says_where_the_general_model_picked(general, target, tmp_path):
+    from deeppick.model import save_model
+
+    model_path = tmp_path / "general.pt"
+    save_model(general, model_path)
+    records = {}
+    for general_box in ("estimate", "given"):
+        out = tmp_path / general_box
+        res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
+                                       "--model", str(model_path), "-o", str(out), "--iterations", "0",
+                                       "--general-box", general_box, "--quiet"])
+        assert res.exit_code == 0, res.output
+        record = records[general_box] = load_model(out / "autopick_model.pt").info["autopick"]
+        moved = record["general_box_px"] != 56
+        assert ("the general model picked at box" in res.stderr) == moved
+        assert ("its picks are written" in res.stderr) == moved
+    assert records["given"]["general_box_px"] == 56
+    assert records["estimate"]["general_box_px"] == records["estimate"]["box_estimate"]["box_px"]
+    res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
+                                   "-o", str(tmp_path / "bad"), "--general-box", "largest"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+
+
 def test_autopick_picks_a_micrograph_whose_name_is_not_utf8(general, target, tmp_path):
     mics = tmp_path / "mics"
     mics.mkdir()
@@ -383,10 +408,10 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
                        train_config=FAST_TRAIN, pick_config=FAST_PICK)
     assert ("made 30 picks above the threshold where the general model made 10 (3.0×, more than 1.5×)"
             in guarded.skipped)
-    assert guarded.n_top == [] and model_fingerprint(guarded.model) == model_fingerprint(with_box(general, 56))
+    rolled_back = with_box(general, guarded.general_box_px)  # the general model as it picked
+    assert guarded.n_top == [] and model_fingerprint(guarded.model) == model_fingerprint(rolled_back)
     kept = load_model(out / "autopick_model.pt")
-    assert kept.info["autopick"]["drift"]["growth"] == 3.0 and model_fingerprint(kept) == model_fingerprint(
-        with_box(general, 56))
+    assert kept.info["autopick"]["drift"]["growth"] == 3.0 and model_fingerprint(kept) == model_fingerprint(rolled_back)
     final, first = guarded.candidates[-1], guarded.candidates[0]  # what is written: the general model's picks
     assert len(read_picks(out)) == (final["score"] >= general.threshold).sum()
     opened = first["micrograph"].iloc[0]
@@ -400,7 +425,7 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
                     config=replace(forced, max_growth=1.5, min_stand_out=0.4), train_config=FAST_TRAIN,
                     pick_config=FAST_PICK)
     assert "(3.0×, more than 1.5×) and its picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
-    assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, 56))
+    assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, dull.general_box_px))
     with pytest.raises(ConfigError, match="max_growth"):
         AutopickConfig(max_growth=0.5)
     with pytest.raises(ConfigError, match="min_stand_out"):
@@ -490,3 +515,35 @@ def test_autopick_with_a_given_estimate_and_no_box_picks_at_the_estimated_box(ge
     assert result.box_px == 60.0 and result.model.box_px == 60.0
     assert result.pick_config.post.peak_window_box == pytest.approx(
         np.clip(AutopickConfig().peak_window_diameters * 50.0 / 60.0, 0.4, 0.8))
+
+
+def test_the_general_model_picks_at_the_estimated_box_and_the_fine_tuned_model_at_the_given_one(
+        general, target, self_training_patches):
+    from deeppick.autopick import BoxEstimate
+
+    estimate = BoxEstimate(box_px=60.0, diameter_px=50.0, curve={"60": 1.0}, why="given")
+    paths = {p.stem: p for p in load_dataset(target).paths()}
+    config = AutopickConfig(min_top=5, peak_window_diameters=None, max_growth=None)  # one peak window, no guard
+    for general_box, frame_px in (("estimate", 60.0), ("given", 48.0)):
+        result = autopick(general, target / "micrographs", box_px=48, estimate=estimate,
+                          config=replace(config, general_box=general_box), train_config=FAST_TRAIN,
+                          pick_config=FAST_PICK)
+        assert result.general_box_px == frame_px and result.box_px == 48.0 and result.model.box_px == 48.0
+        assert result.skipped is None and result.model.info["autopick"]["general_box_px"] == frame_px
+        # the pseudo-labels are the picks of the general model at its own box
+        first = result.candidates[0]
+        stem = first["micrograph"].iloc[0]
+        again = pick_micrograph(with_box(general, frame_px), read_micrograph(paths[stem]), name=stem,
+                                config=replace(FAST_PICK, keep_all=True, threshold=None))
+        np.testing.assert_allclose(np.sort(first.loc[first["micrograph"] == stem, "score"].to_numpy()),
+                                   np.sort(again["score"].to_numpy()))
+        # background lies 0.6 × that box from every candidate, the fine-tuned model's patches cut at 48 px
+        patches = self_training_patches[-1]
+        assert patches.box_px == 48.0
+        stems = [src["micrograph"] for src in patches.metadata["sources"]]
+        background = np.flatnonzero(patches.labels == 0)
+        nearest = [np.hypot(*(first.loc[first["micrograph"] == stems[patches.source[i]], ["x", "y"]].to_numpy()
+                              - [patches.x[i], patches.y[i]]).T).min() for i in background]
+        assert len(background) >= 5 and min(nearest) >= AutopickConfig().min_negative_distance_box * frame_px - 1e-6
+    with pytest.raises(ConfigError, match="general_box"):
+        AutopickConfig(general_box="largest")

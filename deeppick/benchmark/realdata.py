@@ -134,6 +134,7 @@ class LeaveOneOutRecipe(GeneralRecipe):
     max_growth: float = -1.0  # the drift guard's limit; 0: no guard; -1: AutopickConfig's
     min_stand_out: float = -1.0  # the stand-out that keeps a grown model; 0: the count alone; -1: AutopickConfig's
     off_centre: float | None = None  # off-centre views per self-training particle
+    general_box: str | None = None  # the box the general model picks at (AutopickConfig.general_box)
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
 
@@ -178,6 +179,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
         auto_config = replace(auto_config, max_growth=recipe.max_growth or None)
     if recipe.min_stand_out >= 0:
         auto_config = replace(auto_config, min_stand_out=recipe.min_stand_out or None)
+    if recipe.general_box is not None:
+        auto_config = replace(auto_config, general_box=recipe.general_box)
 
     held = load_dataset(root / held_out)
     model_path = out / f"general-without-{held_out}.pt"
@@ -196,10 +199,15 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     for label, box in [(f"{f:g}×", round(f * diameter)) for f in recipe.boxes] + [("auto", None)]:
         result = autopick(model, test, box_px=box, config=auto_config, train_config=tune_config,
                           pick_config=pick_config, estimate=estimate)
-        before, after = (evaluate_picks(c, held.picks, result.box_px, match_px=match_px,
-                                        threshold=result.model.threshold, micrographs=stems)
-                         for c in (result.candidates[0], result.candidates[-1]))
-        per_box[label] = {"box_px": result.box_px, "ap_general": before.ap, "ap_self_trained": after.ap,
+        # the general model at this box, also where its pass (the pseudo-labels) was at its own box
+        at_box = result.candidates[0] if result.general_box_px == result.box_px else autopick(
+            model, test, box_px=result.box_px, config=replace(auto_config, iterations=0, general_box="given"),
+            pick_config=pick_config, estimate=estimate).candidates[0]
+        before, pass_, after = (evaluate_picks(c, held.picks, result.box_px, match_px=match_px,
+                                               threshold=result.model.threshold, micrographs=stems)
+                                for c in (at_box, result.candidates[0], result.candidates[-1]))
+        per_box[label] = {"box_px": result.box_px, "ap_general": before.ap, "general_box_px": result.general_box_px,
+                          "ap_general_pass": pass_.ap, "ap_self_trained": after.ap,
                           "n_top": result.n_top, "skipped": result.skipped, "drift": result.drift,
                           "peak_window_box": result.pick_config.post.peak_window_box}
         if progress:
@@ -218,6 +226,7 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
            "pretraining": {"box_factors": list(config.box_factors), "junk_share": config.junk_share,
                            "empty_share": config.empty_share},
            "drift_guard": auto_config.max_growth, "drift_guard_stand_out": auto_config.min_stand_out,
+           "general_box": auto_config.general_box,
            "seconds": round(time.perf_counter() - start)}
     (out / f"result-{held_out}.json").write_text(json.dumps(row, indent=1, default=float) + "\n")
     return row
@@ -277,6 +286,10 @@ def _guard_words(row: dict) -> str:
     return f"{row['drift_guard']:g}×" + (f" unless stand-out ≥ {stand_out:g}" if stand_out else "")
 
 
+def _general_box_words(row: dict) -> str:
+    return {"estimate": "the estimated box", "given": "the given box"}.get(row.get("general_box"), "the given box")
+
+
 def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     labels = list(rows[0]["per_box"]) if rows else []
     head = rows[0] if rows else {}
@@ -284,7 +297,8 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     lines = [f"leave one molecule out ({'four rotations' if recipe.rotations else 'no rotations'}; pretraining "
              f"boxes × diameter {', '.join(f'{f:g}' for f in pretraining.get('box_factors', []))}, junk share "
              f"{pretraining.get('junk_share', 0):g}, particle-free share {pretraining.get('empty_share', 0):g}; "
-             f"drift guard {_guard_words(head)}; seed {recipe.seed}); AP general → self-trained",
+             f"drift guard {_guard_words(head)}; general model's pass at {_general_box_words(head)}; seed "
+             f"{recipe.seed}); AP general at the box → self-trained",
              f"{'held-out pack':<19} {'d px':>5} {'est.':>5} " + " ".join(f"{label:>12}" for label in labels)
              + f" {'spread':>6} {'LoG':>5} {'disc':>5} {'Topaz':>5}"]
     for r in rows:
@@ -296,6 +310,12 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
                      + " ".join(f"{c:>12}" for c in cells)
                      + f" {max(fixed) - min(fixed) if fixed else 0:>6.3f} {log:>5} {r['ap_disc_filter']:>5.3f}"
                      + f" {_num(r['topaz_ap'], 5, 2)}")
+    for r in rows:
+        passes = {(c.get("general_box_px"), c.get("ap_general_pass")) for c in r["per_box"].values()
+                  if c.get("general_box_px") is not None and c["general_box_px"] != c["box_px"]}
+        if passes:
+            lines.append(f"  {r['pack']}: the general model's pass (the pseudo-labels) at box "
+                         + ", ".join(f"{box:g} px: AP {ap:.3f}" for box, ap in sorted(passes)))
     lines.append("particle-free micrographs (picks per micrograph: general model → after self-training; candidate "
                  "scores below the threshold):")
     for r in rows:

@@ -93,6 +93,10 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
               "[default: half the picks above the threshold, at most AutopickConfig.max_top]")
 @click.option("--epochs", type=int, cls=LibraryDefault, library="pretrain:PRETRAIN_TRAINING.epochs",
               help="most fine-tuning epochs")
+@click.option("--general-box", type=click.Choice(["estimate", "given"]), cls=LibraryDefault,
+              library="autopick:AutopickConfig.general_box",
+              help="the box the general model picks the pseudo-labels at: 'estimate', where its picks are strongest "
+                   "in these micrographs; 'given', the box of --box-px (the fine-tuned model always uses that)")
 @click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0), cls=LibraryDefault,
               library="autopick:AutopickConfig.off_centre_ratio",
               help="off-centre views per self-training particle, with a soft target that falls with the distance to "
@@ -111,9 +115,9 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
-def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, off_centre_ratio, fmt, threshold,
-             keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, workers, dask_scheduler, quiet,
-             with_report):
+def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, general_box, off_centre_ratio,
+             fmt, threshold, keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, workers,
+             dask_scheduler, quiet, with_report):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
 
     Writes OUTPUT/autopick_model.pt once fine-tuned, then OUTPUT/<micrograph>.star as each is picked. No
@@ -143,7 +147,7 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
     if edge_margin is None and peak_window is None:  # the window follows the particle's size, estimated
         config = replace(config, post=None)
     result = run_autopick(model, list(micrographs), box_px=box_px, out_dir=output,
-                          config=AutopickConfig(**given(iterations=iterations, top=top,
+                          config=AutopickConfig(**given(iterations=iterations, top=top, general_box=general_box,
                                                         off_centre_ratio=off_centre_ratio, seed=seed)),
                           train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
                           pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite,
@@ -153,6 +157,11 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
         said = "estimated" if box_px is None else "given; the micrographs suggest"
         click.echo(f"box {result.box_px:g} px ({said} {estimate.box_px:g} px, a particle of about "
                    f"{estimate.diameter_px:.0f} px: {estimate.why})", err=True)
+    if result.general_box_px is not None and result.general_box_px != result.box_px:
+        kept = ("its picks are written" if result.model.box_px == result.general_box_px else
+                f"the fine-tuned model picks at {result.box_px:g} px")
+        click.echo(f"the general model picked at box {result.general_box_px:g} px, where its picks are strongest; "
+                   f"{kept}", err=True)
     if result.skipped is not None:
         trained = f"not self-trained: {result.skipped}"
     elif result.resumed:
