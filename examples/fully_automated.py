@@ -3,9 +3,10 @@
     python examples/fully_automated.py [--pack ribosome80s-10028] [--out demo-output] [--fast]
 
 1. Pick the pack's ``test`` micrographs with the general model shipped with deeppick (trained on other
-   molecules), at the pack's box size.
-2. Self-train: its top picks become particles, background is drawn ≥ 0.6 box from every candidate, the
-   model is fine-tuned and picks again (``deeppick autopick``). The threshold is the general model's.
+   molecules), at the box it finds its picks strongest at.
+2. Self-train: its top picks become particles, background is drawn ≥ 0.6 of that box from every candidate,
+   the model is fine-tuned at the pack's box size and picks again (``deeppick autopick``). The threshold is
+   the general model's.
 3. Only now read the reference coordinates and evaluate, before and after self-training, at
    0.25 × particle diameter.
 
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     result = autopick(model, test, box_px=box_px, out_dir=out, pick_config=pick_config, progress=sys.stderr.isatty())
     trained = (f"not self-trained: {result.skipped}" if result.skipped
                else f"self-trained on the top {result.n_top[0]} picks")
+    print(f"     the general model picked at box {result.general_box_px:g} px")
     print(f"     {trained}; wrote {sum(result.batch.counts.values())} picks "
           f"(threshold {result.model.threshold:.3f}) to {out}; {time.perf_counter() - start:.0f} s")
 
