@@ -25,6 +25,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from deeppick.autopick import GENERAL_BOXES  # noqa: E402
 from deeppick.benchmark import PACKS, add_general_recipe_arguments, default_realdata, write_figures  # noqa: E402
 from deeppick.benchmark.realdata import LeaveOneOutRecipe, leave_one_out, leave_one_out_table  # noqa: E402
 
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
                         help="the stand-out that keeps a grown model (AutopickConfig.min_stand_out; 0: the count "
                              "alone) [default: its]")
     parser.add_argument("--off-centre", type=float, default=None, help="off-centre views per self-training particle")
-    parser.add_argument("--general-box", choices=("estimate", "given"), default=None,
+    parser.add_argument("--general-box", choices=GENERAL_BOXES, default=None,
                         help="the box the general model's pass picks at (AutopickConfig.general_box) [default: its]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")

@@ -226,8 +226,7 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     general = with_box(model, general_box)
     general_config = _settings_at(model, pick_config, general_box, estimate, config)
     pick_config = _settings_at(model, pick_config, box_px, estimate, config)
-    record = _autopick_record(model, stems, box_px, config, pick_config)
-    record["general_box_px"] = float(general_box)
+    record = _autopick_record(model, stems, box_px, general_box, config, pick_config)
     if estimate is not None:  # in every model file this run writes, beside what makes it reusable
         record["box_estimate"] = _estimate_record(estimate, box_px)
     device = next(general.net.parameters()).device
@@ -635,14 +634,13 @@ def general_pass_target(config: AutopickConfig = AutopickConfig()) -> int:
 
 def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, top: pd.DataFrame, box_px: float,
                            model: PickerModel, config: AutopickConfig, rng: np.random.Generator,
-                           edge_margin_px: float = 0.0, spacing_px: float | None = None) -> PatchSet:
+                           edge_margin_px: float, spacing_px: float) -> PatchSet:
     """Top picks as particles; background ≥ ``config.min_negative_distance_box`` × ``spacing_px`` (the box the
-    candidates were found at; None: ``box_px``) from every candidate, drawn only where candidates can be
+    candidates were found at) from every candidate, drawn only where candidates can be
     (``edge_margin_px`` from the edge): the edge band holds no candidates because pick leaves it out, not
     because it is empty, and crowded micrographs would otherwise draw nearly all background there. Patches
     are cut at ``box_px``. ``paths`` maps stem → micrograph file (read one at a time), ``shapes`` stem → image
     shape."""
-    spacing_px = box_px if spacing_px is None else spacing_px
     negatives = {}
     for stem in paths:
         all_xy = candidates.loc[candidates["micrograph"] == stem, ["x", "y"]].to_numpy(np.float64)
@@ -658,13 +656,15 @@ def _self_training_patches(paths: dict, shapes: dict, candidates: pd.DataFrame, 
                            seed=rng)
 
 
-def _autopick_record(model: PickerModel, stems: list[str], box_px: float, config: AutopickConfig,
-                     pick_config: PickConfig) -> dict:
+def _autopick_record(model: PickerModel, stems: list[str], box_px: float, general_box_px: float,
+                     config: AutopickConfig, pick_config: PickConfig) -> dict:
     """What makes a fine-tuned model reusable by a rerun: the same general model (its weights, not only its
-    name), micrographs, box, self-training rules, and the scan and peak settings its candidates came from
-    (the threshold and top-N only decide what is written, so they may change)."""
+    name), micrographs, box, the box the general model picked its pseudo-labels at, self-training rules, and
+    the scan and peak settings its candidates came from (the threshold and top-N only decide what is
+    written, so they may change)."""
     return {"general_model": model.info.get("name"), "general_fingerprint": model_fingerprint(model),
-            "requested": list(stems), "box_px": float(box_px), "config": config.to_dict(),
+            "requested": list(stems), "box_px": float(box_px), "general_box_px": float(general_box_px),
+            "config": config.to_dict(),
             "candidates": pick_settings(model, candidates_config(model, pick_config))}
 
 

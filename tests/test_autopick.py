@@ -345,6 +345,10 @@ def test_autopick_cli_general_box_says_where_the_general_model_picked(general, t
     res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
                                    "-o", str(tmp_path / "bad"), "--general-box", "largest"])
     assert res.exit_code == 2 and "Traceback" not in res.output
+    from deeppick.autopick import GENERAL_BOXES
+    from deeppick.commands.automatic import autopick as command
+
+    assert tuple(next(p for p in command.params if p.name == "general_box").type.choices) == GENERAL_BOXES
 
 
 def test_autopick_picks_a_micrograph_whose_name_is_not_utf8(general, target, tmp_path):

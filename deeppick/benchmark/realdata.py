@@ -199,15 +199,17 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
     for label, box in [(f"{f:g}×", round(f * diameter)) for f in recipe.boxes] + [("auto", None)]:
         result = autopick(model, test, box_px=box, config=auto_config, train_config=tune_config,
                           pick_config=pick_config, estimate=estimate)
+        def ap(candidates) -> float:
+            return evaluate_picks(candidates, held.picks, result.box_px, match_px=match_px,
+                                  threshold=result.model.threshold, micrographs=stems).ap
+
         # the general model at this box, also where its pass (the pseudo-labels) was at its own box
-        at_box = result.candidates[0] if result.general_box_px == result.box_px else autopick(
+        ap_pass = ap(result.candidates[0])
+        ap_general = ap_pass if result.general_box_px == result.box_px else ap(autopick(
             model, test, box_px=result.box_px, config=replace(auto_config, iterations=0, general_box="given"),
-            pick_config=pick_config, estimate=estimate).candidates[0]
-        before, pass_, after = (evaluate_picks(c, held.picks, result.box_px, match_px=match_px,
-                                               threshold=result.model.threshold, micrographs=stems)
-                                for c in (at_box, result.candidates[0], result.candidates[-1]))
-        per_box[label] = {"box_px": result.box_px, "ap_general": before.ap, "general_box_px": result.general_box_px,
-                          "ap_general_pass": pass_.ap, "ap_self_trained": after.ap,
+            pick_config=pick_config, estimate=estimate).candidates[0])
+        per_box[label] = {"box_px": result.box_px, "ap_general": ap_general, "general_box_px": result.general_box_px,
+                          "ap_general_pass": ap_pass, "ap_self_trained": ap(result.candidates[-1]),
                           "n_top": result.n_top, "skipped": result.skipped, "drift": result.drift,
                           "peak_window_box": result.pick_config.post.peak_window_box}
         if progress:

@@ -157,7 +157,7 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
         said = "estimated" if box_px is None else "given; the micrographs suggest"
         click.echo(f"box {result.box_px:g} px ({said} {estimate.box_px:g} px, a particle of about "
                    f"{estimate.diameter_px:.0f} px: {estimate.why})", err=True)
-    if result.general_box_px is not None and result.general_box_px != result.box_px:
+    if result.general_box_px != result.box_px:
         kept = ("its picks are written" if result.model.box_px == result.general_box_px else
                 f"the fine-tuned model picks at {result.box_px:g} px")
         click.echo(f"the general model picked at box {result.general_box_px:g} px, where its picks are strongest; "
