@@ -1,6 +1,6 @@
 """Picks on junk: general models autopick simulated micrographs crossed by a carbon edge, with ice crystals.
 
-    python benchmarks/junk_check.py [--models general-a.pt general-b.pt] [--micrographs 4]
+    python benchmarks/junk_check.py [--models general-a.pt general-b.pt] [--micrographs 4] [--disc-rank MODE]
 
 For each general model (default: the shipped one; e.g. the leave-one-out models of two pretraining
 recipes): the share of picks above the threshold within half a box of a contaminant, for the general
@@ -18,6 +18,7 @@ import argparse  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from deeppick.autopick import DISC_RANKS, AutopickConfig  # noqa: E402
 from deeppick.benchmark import write_figures  # noqa: E402
 from deeppick.benchmark.junk import junk_check  # noqa: E402
 from deeppick.pretrain import load_general_model  # noqa: E402
@@ -27,14 +28,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", type=Path, default=[None], help="general models [the shipped one]")
     parser.add_argument("--micrographs", type=int, default=4)
+    parser.add_argument("--disc-rank", choices=DISC_RANKS, default=AutopickConfig.disc_rank,
+                        help="where autopick ranks candidates with their dark-disc depth too (AutopickConfig.disc_rank)")
     parser.add_argument("--json", type=Path, help="also write the figures to JSON/junk_check.json")
     args = parser.parse_args(argv)
+    config = AutopickConfig(disc_rank=args.disc_rank)
     rows = []
     print(f"{'model':<48} {'picks':>6} {'near junk':>10} {'recall':>7} {'→ picks':>8} {'near junk':>10} "
           f"{'recall':>7} {'area near':>10}")
     for path in args.models:
         with tempfile.TemporaryDirectory(prefix="deeppick-junk-") as work:
-            figures = junk_check(load_general_model(path), work, n_micrographs=args.micrographs)
+            figures = junk_check(load_general_model(path), work, n_micrographs=args.micrographs, config=config)
         rows.append({"model": str(path or "shipped"), **figures})
         g, s = figures["general"], figures["self_trained"]
         print(f"{str(path or 'shipped')[-48:]:<48} {g['picks']:>6} {g['near_junk']:>10.1%} {g['recall']:>7.3f} "

@@ -25,7 +25,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from deeppick.autopick import GENERAL_BOXES  # noqa: E402
+from deeppick.autopick import DISC_RANKS, GENERAL_BOXES  # noqa: E402
 from deeppick.benchmark import PACKS, add_general_recipe_arguments, default_realdata, write_figures  # noqa: E402
 from deeppick.benchmark.realdata import LeaveOneOutRecipe, leave_one_out, leave_one_out_table  # noqa: E402
 
@@ -49,12 +49,15 @@ def main(argv=None) -> int:
     parser.add_argument("--off-centre", type=float, default=None, help="off-centre views per self-training particle")
     parser.add_argument("--general-box", choices=GENERAL_BOXES, default=None,
                         help="the box the general model's pass picks at (AutopickConfig.general_box) [default: its]")
+    parser.add_argument("--disc-rank", choices=DISC_RANKS, default=None,
+                        help="where candidates are ranked with their dark-disc depth too (AutopickConfig.disc_rank) "
+                             "[default: its]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")
     args = parser.parse_args(argv)
     changes = {**recipe_changes(args), "finetune_epochs": args.finetune_epochs, "max_test": args.max_test,
                "max_growth": args.max_growth, "min_stand_out": args.min_stand_out, "off_centre": args.off_centre,
-               "general_box": args.general_box,
+               "general_box": args.general_box, "disc_rank": args.disc_rank,
                "boxes": tuple(args.boxes) if args.boxes is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.fast:

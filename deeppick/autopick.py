@@ -37,6 +37,7 @@ from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, mic
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
 from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
+from .postprocess import disc_depth
 from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
@@ -45,13 +46,10 @@ __all__ = ["AutopickConfig", "AutopickResult", "BoxEstimate", "autopick", "estim
            "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
 
 AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
-# the drift guard's disc (:func:`disc_depth`), the dark-disc baseline's of benchmarks/blob_baseline.py (its
-# radius looked at on cryoppp-10059's train split only, docs/measurements.md)
-DISC_RADIUS_DIAMETER = 1 / 3
-BACKGROUND_SIGMA_DIAMETER = 1.0
 STAND_OUT_BOX_PX = 16  # micrographs binned so the box spans about this many pixels (:func:`stand_out`)
 NEW_PICK_BOX = 0.5  # a tuned model's pick is new when no pick before it lies this close (× box)
 GENERAL_BOXES = ("estimate", "given")  # AutopickConfig.general_box
+DISC_RANKS = ("all", "picks", "off")  # AutopickConfig.disc_rank
 NO_LABEL_THRESHOLD_RULE = ("inherited from the general model: F2-optimal on the pooled held-out micrographs "
                            "of the pretraining molecules; no labels of the target are used")
 
@@ -102,6 +100,12 @@ class AutopickConfig:
     # 0.8 box of DeepPicker and at least 0.4 box, so a box larger than the particle does not hide touching
     # neighbours; None: the window of the pick settings, in boxes
     peak_window_diameters: float | None = 0.8
+    # ours: where candidates are ranked by the network's score and their dark-disc depth equally
+    # (PostprocessConfig.disc_rank_diameter_box, the estimated diameter): "picks", the picks written (the
+    # kept model's pass); "all" passes, the pseudo-labels too; "off", the score alone. Without labels the
+    # general model's ranking is only as good as its transfer to the molecule, and a dark disc of the
+    # particle's size ranks real particles well by itself (docs/measurements.md, *Ranking with dark discs*)
+    disc_rank: str = "picks"
     seed: int = 0
 
     def __post_init__(self):
@@ -115,6 +119,8 @@ class AutopickConfig:
             raise ConfigError(f"--off-centre must be ≥ 0, got {self.off_centre_ratio}")
         if self.max_growth is not None and not self.max_growth >= 1:
             raise ConfigError(f"max_growth must be ≥ 1 (or None: no guard), got {self.max_growth}")
+        if self.disc_rank not in DISC_RANKS:
+            raise ConfigError(f"disc_rank must be one of {', '.join(DISC_RANKS)}, got {self.disc_rank!r}")
         if self.general_box not in GENERAL_BOXES:
             raise ConfigError(f"general_box must be one of {', '.join(GENERAL_BOXES)}, got {self.general_box!r}")
         if self.min_stand_out is not None and not 0 < self.min_stand_out < 1:
@@ -224,8 +230,12 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         box_px = estimate.box_px
     general_box = estimate.box_px if config.general_box == "estimate" else box_px
     general = with_box(model, general_box)
-    general_config = _settings_at(model, pick_config, general_box, estimate, config)
-    pick_config = _settings_at(model, pick_config, box_px, estimate, config)
+    # the passes that make pseudo-labels and the drift guard's rank by the dark disc only with "all"; the
+    # picks written, with "picks" too
+    given_config = pick_config
+    general_config = _settings_at(model, given_config, general_box, estimate, config, disc=config.disc_rank == "all")
+    tuned_config = _settings_at(model, given_config, box_px, estimate, config, disc=config.disc_rank == "all")
+    pick_config = _settings_at(model, given_config, box_px, estimate, config, disc=config.disc_rank != "off")
     record = _autopick_record(model, stems, box_px, general_box, config, pick_config)
     if estimate is not None:  # in every model file this run writes, beside what makes it reusable
         record["box_estimate"] = _estimate_record(estimate, box_px)
@@ -241,10 +251,19 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     else:
         result, targets, latest = _self_train_rounds(general, paths, record, box_px=box_px, out_dir=out_dir,
                                                      config=config, train_config=train_config,
-                                                     general_config=general_config, pick_config=pick_config,
+                                                     general_config=general_config, pick_config=tuned_config,
                                                      progress=progress, workers=workers, scheduler=scheduler)
     # the kept model picks with the settings of its box: the general model's, or the fine-tuned model's
-    pick_config = pick_config if result.model.box_px == box_px else general_config
+    if result.model.box_px != box_px:
+        pick_config = _settings_at(model, given_config, general_box, estimate, config, disc=config.disc_rank != "off")
+    if latest is not None and pick_config != (general_config if result.model is general else tuned_config):
+        latest = None  # that pass ranked its candidates otherwise than the picks are
+    # the kept model carries the post-processing it picks with, so `deeppick pick --model` with its file picks
+    # as this run does (the peak window of the particle's size, the disc ranking)
+    if pick_config.post is not None and result.model.postprocess != pick_config.post:
+        result.model.postprocess = pick_config.post
+        if out_dir is not None:
+            save_model(result.model, out_dir / AUTOPICK_MODEL)
     if out_dir is not None:
         # one file as soon as each micrograph is picked, as pick does; files already there are kept only
         # if they came from this very model
@@ -269,14 +288,24 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
 
 
 def _settings_at(model: PickerModel, pick_config: PickConfig, box_px: float, estimate: BoxEstimate | None,
-                 config: AutopickConfig) -> PickConfig:
+                 config: AutopickConfig, *, disc: bool) -> PickConfig:
     """``pick_config`` for picking at ``box_px``: unless post-processing is given, the peak window is
     ``config.peak_window_diameters`` × the estimated diameter, as a fraction of that box (at most the
-    0.8 box of DeepPicker, at least 0.4 box): neighbours may be a diameter apart whatever the box."""
-    if pick_config.post is not None or config.peak_window_diameters is None:
+    0.8 box of DeepPicker, at least 0.4 box): neighbours may be a diameter apart whatever the box. With
+    ``disc``, candidates are ranked with their dark-disc depth too, the disc the estimated diameter (the box
+    where there is no estimate)."""
+    post = pick_config.post
+    if post is None and config.peak_window_diameters is not None:
+        window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
+        post = replace(postprocess_config(model), peak_window_box=window)
+    diameter_box = None
+    if disc:
+        diameter_box = float((estimate.diameter_px if estimate is not None else box_px) / box_px)
+    if post is None and postprocess_config(model).disc_rank_diameter_box == diameter_box:
         return pick_config
-    window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
-    return replace(pick_config, post=replace(postprocess_config(model), peak_window_box=window))
+    # set either way: a model autopick saved carries its own disc, at its own box
+    post = replace(post or postprocess_config(model), disc_rank_diameter_box=diameter_box)
+    return replace(pick_config, post=post)
 
 
 def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
@@ -403,21 +432,6 @@ def _stand_out_words(drift: dict, config: AutopickConfig) -> str:
     if config.min_stand_out is None or tuned is None:
         return ""
     return f" and its picks stand out from the ice {tuned:.2f} (less than {config.min_stand_out:g})"
-
-
-def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
-    """How dark the disc of radius ``diameter/3`` around each pixel is against its surroundings (a Gaussian
-    of σ = one diameter), in SD of the micrograph: large on a particle, about 0 on flat ice."""
-    from scipy.ndimage import gaussian_filter
-    from scipy.signal import fftconvolve
-
-    z = (image - image.mean()) / image.std()
-    radius = DISC_RADIUS_DIAMETER * diameter_px
-    half = int(radius)
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    disc = (np.hypot(xx, yy) <= radius).astype(np.float64)
-    local = fftconvolve(z, disc / disc.sum(), mode="same")
-    return gaussian_filter(z, BACKGROUND_SIGMA_DIAMETER * diameter_px) - local
 
 
 def stand_out(micrographs, pick_tables, box_px: float, *, margin_px: float = 0.0, seed=0,

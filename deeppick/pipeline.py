@@ -1,7 +1,8 @@
 """Picking one micrograph: prepare → score map → post-processing → a picks table.
 
 ``pick_micrograph`` chains the stages: prepare (:mod:`~deeppick.preprocess`) → score map
-(:mod:`~deeppick.scan`) → cleaning, peaks and pixel filters (:mod:`~deeppick.postprocess`) → a picks
+(:mod:`~deeppick.scan`) → cleaning, peaks, pixel filters and, without labels, the dark-disc ranking
+(:mod:`~deeppick.postprocess`) → a picks
 table in micrograph pixels, best score first. ``score_micrograph`` and ``picks_from_score_map`` are its
 two halves, so one score map can serve several post-processing settings. A folder of micrographs is
 :mod:`~deeppick.batch`'s job; choosing the threshold and post-processing on labelled micrographs is
@@ -22,8 +23,8 @@ from .errors import ConfigError
 from .io import concat_picks, empty_picks, make_picks, micrograph_stem, read_micrograph
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
-from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks, sort_picks,
-                          top_n)
+from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
+                          rank_with_disc, sort_picks, top_n)
 from .preprocess import prepare_micrograph
 from .scan import ScanConfig, ScoreMap, scan_micrograph
 
@@ -114,7 +115,10 @@ def picks_from_score_map(model: PickerModel, image: np.ndarray, score_map: Score
     keep = edge_mask(image.shape, x, y, post.edge_margin_box * model.box_px)
     keep[keep] = extreme_pixel_mask(image, x[keep], y[keep], model.box_px, sd_limit=post.extreme_sd,
                                     sd_range=post.sd_range, max_extreme_fraction=post.max_extreme_fraction)
-    return cut_picks(model, sort_picks(make_picks(name, x[keep], y[keep], scores[keep])), config)
+    x, y, scores = x[keep], y[keep], scores[keep]
+    if post.disc_rank_diameter_box is not None:
+        scores = rank_with_disc(image, x, y, scores, post.disc_rank_diameter_box * model.box_px)
+    return cut_picks(model, sort_picks(make_picks(name, x, y, scores)), config)
 
 
 def cut_picks(model: PickerModel, candidates: pd.DataFrame, config: PickConfig = PickConfig()) -> pd.DataFrame:

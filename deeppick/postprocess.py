@@ -12,6 +12,11 @@ DeepPicker §2.1 post-processes the network's score map in three steps, all conf
    by extreme pixels (ice blobs, dirt, gold) are dropped; optionally (DeepEM) so are candidates whose
    patch SD lies outside a range (carbon, thick ice).
 
+Without labels (autopick) the candidates may also be ranked by how dark a particle-sized disc around them
+is as much as by the network's score (:func:`rank_with_disc`, ``disc_rank_diameter_box``): a picker that
+knows only the particle's size already ranks real particles well by that, and it does not depend on how
+well a general model transfers to the molecule.
+
 Picks centred nearer the micrograph edge than ``edge_margin_box`` are dropped (:func:`edge_mask`; ours:
 the default keeps boxes inside the micrograph, training on labels learns the labels' own margin with
 :func:`learn_edge_margin`). Finally picks are sorted by score and :func:`top_n` keeps the best N per
@@ -53,6 +58,10 @@ class PostprocessConfig:
     # Training on labels replaces it by the labels' own margin (learn_edge_margin): annotators often
     # leave a wider border unpicked (docs/measurements.md, *Edge margin*).
     edge_margin_box: float = 0.5
+    # ours, for picking without labels: the particle's diameter (× box) for ranking the candidates of each
+    # micrograph by the network's score and by their dark-disc depth equally (:func:`rank_with_disc`); None:
+    # by the score alone (a model trained on labels knows the molecule better than a dark disc does)
+    disc_rank_diameter_box: float | None = None
 
     def __post_init__(self):
         if not 0 <= self.score_threshold <= 1:
@@ -72,6 +81,8 @@ class PostprocessConfig:
             raise ConfigError(f"edge_margin_box must be ≥ 0, got {self.edge_margin_box}")
         if self.top_n is not None and int(self.top_n) < 0:
             raise ConfigError(f"top_n must be non-negative, got {self.top_n}")
+        if self.disc_rank_diameter_box is not None and not self.disc_rank_diameter_box > 0:
+            raise ConfigError(f"disc_rank_diameter_box must be positive (or None: off), got {self.disc_rank_diameter_box}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -89,8 +100,11 @@ class PostprocessConfig:
         """The settings as model fingerprints and picks-folder records hash them: :meth:`to_dict` with
         ``min_peak_score`` 0.5, a setting that model files of format 1 carry and picking never applied
         (the candidate floor is ``PickConfig.candidate_min_score``), so a folder picked by an earlier
-        version resumes."""
-        return {**self.to_dict(), "min_peak_score": 0.5}
+        version resumes; the disc ranking only where it is on, for the same reason."""
+        data = {**self.to_dict(), "min_peak_score": 0.5}
+        if data["disc_rank_diameter_box"] is None:
+            del data["disc_rank_diameter_box"]
+        return data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,6 +357,93 @@ def _check_sd_range(sd_range) -> None:
         raise ConfigError(f"sd_range must be two numbers (lo, hi), got {sd_range!r}") from None
     if not 0 <= lo < hi:
         raise ConfigError(f"sd_range must satisfy 0 <= lo < hi, got ({lo}, {hi})")
+
+
+# --------------------------------------------------------------------------------------------------
+# dark discs
+
+# the dark-disc baseline's disc (benchmarks/blob_baseline.py; its radius looked at on cryoppp-10059's train
+# split only, docs/measurements.md): radius diameter/3 against a Gaussian background of σ one diameter
+DISC_RADIUS_DIAMETER = 1 / 3
+BACKGROUND_SIGMA_DIAMETER = 1.0
+DISC_RANK_DIAMETER_PX = 16  # rank_with_disc bins micrographs so the diameter spans about this many px
+
+
+def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
+    """How dark the disc of radius ``diameter/3`` around each pixel is against its surroundings (a Gaussian
+    of σ = one diameter), in SD of the micrograph: large on a particle, about 0 on flat ice."""
+    from scipy.signal import fftconvolve
+
+    sd = image.std()
+    if not sd > 0:  # no contrast: nothing is darker than anything else
+        return np.zeros(image.shape)
+    z = (image - image.mean()) / sd
+    radius = DISC_RADIUS_DIAMETER * diameter_px
+    half = int(radius)
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    disc = (np.hypot(xx, yy) <= radius).astype(np.float64)
+    local = fftconvolve(z, disc / disc.sum(), mode="same")
+    return ndi.gaussian_filter(z, BACKGROUND_SIGMA_DIAMETER * diameter_px) - local
+
+
+def _bin(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor`` × ``factor`` blocks (the rows and columns left over dropped)."""
+    if factor == 1:
+        return image
+    rows, cols = image.shape[0] // factor, image.shape[1] // factor
+    return image[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+
+
+def disc_depth_at(image: np.ndarray, x_px, y_px, diameter_px: float) -> np.ndarray:
+    """:func:`disc_depth` at the points ``(x, y)`` only, up to its scale (which ranks the same): the disc's
+    mean from the pixels themselves, the Gaussian background from the image binned so its σ spans about 4 px
+    (smooth at that scale). For a few thousand points on a large micrograph this costs a fraction of the
+    whole map's convolutions."""
+    x, y = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
+    radius = DISC_RADIUS_DIAMETER * diameter_px
+    half = int(radius)
+    dy, dx = np.nonzero(np.hypot(*np.mgrid[-half:half + 1, -half:half + 1]) <= radius)
+    rows = np.clip(np.round(y).astype(int)[:, None] + dy - half, 0, image.shape[0] - 1)
+    cols = np.clip(np.round(x).astype(int)[:, None] + dx - half, 0, image.shape[1] - 1)
+    local = image[rows, cols].mean(axis=1, dtype=np.float64)
+    sigma = BACKGROUND_SIGMA_DIAMETER * diameter_px
+    factor = max(1, int(sigma // 4))
+    coarse = ndi.gaussian_filter(_bin(image, factor).astype(np.float64), sigma / factor)
+    background = ndi.map_coordinates(coarse, [(y + 0.5) / factor - 0.5, (x + 0.5) / factor - 0.5], order=1,
+                                     mode="nearest")
+    return background - local
+
+
+def rank_with_disc(image: np.ndarray, x_px, y_px, scores, diameter_px: float) -> np.ndarray:
+    """One micrograph's candidate scores dealt out again in the order of the sum of two ranks: the network's
+    score and the dark-disc depth at the candidate (:func:`disc_depth_at`, a particle ``diameter_px`` wide;
+    ties keep the score's order).
+
+    The scores themselves stay those of this micrograph's candidates, so as many pass any threshold as
+    before and micrographs compare as they did; only which candidates hold the higher scores changes.
+    The micrograph is binned so the diameter spans about ``DISC_RANK_DIAMETER_PX`` px (the depth looks at
+    particle-sized discs, not at detail).
+
+    >>> image = np.zeros((128, 128)); yy, xx = np.mgrid[:128, :128]
+    >>> image[np.hypot(xx - 90, yy - 64) < 8] = -5.0  # a dark disc at (90, 64)
+    >>> image[np.hypot(xx - 40, yy - 20) < 8] = 5.0  # a bright one at (40, 20); (20, 64) is flat ice
+    >>> rank_with_disc(image, [20.0, 90.0, 40.0], [64.0, 64.0, 20.0], [0.9, 0.7, 0.8], 16).tolist()
+    [0.9, 0.8, 0.7]
+    """
+    from scipy.stats import rankdata
+
+    x, y = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < 2:
+        return scores.copy()
+    factor = max(1, int(diameter_px // DISC_RANK_DIAMETER_PX))
+    binned = _bin(np.asarray(image, dtype=np.float32), factor)
+    depth = disc_depth_at(binned, (x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5, diameter_px / factor)
+    combined = rankdata(scores) + rankdata(depth)
+    order = np.lexsort((-scores, -combined))  # best first: the rank sum, then the score
+    dealt = np.empty_like(scores)
+    dealt[order] = np.sort(scores)[::-1]
+    return dealt
 
 
 # --------------------------------------------------------------------------------------------------

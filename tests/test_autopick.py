@@ -124,8 +124,9 @@ def test_autopick_with_too_few_picks_keeps_the_general_models_and_resumes(genera
     assert np.allclose(np.sort(written["score"]), np.sort(above["score"]))
     kept = load_model(out / "autopick_model.pt")  # the general model at the box it picked at, not the target's
     assert result.general_box_px == result.box_estimate.box_px and kept.box_px == result.general_box_px
+    # with the post-processing it picked with (the peak window of the estimated size, the disc ranking)
     assert kept.info["autopick"]["skipped"] == result.skipped and model_fingerprint(kept) == model_fingerprint(
-        with_box(general, result.general_box_px))
+        replace(with_box(general, result.general_box_px), postprocess=result.pick_config.post))
     assert kept.info["autopick"]["box_px"] == 56 and kept.info["autopick"]["general_box_px"] == result.general_box_px
     again = autopick(general, target / "micrographs", box_px=56, out_dir=out, config=config, train_config=FAST_TRAIN,
                      pick_config=FAST_PICK, resume=True)
@@ -274,7 +275,7 @@ def test_autopick_goes_on_past_a_bad_micrograph_and_a_rerun_resumes(general, tar
     assert trained == [1]
     # a retrained general model under the same name is another model too
     retrained = load_model(out / "autopick_model.pt")  # any other weights will do
-    retrained.info = dict(general.info)
+    retrained.info, retrained.postprocess = dict(general.info), general.postprocess
     assert not autopick(retrained, mics, box_px=56, out_dir=out, config=AutopickConfig(min_top=5),
                         train_config=FAST_TRAIN, pick_config=FAST_PICK, resume=True).resumed
     assert trained == [1, 1]
@@ -349,6 +350,9 @@ def test_autopick_cli_general_box_says_where_the_general_model_picked(general, t
     from deeppick.commands.automatic import autopick as command
 
     assert tuple(next(p for p in command.params if p.name == "general_box").type.choices) == GENERAL_BOXES
+    from deeppick.autopick import DISC_RANKS
+
+    assert tuple(next(p for p in command.params if p.name == "disc_rank").type.choices) == DISC_RANKS
 
 
 def test_autopick_picks_a_micrograph_whose_name_is_not_utf8(general, target, tmp_path):
@@ -412,7 +416,8 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
                        train_config=FAST_TRAIN, pick_config=FAST_PICK)
     assert ("made 30 picks above the threshold where the general model made 10 (3.0×, more than 1.5×)"
             in guarded.skipped)
-    rolled_back = with_box(general, guarded.general_box_px)  # the general model as it picked
+    # the general model as it picked (its box, the post-processing it picked with)
+    rolled_back = replace(with_box(general, guarded.general_box_px), postprocess=guarded.pick_config.post)
     assert guarded.n_top == [] and model_fingerprint(guarded.model) == model_fingerprint(rolled_back)
     kept = load_model(out / "autopick_model.pt")
     assert kept.info["autopick"]["drift"]["growth"] == 3.0 and model_fingerprint(kept) == model_fingerprint(rolled_back)
@@ -429,7 +434,8 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
                     config=replace(forced, max_growth=1.5, min_stand_out=0.4), train_config=FAST_TRAIN,
                     pick_config=FAST_PICK)
     assert "(3.0×, more than 1.5×) and its picks stand out from the ice 0.20 (less than 0.4)" in dull.skipped
-    assert model_fingerprint(dull.model) == model_fingerprint(with_box(general, dull.general_box_px))
+    assert model_fingerprint(dull.model) == model_fingerprint(
+        replace(with_box(general, dull.general_box_px), postprocess=dull.pick_config.post))
     with pytest.raises(ConfigError, match="max_growth"):
         AutopickConfig(max_growth=0.5)
     with pytest.raises(ConfigError, match="min_stand_out"):
@@ -551,3 +557,40 @@ def test_the_general_model_picks_at_the_estimated_box_and_the_fine_tuned_model_a
         assert len(background) >= 5 and min(nearest) >= AutopickConfig().min_negative_distance_box * frame_px - 1e-6
     with pytest.raises(ConfigError, match="general_box"):
         AutopickConfig(general_box="largest")
+
+
+def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved_model_picks_alike(
+        general, target, tmp_path):
+    config = AutopickConfig(min_top=5, max_growth=None)
+    runs = {mode: autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / mode,
+                           config=replace(config, disc_rank=mode), train_config=FAST_TRAIN, pick_config=FAST_PICK)
+            for mode in ("off", "picks", "all")}
+    off, picks = runs["off"], runs["picks"]
+    # "picks" leaves the pseudo-labels and the drift guard alone: the same general pass, the same fine-tuned
+    # network, the same picks on the guard's micrographs
+    pd.testing.assert_frame_equal(off.candidates[0], picks.candidates[0])
+    assert off.drift == picks.drift
+    assert model_fingerprint(replace(off.model, postprocess=None)) == model_fingerprint(
+        replace(picks.model, postprocess=None))
+    # the written candidates are the same places with the same scores, dealt out in another order
+    final = {mode: run.candidates[-1].sort_values(["micrograph", "x", "y"]).reset_index(drop=True)
+             for mode, run in runs.items()}
+    np.testing.assert_allclose(final["off"][["x", "y"]], final["picks"][["x", "y"]])
+    for stem, rows in final["off"].groupby("micrograph"):
+        np.testing.assert_array_equal(np.sort(rows["score"]),
+                                      np.sort(final["picks"].loc[final["picks"]["micrograph"] == stem, "score"]))
+    assert not np.array_equal(final["off"]["score"], final["picks"]["score"])
+    # "all" ranks the general pass so too, whose best candidates become the pseudo-labels (each micrograph's
+    # candidates are listed best first: the same places in another order)
+    assert not np.array_equal(off.candidates[0][["x", "y"]], runs["all"].candidates[0][["x", "y"]])
+    # the saved model carries the settings it picked with: `pick --model` with its file picks as autopick did
+    saved = load_model(tmp_path / "picks" / "autopick_model.pt")
+    assert saved.postprocess.disc_rank_diameter_box == pytest.approx(
+        picks.box_estimate.diameter_px / 56) and saved.postprocess == picks.pick_config.post
+    stem = final["picks"]["micrograph"].iloc[0]
+    again = pick_micrograph(saved, read_micrograph(target / "micrographs" / f"{stem}.mrc"), name=stem,
+                            config=replace(FAST_PICK, keep_all=True))
+    mine = picks.candidates[-1][picks.candidates[-1]["micrograph"] == stem]
+    np.testing.assert_allclose(again[["x", "y", "score"]].to_numpy(), mine[["x", "y", "score"]].to_numpy())
+    with pytest.raises(ConfigError, match="disc_rank"):
+        AutopickConfig(disc_rank="everywhere")

@@ -17,6 +17,7 @@ from deeppick.postprocess import (
     extreme_pixel_mask,
     find_peaks,
     learn_edge_margin,
+    rank_with_disc,
     sort_picks,
     top_n,
 )
@@ -46,7 +47,8 @@ def test_config_defaults_round_trip_and_validation():
     with pytest.raises(AttributeError):
         config.top_n = 3  # frozen
     for bad in ({"score_threshold": 1.5}, {"max_area_factor": 0}, {"peak_window_box": -1},
-                {"sd_range": (2, 1)}, {"sd_range": "x"}, {"top_n": -1}, {"max_extreme_fraction": 2}):
+                {"sd_range": (2, 1)}, {"sd_range": "x"}, {"top_n": -1}, {"max_extreme_fraction": 2},
+                {"disc_rank_diameter_box": 0}):
         with pytest.raises(ConfigError):
             PostprocessConfig(**bad)
 
@@ -288,3 +290,55 @@ def test_edge_margin_default_and_validation():
     assert PostprocessConfig.from_dict({"edge_margin_box": 1.2}).edge_margin_box == 1.2
     with pytest.raises(ConfigError):
         PostprocessConfig(edge_margin_box=-0.1)
+
+
+# --- the dark-disc ranking ----------------------------------------------------------------------------
+
+
+def _discs_on_noise(rng, centres, depth, diameter=24.0, shape=(256, 256)):
+    """Noise of SD 1 with discs of ``diameter`` darkened by ``depth`` (brightened where it is negative)."""
+    image = rng.normal(0.0, 1.0, shape)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for (x, y), d in zip(centres, depth):
+        image[np.hypot(xx - x, yy - y) < diameter / 2] -= d
+    return image
+
+
+def test_rank_with_disc_deals_the_same_scores_out_by_the_sum_of_the_two_ranks(rng):
+    centres = np.array([(50.0, 50.0), (200.0, 60.0), (60.0, 190.0), (190.0, 200.0)])
+    # depth ranks 4, 3, 2, 1: two dark discs, two bright ones
+    image = _discs_on_noise(rng, centres, [3.0, 1.5, -1.0, -2.0])
+    scores = np.array([0.85, 0.55, 0.9, 0.6])  # score ranks 3, 1, 4, 2: rank sums 7, 4, 6, 3
+    dealt = rank_with_disc(image, centres[:, 0], centres[:, 1], scores, 24.0)
+    np.testing.assert_array_equal(dealt, [0.9, 0.6, 0.85, 0.55])  # the same scores: as many pass a threshold
+    # without contrast the depths tie and the network's order stays; a single candidate keeps its score
+    flat = np.zeros((256, 256))
+    np.testing.assert_array_equal(rank_with_disc(flat, centres[:, 0], centres[:, 1], scores, 24.0), scores)
+    np.testing.assert_array_equal(rank_with_disc(image, [10.0], [10.0], [0.3], 24.0), [0.3])
+
+
+def test_rank_with_disc_bins_large_particles_and_still_finds_the_disc(rng):
+    centres = np.array([(300.0, 300.0), (700.0, 700.0), (300.0, 750.0)])
+    # a dark disc, a bright one and ice: depth ranks 3, 1, 2; score ranks 2, 3, 1
+    image = _discs_on_noise(rng, centres[:2], [1.0, -1.0], diameter=160.0, shape=(1024, 1024))
+    dealt = rank_with_disc(image, centres[:, 0], centres[:, 1], [0.6, 0.7, 0.5], 160.0)
+    np.testing.assert_array_equal(dealt, [0.7, 0.6, 0.5])
+
+
+def test_disc_depth_at_points_ranks_as_the_whole_map_does(rng):
+    from scipy.stats import spearmanr
+
+    from deeppick.postprocess import disc_depth, disc_depth_at
+
+    centres = rng.uniform(40, 472, (30, 2))
+    image = _discs_on_noise(rng, centres, rng.uniform(-1, 2, 30), diameter=30.0, shape=(512, 512))
+    points = np.vstack([centres, rng.uniform(40, 472, (30, 2))])
+    full = disc_depth(image, 30.0)[np.round(points[:, 1]).astype(int), np.round(points[:, 0]).astype(int)]
+    assert spearmanr(full, disc_depth_at(image, points[:, 0], points[:, 1], 30.0)).correlation > 0.99
+
+
+def test_the_disc_ranking_is_in_the_identity_only_where_it_is_on():
+    assert "disc_rank_diameter_box" not in PostprocessConfig().identity()  # earlier picks folders still resume
+    on = PostprocessConfig(disc_rank_diameter_box=0.8)
+    assert on.identity()["disc_rank_diameter_box"] == 0.8
+    assert PostprocessConfig.from_dict(on.to_dict()) == on

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..autopick import disc_depth
 from ..io import concat_picks, make_picks, micrograph_stem, read_micrograph
-from ..postprocess import PostprocessConfig, edge_mask, find_peaks, sort_picks
+from ..postprocess import PostprocessConfig, disc_depth, edge_mask, find_peaks, sort_picks
 
 LOG_DIAMETERS = (0.8, 1.2)  # RELION's LoG searches between these × the diameter
 

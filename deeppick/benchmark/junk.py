@@ -22,9 +22,9 @@ JUNK_SIM = SimConfig(molecule="apoferritin-like", size_px=1024, diameter_px=56.0
 
 
 def junk_check(model, work: str | os.PathLike, *, n_micrographs: int = 4, sim: SimConfig = JUNK_SIM,
-               seed: int = 0, train_config=None, pick_config=None) -> dict:
-    """Autopick simulated micrographs with carbon and ice; the share of picks near a contaminant, before and
-    after self-training, and of the area near one."""
+               seed: int = 0, train_config=None, pick_config=None, config=None) -> dict:
+    """Autopick simulated micrographs with carbon and ice (``config``: AutopickConfig's defaults, the seed
+    ``seed``); the share of picks near a contaminant, before and after self-training, and of the area near one."""
     from scipy.ndimage import distance_transform_edt
 
     from ..autopick import AutopickConfig, autopick
@@ -45,7 +45,8 @@ def junk_check(model, work: str | os.PathLike, *, n_micrographs: int = 4, sim: S
         write_micrograph(folder / f"{stem}.mrc", micrograph.image)
         distances[stem] = distance_transform_edt(~micrograph.contaminant_mask)
         labels[stem] = micrograph.centres_xy
-    result = autopick(model, folder, box_px=box_px, config=AutopickConfig(seed=seed),
+    config = replace(config or AutopickConfig(), seed=seed)
+    result = autopick(model, folder, box_px=box_px, config=config,
                       train_config=train_config or PRETRAIN_TRAINING, pick_config=pick_config or PickConfig())
     threshold = result.model.threshold
 
@@ -64,4 +65,4 @@ def junk_check(model, work: str | os.PathLike, *, n_micrographs: int = 4, sim: S
     area = float(np.mean([np.mean(d < near_px) for d in distances.values()]))
     return {"micrographs": n_micrographs, "box_px": box_px, "area_near_junk": area, "threshold": threshold,
             "general": shares(result.candidates[0]), "self_trained": shares(result.candidates[-1]),
-            "rolled_back": result.skipped, "sim": replace(sim).to_dict()}
+            "rolled_back": result.skipped, "disc_rank": config.disc_rank, "sim": replace(sim).to_dict()}

@@ -135,6 +135,7 @@ class LeaveOneOutRecipe(GeneralRecipe):
     min_stand_out: float = -1.0  # the stand-out that keeps a grown model; 0: the count alone; -1: AutopickConfig's
     off_centre: float | None = None  # off-centre views per self-training particle
     general_box: str | None = None  # the box the general model picks at (AutopickConfig.general_box)
+    disc_rank: str | None = None  # where candidates are ranked with their dark-disc depth (AutopickConfig.disc_rank)
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
 
@@ -181,6 +182,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
         auto_config = replace(auto_config, min_stand_out=recipe.min_stand_out or None)
     if recipe.general_box is not None:
         auto_config = replace(auto_config, general_box=recipe.general_box)
+    if recipe.disc_rank is not None:
+        auto_config = replace(auto_config, disc_rank=recipe.disc_rank)
 
     held = load_dataset(root / held_out)
     model_path = out / f"general-without-{held_out}.pt"
@@ -228,7 +231,7 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
            "pretraining": {"box_factors": list(config.box_factors), "junk_share": config.junk_share,
                            "empty_share": config.empty_share},
            "drift_guard": auto_config.max_growth, "drift_guard_stand_out": auto_config.min_stand_out,
-           "general_box": auto_config.general_box,
+           "general_box": auto_config.general_box, "disc_rank": auto_config.disc_rank,
            "seconds": round(time.perf_counter() - start)}
     (out / f"result-{held_out}.json").write_text(json.dumps(row, indent=1, default=float) + "\n")
     return row
@@ -299,7 +302,8 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     lines = [f"leave one molecule out ({'four rotations' if recipe.rotations else 'no rotations'}; pretraining "
              f"boxes × diameter {', '.join(f'{f:g}' for f in pretraining.get('box_factors', []))}, junk share "
              f"{pretraining.get('junk_share', 0):g}, particle-free share {pretraining.get('empty_share', 0):g}; "
-             f"drift guard {_guard_words(head)}; general model's pass at {_general_box_words(head)}; seed "
+             f"drift guard {_guard_words(head)}; general model's pass at {_general_box_words(head)}; dark-disc "
+             f"ranking {head.get('disc_rank', 'off')}; seed "
              f"{recipe.seed}); AP general at the box → self-trained",
              f"{'held-out pack':<19} {'d px':>5} {'est.':>5} " + " ".join(f"{label:>12}" for label in labels)
              + f" {'spread':>6} {'LoG':>5} {'disc':>5} {'Topaz':>5}"]

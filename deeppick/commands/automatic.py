@@ -97,6 +97,10 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
               library="autopick:AutopickConfig.general_box",
               help="the box the general model picks the pseudo-labels at: 'estimate', where its picks are strongest "
                    "in these micrographs; 'given', the box of --box-px (the fine-tuned model always uses that)")
+@click.option("--disc-rank", type=click.Choice(["all", "picks", "off"]), cls=LibraryDefault,
+              library="autopick:AutopickConfig.disc_rank",
+              help="rank candidates by the network's score and by how dark a disc of the particle's size around them "
+                   "is, equally: in 'all' passes (the pseudo-labels too), only the 'picks' written, or 'off'")
 @click.option("--off-centre", "off_centre_ratio", type=click.FloatRange(min=0), cls=LibraryDefault,
               library="autopick:AutopickConfig.off_centre_ratio",
               help="off-centre views per self-training particle, with a soft target that falls with the distance to "
@@ -115,7 +119,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
-def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, general_box, off_centre_ratio,
+def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, general_box, disc_rank,
+             off_centre_ratio,
              fmt, threshold, keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, workers,
              dask_scheduler, quiet, with_report):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
@@ -148,7 +153,8 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
         config = replace(config, post=None)
     result = run_autopick(model, list(micrographs), box_px=box_px, out_dir=output,
                           config=AutopickConfig(**given(iterations=iterations, top=top, general_box=general_box,
-                                                        off_centre_ratio=off_centre_ratio, seed=seed)),
+                                                        disc_rank=disc_rank, off_centre_ratio=off_centre_ratio,
+                                                        seed=seed)),
                           train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
                           pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite,
                           workers=resolve_workers(workers), scheduler=dask_scheduler)
