@@ -343,6 +343,16 @@ def test_autopick_cli_general_box_says_where_the_general_model_picked(general, t
         assert ("its picks are written" in res.stderr) == moved
     assert records["given"]["general_box_px"] == 56
     assert records["estimate"]["general_box_px"] == records["estimate"]["box_estimate"]["box_px"]
+    # the summary says how the picks are ranked, and `pick` with the saved model says the same
+    assert "ranked by the network's score and a dark disc of" in res.stdout
+    res = CliRunner().invoke(cli, ["pick", "--model", str(tmp_path / "given" / "autopick_model.pt"), "--micrographs",
+                                   str(target / "micrographs"), "-o", str(tmp_path / "again"), "--quiet"])
+    assert res.exit_code == 0 and "and a dark disc of" in res.stdout
+    res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
+                                   "--model", str(model_path), "-o", str(tmp_path / "off"), "--iterations", "0",
+                                   "--disc-rank", "off", "--quiet"])
+    assert res.exit_code == 0 and "dark disc" not in res.stdout
+    assert load_model(tmp_path / "off" / "autopick_model.pt").postprocess.disc_rank_diameter_box is None
     res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
                                    "-o", str(tmp_path / "bad"), "--general-box", "largest"])
     assert res.exit_code == 2 and "Traceback" not in res.output

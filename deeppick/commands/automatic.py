@@ -175,7 +175,7 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
     else:
         trained = f"self-trained on the top {', '.join(str(n) for n in result.n_top) or 'no'} picks"
     summary = result.batch.summary(output, effective_threshold(result.model, config), keep_all)
-    click.echo(f"{trained}; {summary}; {step_line(result.model, config)}")
+    click.echo(f"{trained}; {summary}; {step_line(result.model, result.pick_config)}")
     if with_report:
         from .looking import write_report_for
         from .picking import REPORT_FILE

@@ -26,12 +26,19 @@ REPORT_FILE = "report.html"  # what --report writes into the output folder
 
 
 def step_line(model, config) -> str:
-    """Which scan step is used (the scanner rounds the asked one to whole model px)."""
+    """Which scan step is used (the scanner rounds the asked one to whole model px), and the dark-disc
+    ranking where the model's post-processing has it (autopick's models)."""
+    from ..pipeline import postprocess_config
     from ..scan import step_used
 
     model_step, step = step_used(config.scan, model.box_px, model.preprocess.model_px)
-    return (f"scanned every {step:g} micrograph px ({model_step} model px; asked {config.scan.step_px:g}) "
+    line = (f"scanned every {step:g} micrograph px ({model_step} model px; asked {config.scan.step_px:g}) "
             f"{'with' if config.scan.rotations else 'without'} rotations")
+    disc = postprocess_config(model, config).disc_rank_diameter_box
+    if disc is not None:
+        line += (f"; ranked by the network's score and a dark disc of {disc * model.box_px:.0f} px equally "
+                 "(autopick --disc-rank off: the score alone)")
+    return line
 
 
 @click.command()
