@@ -604,3 +604,20 @@ def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved
     np.testing.assert_allclose(again[["x", "y", "score"]].to_numpy(), mine[["x", "y", "score"]].to_numpy())
     with pytest.raises(ConfigError, match="disc_rank"):
         AutopickConfig(disc_rank="everywhere")
+
+
+def test_autopick_cli_notes_a_box_smaller_than_the_particle(general, target, tmp_path, monkeypatch):
+    import deeppick.autopick as autopick_module
+    from deeppick.autopick import BoxEstimate
+    from deeppick.model import save_model
+
+    model_path = tmp_path / "general.pt"
+    save_model(general, model_path)
+    monkeypatch.setattr(autopick_module, "estimate_box", lambda *a, **k: BoxEstimate(
+        box_px=70.0, diameter_px=60.0, curve={"70": 1.0}, why="fixed"))
+    for box, noted in (("44", True), ("52", False)):  # 0.8 × 60 = 48 px
+        res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", box,
+                                       "--model", str(model_path), "-o", str(tmp_path / box), "--iterations", "0",
+                                       "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert ("is smaller than the particle these micrographs show (about 60 px)" in res.stderr) == noted

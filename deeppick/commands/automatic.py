@@ -12,6 +12,11 @@ from ._shared import (PICK_FORMATS, LibraryDefault, check_output_file, given, hi
                       workers_options)
 from .picking import edge_margin_option, peak_window_option, step_line
 
+# a given box below this × the estimated diameter gets a note: the fine-tuned model's weakest boxes are those
+# that crop the particle (docs/measurements.md, *Ranking with dark discs*); the estimate is approximate, so
+# the note waits for a clear gap
+SMALL_BOX_DIAMETERS = 0.8
+
 
 def parse_factors(text: str | None) -> tuple[float, ...] | None:
     """``"0.8,1,1.2"`` → (0.8, 1.0, 1.2); a bad list is a usage error that names it."""
@@ -163,6 +168,10 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
         said = "estimated" if box_px is None else "given; the micrographs suggest"
         click.echo(f"box {result.box_px:g} px ({said} {estimate.box_px:g} px, a particle of about "
                    f"{estimate.diameter_px:.0f} px: {estimate.why})", err=True)
+        if box_px is not None and box_px < SMALL_BOX_DIAMETERS * estimate.diameter_px:
+            click.echo(f"note: box {box_px:g} px is smaller than the particle these micrographs show (about "
+                       f"{estimate.diameter_px:.0f} px); picks are weakest at a box that does not hold the whole "
+                       "particle: 1.0–1.3× its diameter holds it", err=True)
     if result.general_box_px != result.box_px:
         kept = ("its picks are written" if result.model.box_px == result.general_box_px else
                 f"the fine-tuned model picks at {result.box_px:g} px")
