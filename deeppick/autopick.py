@@ -101,10 +101,10 @@ class AutopickConfig:
     # neighbours; None: the window of the pick settings, in boxes
     peak_window_diameters: float | None = 0.8
     # ours: where candidates are ranked by the network's score and their dark-disc depth equally
-    # (PostprocessConfig.disc_rank_diameter_box, the estimated diameter): "picks", the picks written (the
-    # kept model's pass); "all" passes, the pseudo-labels too; "off", the score alone. Without labels the
-    # general model's ranking is only as good as its transfer to the molecule, and a dark disc of the
-    # particle's size ranks real particles well by itself (docs/measurements.md, *Ranking with dark discs*)
+    # (PostprocessConfig.disc_rank_diameter_box, a disc as wide as the estimated box): "picks", the picks
+    # written (the kept model's pass); "all" passes, the pseudo-labels too; "off", the score alone. Without
+    # labels the general model's ranking is only as good as its transfer to the molecule, and a dark disc of
+    # the particle's size ranks real particles well by itself (docs/measurements.md, *Ranking with dark discs*)
     disc_rank: str = "picks"
     seed: int = 0
 
@@ -292,15 +292,16 @@ def _settings_at(model: PickerModel, pick_config: PickConfig, box_px: float, est
     """``pick_config`` for picking at ``box_px``: unless post-processing is given, the peak window is
     ``config.peak_window_diameters`` × the estimated diameter, as a fraction of that box (at most the
     0.8 box of DeepPicker, at least 0.4 box): neighbours may be a diameter apart whatever the box. With
-    ``disc``, candidates are ranked with their dark-disc depth too, the disc the estimated diameter (the box
-    where there is no estimate)."""
+    ``disc``, candidates are ranked with their dark-disc depth too, the disc as wide as the estimated box (the
+    given box where there is no estimate): a disc somewhat larger than the particle ranks as well as one of
+    its size and a smaller one worse, and the estimate may be off either way (docs/measurements.md)."""
     post = pick_config.post
     if post is None and config.peak_window_diameters is not None:
         window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
         post = replace(postprocess_config(model), peak_window_box=window)
     diameter_box = None
     if disc:
-        diameter_box = float((estimate.diameter_px if estimate is not None else box_px) / box_px)
+        diameter_box = float((estimate.box_px if estimate is not None else box_px) / box_px)
     if post is None and postprocess_config(model).disc_rank_diameter_box == diameter_box:
         return pick_config
     # set either way: a model autopick saved carries its own disc, at its own box

@@ -58,9 +58,10 @@ class PostprocessConfig:
     # Training on labels replaces it by the labels' own margin (learn_edge_margin): annotators often
     # leave a wider border unpicked (docs/measurements.md, *Edge margin*).
     edge_margin_box: float = 0.5
-    # ours, for picking without labels: the particle's diameter (× box) for ranking the candidates of each
-    # micrograph by the network's score and by their dark-disc depth equally (:func:`rank_with_disc`); None:
-    # by the score alone (a model trained on labels knows the molecule better than a dark disc does)
+    # ours, for picking without labels: the diameter (× box) of a particle-sized disc for ranking the
+    # candidates of each micrograph by the network's score and by their dark-disc depth equally
+    # (:func:`rank_with_disc`); None: by the score alone (a model trained on labels knows the molecule better
+    # than a dark disc does)
     disc_rank_diameter_box: float | None = None
 
     def __post_init__(self):
@@ -82,7 +83,8 @@ class PostprocessConfig:
         if self.top_n is not None and int(self.top_n) < 0:
             raise ConfigError(f"top_n must be non-negative, got {self.top_n}")
         if self.disc_rank_diameter_box is not None and not self.disc_rank_diameter_box > 0:
-            raise ConfigError(f"disc_rank_diameter_box must be positive (or None: off), got {self.disc_rank_diameter_box}")
+            raise ConfigError("disc_rank_diameter_box must be positive (or None: off), "
+                              f"got {self.disc_rank_diameter_box}")
 
     def to_dict(self) -> dict:
         data = asdict(self)

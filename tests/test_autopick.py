@@ -596,7 +596,7 @@ def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved
     # the saved model carries the settings it picked with: `pick --model` with its file picks as autopick did
     saved = load_model(tmp_path / "picks" / "autopick_model.pt")
     assert saved.postprocess.disc_rank_diameter_box == pytest.approx(
-        picks.box_estimate.diameter_px / 56) and saved.postprocess == picks.pick_config.post
+        picks.box_estimate.box_px / 56) and saved.postprocess == picks.pick_config.post
     stem = final["picks"]["micrograph"].iloc[0]
     again = pick_micrograph(saved, read_micrograph(target / "micrographs" / f"{stem}.mrc"), name=stem,
                             config=replace(FAST_PICK, keep_all=True))
