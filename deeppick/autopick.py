@@ -37,7 +37,7 @@ from .io import (FORMAT_SUFFIX, concat_picks, empty_picks, list_micrographs, mic
 from .model import PickerModel, load_model, save_model
 from .patches import PatchConfig, PatchSet, extract_patches, sample_negative_centres
 from .pipeline import PickConfig, candidates_config, effective_threshold, pick_micrograph, postprocess_config
-from .postprocess import disc_depth
+from .postprocess import bin_for_disc, disc_depth
 from .pretrain import PRETRAIN_TRAINING, with_box
 from .train import TrainConfig, train_model
 
@@ -46,7 +46,6 @@ __all__ = ["AutopickConfig", "AutopickResult", "BoxEstimate", "autopick", "estim
            "AUTOPICK_MODEL", "NO_LABEL_THRESHOLD_RULE"]
 
 AUTOPICK_MODEL = "autopick_model.pt"  # the fine-tuned model, written beside the picks
-STAND_OUT_BOX_PX = 16  # micrographs binned so the box spans about this many pixels (:func:`stand_out`)
 NEW_PICK_BOX = 0.5  # a tuned model's pick is new when no pick before it lies this close (× box)
 GENERAL_BOXES = ("estimate", "given")  # AutopickConfig.general_box
 DISC_RANKS = ("all", "picks", "off")  # AutopickConfig.disc_rank
@@ -231,11 +230,13 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     general_box = estimate.box_px if config.general_box == "estimate" else box_px
     general = with_box(model, general_box)
     # the passes that make pseudo-labels and the drift guard's rank by the dark disc only with "all"; the
-    # picks written, with "picks" too
-    given_config = pick_config
-    general_config = _settings_at(model, given_config, general_box, estimate, config, disc=config.disc_rank == "all")
-    tuned_config = _settings_at(model, given_config, box_px, estimate, config, disc=config.disc_rank == "all")
-    pick_config = _settings_at(model, given_config, box_px, estimate, config, disc=config.disc_rank != "off")
+    # picks written, with "picks" too, at the kept model's box: the fine-tuned model's, or the general model's
+    # where nothing was fine-tuned or the drift guard rolled back
+    general_config = _settings_at(model, pick_config, general_box, estimate, config, disc=config.disc_rank == "all")
+    tuned_config = _settings_at(model, pick_config, box_px, estimate, config, disc=config.disc_rank == "all")
+    written = {box: _settings_at(model, pick_config, box, estimate, config, disc=config.disc_rank != "off")
+               for box in {general_box, box_px}}
+    pick_config = written[box_px]
     record = _autopick_record(model, stems, box_px, general_box, config, pick_config)
     if estimate is not None:  # in every model file this run writes, beside what makes it reusable
         record["box_estimate"] = _estimate_record(estimate, box_px)
@@ -246,21 +247,18 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         targets, latest = paths, None
     elif out_dir is not None and config.iterations == 0:  # the model the picks come from, for a rerun
         general.info["autopick"] = {**record, "round": 0}
-        save_model(general, out_dir / AUTOPICK_MODEL)
+        _save_kept(general, written, out_dir)
         result, targets, latest = AutopickResult(model=general), paths, None
     else:
         result, targets, latest = _self_train_rounds(general, paths, record, box_px=box_px, out_dir=out_dir,
                                                      config=config, train_config=train_config,
                                                      general_config=general_config, pick_config=tuned_config,
-                                                     progress=progress, workers=workers, scheduler=scheduler)
-    # the kept model picks with the settings of its box: the general model's, or the fine-tuned model's
-    if result.model.box_px != box_px:
-        pick_config = _settings_at(model, given_config, general_box, estimate, config, disc=config.disc_rank != "off")
+                                                     written=written, progress=progress, workers=workers,
+                                                     scheduler=scheduler)
+    pick_config = written[result.model.box_px]
     if latest is not None and pick_config != (general_config if result.model is general else tuned_config):
         latest = None  # that pass ranked its candidates otherwise than the picks are
-    # the kept model carries the post-processing it picks with, so `deeppick pick --model` with its file picks
-    # as this run does (the peak window of the particle's size, the disc ranking)
-    if pick_config.post is not None and result.model.postprocess != pick_config.post:
+    if result.model.postprocess != pick_config.post:  # not saved so: a reused model, or no out_dir
         result.model.postprocess = pick_config.post
         if out_dir is not None:
             save_model(result.model, out_dir / AUTOPICK_MODEL)
@@ -302,11 +300,18 @@ def _settings_at(model: PickerModel, pick_config: PickConfig, box_px: float, est
     diameter_box = None
     if disc:
         diameter_box = float((estimate.box_px if estimate is not None else box_px) / box_px)
-    if post is None and postprocess_config(model).disc_rank_diameter_box == diameter_box:
-        return pick_config
-    # set either way: a model autopick saved carries its own disc, at its own box
+    # set explicitly: a model autopick saved carries the post-processing of its picks, which its own passes
+    # may not use
     post = replace(post or postprocess_config(model), disc_rank_diameter_box=diameter_box)
     return replace(pick_config, post=post)
+
+
+def _save_kept(model: PickerModel, written: dict[float, PickConfig], out_dir: Path):
+    """The kept model saved with the post-processing its picks are written with (``written``, by its box), so
+    ``deeppick pick --model`` with its file picks as autopick does (the peak window of the particle's size,
+    the disc ranking)."""
+    model.postprocess = written[model.box_px].post
+    save_model(model, out_dir / AUTOPICK_MODEL)
 
 
 def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
@@ -316,10 +321,11 @@ def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
 
 def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, box_px: float,
                        out_dir: Path | None, config: AutopickConfig, train_config: TrainConfig,
-                       general_config: PickConfig, pick_config: PickConfig, progress: bool, workers: int = 1,
-                       scheduler=None) -> tuple[AutopickResult, list[Path], _Pass | None]:
+                       general_config: PickConfig, pick_config: PickConfig, written: dict[float, PickConfig],
+                       progress: bool, workers: int = 1, scheduler=None) -> tuple[AutopickResult, list[Path], _Pass | None]:
     """The general model's pass (at its own box, with ``general_config``) and the self-training rounds, whose
-    fine-tuned models work at ``box_px`` with ``pick_config``.
+    fine-tuned models work at ``box_px`` with ``pick_config``; a model saved in ``out_dir`` carries the settings
+    its picks are written with (``written``, by box).
 
     Returns the result so far (the kept model, the candidates of each pass, the general pass's failures),
     the micrographs the final pass picks (all but those known to be unusable), and the kept model's own
@@ -353,7 +359,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
             if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
                 current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
                                             "skipped": result.skipped}
-                save_model(current, out_dir / AUTOPICK_MODEL)
+                _save_kept(current, written, out_dir)
             break
         result.n_top.append(len(top))
         tuned = _self_train(current, latest, usable, top, box_px=box_px, config=config,
@@ -374,7 +380,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
             if round_ == 0 and out_dir is not None:  # recorded as done, so a rerun resumes
                 current.info["autopick"] = {**record, "round": config.iterations, "n_top": 0,
                                             "skipped": result.skipped, "drift": drift}
-                save_model(current, out_dir / AUTOPICK_MODEL)
+                _save_kept(current, written, out_dir)
             break
         current, current_config = tuned, pick_config
         current.info.update(name=f"self-trained from {general.info.get('name', 'a general model')}",
@@ -384,7 +390,7 @@ def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *,
                             threshold={"value": threshold, "rule": NO_LABEL_THRESHOLD_RULE,
                                        "general": general.info.get("threshold")})
         if out_dir is not None:  # saved now: an interruption while picking keeps the fine-tuning
-            save_model(current, out_dir / AUTOPICK_MODEL)
+            _save_kept(current, written, out_dir)
         latest = None
         if round_ < config.iterations - 1:  # pseudo-labels for the next round, from the usable micrographs
             latest = _pick_pass(current, usable, pick_config, workers=workers, scheduler=scheduler)
@@ -440,18 +446,13 @@ def stand_out(micrographs, pick_tables, box_px: float, *, margin_px: float = 0.0
     """How much each table's picks stand out from the ice of ``micrographs``, label-free: 2·P(the disc depth
     (:func:`disc_depth`, the box as diameter) at a pick > at a random place ≥ ``margin_px`` from the edge) − 1;
     1 when every pick is darker than every place, about 0 for picks of places like any other, None for a
-    table without picks. Micrographs are read once and binned so the box spans about
-    ``STAND_OUT_BOX_PX`` pixels: the check looks at particle-sized discs, not at detail."""
-    from skimage.measure import block_reduce
-
+    table without picks. Micrographs are read once and binned as the disc ranking bins them
+    (:func:`~deeppick.postprocess.bin_for_disc`)."""
     rng = np.random.default_rng(seed)
-    factor = max(1, int(box_px // STAND_OUT_BOX_PX))
     at_picks = [[] for _ in pick_tables]
     places = []
     for path in micrographs:
-        image = np.asarray(read_micrograph(path), dtype=np.float64)
-        image = block_reduce(image[:image.shape[0] // factor * factor, :image.shape[1] // factor * factor],
-                             (factor, factor), np.mean)
+        image, factor = bin_for_disc(np.asarray(read_micrograph(path), dtype=np.float64), box_px)
         depth = disc_depth(image, box_px / factor)
         low = margin_px / factor
         high = np.array(depth.shape[::-1]) - 1 - low

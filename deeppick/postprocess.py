@@ -368,7 +368,7 @@ def _check_sd_range(sd_range) -> None:
 # split only, docs/measurements.md): radius diameter/3 against a Gaussian background of σ one diameter
 DISC_RADIUS_DIAMETER = 1 / 3
 BACKGROUND_SIGMA_DIAMETER = 1.0
-DISC_RANK_DIAMETER_PX = 16  # rank_with_disc bins micrographs so the diameter spans about this many px
+DISC_BINNED_PX = 16  # micrographs binned so the disc's diameter spans about this many px (bin_for_disc)
 
 
 def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
@@ -394,6 +394,13 @@ def _bin(image: np.ndarray, factor: int) -> np.ndarray:
         return image
     rows, cols = image.shape[0] // factor, image.shape[1] // factor
     return image[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+
+
+def bin_for_disc(image: np.ndarray, diameter_px: float) -> tuple[np.ndarray, int]:
+    """The micrograph binned so a disc ``diameter_px`` wide spans about ``DISC_BINNED_PX`` px, and the
+    factor: a disc's depth looks at particle-sized discs, not at detail, and costs less so."""
+    factor = max(1, int(diameter_px // DISC_BINNED_PX))
+    return _bin(image, factor), factor
 
 
 def disc_depth_at(image: np.ndarray, x_px, y_px, diameter_px: float) -> np.ndarray:
@@ -423,8 +430,7 @@ def rank_with_disc(image: np.ndarray, x_px, y_px, scores, diameter_px: float) ->
 
     The scores themselves stay those of this micrograph's candidates, so as many pass any threshold as
     before and micrographs compare as they did; only which candidates hold the higher scores changes.
-    The micrograph is binned so the diameter spans about ``DISC_RANK_DIAMETER_PX`` px (the depth looks at
-    particle-sized discs, not at detail).
+    The depth is taken on the micrograph binned by :func:`bin_for_disc`.
 
     >>> image = np.zeros((128, 128)); yy, xx = np.mgrid[:128, :128]
     >>> image[np.hypot(xx - 90, yy - 64) < 8] = -5.0  # a dark disc at (90, 64)
@@ -438,8 +444,7 @@ def rank_with_disc(image: np.ndarray, x_px, y_px, scores, diameter_px: float) ->
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) < 2:
         return scores.copy()
-    factor = max(1, int(diameter_px // DISC_RANK_DIAMETER_PX))
-    binned = _bin(np.asarray(image, dtype=np.float32), factor)
+    binned, factor = bin_for_disc(np.asarray(image, dtype=np.float32), diameter_px)
     depth = disc_depth_at(binned, (x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5, diameter_px / factor)
     combined = rankdata(scores) + rankdata(depth)
     order = np.lexsort((-scores, -combined))  # best first: the rank sum, then the score

@@ -570,7 +570,13 @@ def test_the_general_model_picks_at_the_estimated_box_and_the_fine_tuned_model_a
 
 
 def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved_model_picks_alike(
-        general, target, tmp_path):
+        general, target, tmp_path, monkeypatch):
+    import deeppick.autopick as autopick_module
+
+    saved_to = []
+    real_save = autopick_module.save_model
+    monkeypatch.setattr(autopick_module, "save_model", lambda model, path: (saved_to.append(Path(path)),
+                                                                            real_save(model, path)))
     config = AutopickConfig(min_top=5, max_growth=None)
     runs = {mode: autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / mode,
                            config=replace(config, disc_rank=mode), train_config=FAST_TRAIN, pick_config=FAST_PICK)
@@ -593,7 +599,9 @@ def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved
     # "all" ranks the general pass so too, whose best candidates become the pseudo-labels (each micrograph's
     # candidates are listed best first: the same places in another order)
     assert not np.array_equal(off.candidates[0][["x", "y"]], runs["all"].candidates[0][["x", "y"]])
-    # the saved model carries the settings it picked with: `pick --model` with its file picks as autopick did
+    # the saved model carries the settings it picked with: `pick --model` with its file picks as autopick did;
+    # it is saved once a fine-tuning round, already carrying them
+    assert saved_to.count(tmp_path / "picks" / "autopick_model.pt") == len(picks.n_top) >= 1
     saved = load_model(tmp_path / "picks" / "autopick_model.pt")
     assert saved.postprocess.disc_rank_diameter_box == pytest.approx(
         picks.box_estimate.box_px / 56) and saved.postprocess == picks.pick_config.post
