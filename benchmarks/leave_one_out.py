@@ -52,12 +52,15 @@ def main(argv=None) -> int:
     parser.add_argument("--disc-rank", choices=DISC_RANKS, default=None,
                         help="where candidates are ranked with their dark-disc depth too (AutopickConfig.disc_rank) "
                              "[default: its]")
+    parser.add_argument("--disc-centre", type=float, default=None,
+                        help="candidates move to the darkest disc within this × the estimated diameter "
+                             "(AutopickConfig.disc_centre_diameters; 0: the network's centres) [default: its]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")
     args = parser.parse_args(argv)
     changes = {**recipe_changes(args), "finetune_epochs": args.finetune_epochs, "max_test": args.max_test,
                "max_growth": args.max_growth, "min_stand_out": args.min_stand_out, "off_centre": args.off_centre,
-               "general_box": args.general_box, "disc_rank": args.disc_rank,
+               "general_box": args.general_box, "disc_rank": args.disc_rank, "disc_centre": args.disc_centre,
                "boxes": tuple(args.boxes) if args.boxes is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.fast:

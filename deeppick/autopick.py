@@ -105,6 +105,11 @@ class AutopickConfig:
     # labels the general model's ranking is only as good as its transfer to the molecule, and a dark disc of
     # the particle's size ranks real particles well by itself (docs/measurements.md, *Ranking with dark discs*)
     disc_rank: str = "picks"
+    # ours, an option: where candidates are ranked with the disc, each first moves to the darkest disc within
+    # this many estimated diameters of it (PostprocessConfig.disc_centre_radius_box). Not the default: where
+    # the estimated box is well above the particle the wide disc pulls picks off their particles
+    # (docs/measurements.md, *Centres on the dark disc*); None: the network's centres
+    disc_centre_diameters: float | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -120,6 +125,8 @@ class AutopickConfig:
             raise ConfigError(f"max_growth must be ≥ 1 (or None: no guard), got {self.max_growth}")
         if self.disc_rank not in DISC_RANKS:
             raise ConfigError(f"disc_rank must be one of {', '.join(DISC_RANKS)}, got {self.disc_rank!r}")
+        if self.disc_centre_diameters is not None and not self.disc_centre_diameters >= 0:
+            raise ConfigError(f"disc_centre_diameters must be ≥ 0 (or None: off), got {self.disc_centre_diameters}")
         if self.general_box not in GENERAL_BOXES:
             raise ConfigError(f"general_box must be one of {', '.join(GENERAL_BOXES)}, got {self.general_box!r}")
         if self.min_stand_out is not None and not 0 < self.min_stand_out < 1:
@@ -292,17 +299,22 @@ def _settings_at(model: PickerModel, pick_config: PickConfig, box_px: float, est
     0.8 box of DeepPicker, at least 0.4 box): neighbours may be a diameter apart whatever the box. With
     ``disc``, candidates are ranked with their dark-disc depth too, the disc as wide as the estimated box (the
     given box where there is no estimate): a disc somewhat larger than the particle ranks as well as one of
-    its size and a smaller one worse, and the estimate may be off either way (docs/measurements.md)."""
+    its size and a smaller one worse, and the estimate may be off either way (docs/measurements.md); each
+    candidate first moves to the darkest disc within ``config.disc_centre_diameters`` estimated diameters."""
     post = pick_config.post
     if post is None and config.peak_window_diameters is not None:
         window = float(np.clip(config.peak_window_diameters * estimate.diameter_px / box_px, 0.4, 0.8))
         post = replace(postprocess_config(model), peak_window_box=window)
-    diameter_box = None
+    diameter_box = radius_box = None
     if disc:
         diameter_box = float((estimate.box_px if estimate is not None else box_px) / box_px)
+        if config.disc_centre_diameters is not None:
+            radius_box = float(config.disc_centre_diameters
+                               * (estimate.diameter_px if estimate is not None else box_px) / box_px)
     # set explicitly: a model autopick saved carries the post-processing of its picks, which its own passes
     # may not use
-    post = replace(post or postprocess_config(model), disc_rank_diameter_box=diameter_box)
+    post = replace(post or postprocess_config(model), disc_rank_diameter_box=diameter_box,
+                   disc_centre_radius_box=radius_box)
     return replace(pick_config, post=post)
 
 

@@ -23,8 +23,8 @@ from .errors import ConfigError
 from .io import concat_picks, empty_picks, make_picks, micrograph_stem, read_micrograph
 from .metrics import BETA, MATCH_FRACTION, Evaluation, evaluate_picks
 from .model import PickerModel
-from .postprocess import (PostprocessConfig, clean_score_map, edge_mask, extreme_pixel_mask, find_peaks,
-                          rank_with_disc, sort_picks, top_n)
+from .postprocess import (PostprocessConfig, apart, centre_on_disc, clean_score_map, edge_mask, extreme_pixel_mask,
+                          find_peaks, rank_with_disc, sort_picks, top_n)
 from .preprocess import prepare_micrograph
 from .scan import ScanConfig, ScoreMap, scan_micrograph
 
@@ -112,10 +112,17 @@ def picks_from_score_map(model: PickerModel, image: np.ndarray, score_map: Score
     window_grid = post.peak_window_box * model.preprocess.model_px / score_map.model_step_px
     rows, cols, scores = find_peaks(cleaned, window_grid, min_score=config.candidate_min_score)
     x, y = score_map.to_micrograph(rows, cols)
-    keep = edge_mask(image.shape, x, y, post.edge_margin_box * model.box_px)
+    margin_px = post.edge_margin_box * model.box_px
+    keep = edge_mask(image.shape, x, y, margin_px)
     keep[keep] = extreme_pixel_mask(image, x[keep], y[keep], model.box_px, sd_limit=post.extreme_sd,
                                     sd_range=post.sd_range, max_extreme_fraction=post.max_extreme_fraction)
     x, y, scores = x[keep], y[keep], scores[keep]
+    if post.disc_centre_radius_box is not None:  # moved, they stay inside the margin and as far apart as peaks
+        x, y = centre_on_disc(image, x, y, post.disc_rank_diameter_box * model.box_px,
+                              post.disc_centre_radius_box * model.box_px)
+        keep = edge_mask(image.shape, x, y, margin_px)
+        keep[keep] = apart(x[keep], y[keep], scores[keep], post.peak_window_box * model.box_px / 2)
+        x, y, scores = x[keep], y[keep], scores[keep]
     if post.disc_rank_diameter_box is not None:
         scores = rank_with_disc(image, x, y, scores, post.disc_rank_diameter_box * model.box_px)
     return cut_picks(model, sort_picks(make_picks(name, x, y, scores)), config)

@@ -63,6 +63,10 @@ class PostprocessConfig:
     # (:func:`rank_with_disc`); None: by the score alone (a model trained on labels knows the molecule better
     # than a dark disc does)
     disc_rank_diameter_box: float | None = None
+    # ours, with the disc ranking: each candidate first moves to the darkest such disc within this radius
+    # (× box) of it (:func:`centre_on_disc`; a network working at a box smaller than the particle centres it
+    # loosely); None: the network's centres
+    disc_centre_radius_box: float | None = None
 
     def __post_init__(self):
         if not 0 <= self.score_threshold <= 1:
@@ -85,6 +89,11 @@ class PostprocessConfig:
         if self.disc_rank_diameter_box is not None and not self.disc_rank_diameter_box > 0:
             raise ConfigError("disc_rank_diameter_box must be positive (or None: off), "
                               f"got {self.disc_rank_diameter_box}")
+        if self.disc_centre_radius_box is not None:
+            if self.disc_rank_diameter_box is None:
+                raise ConfigError("disc_centre_radius_box needs disc_rank_diameter_box (the disc's width)")
+            if not self.disc_centre_radius_box >= 0:
+                raise ConfigError(f"disc_centre_radius_box must be ≥ 0 (or None: off), got {self.disc_centre_radius_box}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -104,8 +113,9 @@ class PostprocessConfig:
         (the candidate floor is ``PickConfig.candidate_min_score``), so a folder picked by an earlier
         version resumes; the disc ranking only where it is on, for the same reason."""
         data = {**self.to_dict(), "min_peak_score": 0.5}
-        if data["disc_rank_diameter_box"] is None:
-            del data["disc_rank_diameter_box"]
+        for key in ("disc_rank_diameter_box", "disc_centre_radius_box"):
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -369,6 +379,7 @@ def _check_sd_range(sd_range) -> None:
 DISC_RADIUS_DIAMETER = 1 / 3
 BACKGROUND_SIGMA_DIAMETER = 1.0
 DISC_BINNED_PX = 16  # micrographs binned so the disc's diameter spans about this many px (bin_for_disc)
+DISC_GATHER = 1 << 20  # disc_depth_at gathers at most this many pixels at a time
 
 
 def disc_depth(image: np.ndarray, diameter_px: float) -> np.ndarray:
@@ -405,16 +416,19 @@ def bin_for_disc(image: np.ndarray, diameter_px: float) -> tuple[np.ndarray, int
 
 def disc_depth_at(image: np.ndarray, x_px, y_px, diameter_px: float) -> np.ndarray:
     """:func:`disc_depth` at the points ``(x, y)`` only, up to its scale (which ranks the same): the disc's
-    mean from the pixels themselves, the Gaussian background from the image binned so its σ spans about 4 px
+    mean from the pixels themselves (in blocks of points, so memory stays small), the Gaussian background from the image binned so its σ spans about 4 px
     (smooth at that scale). For a few thousand points on a large micrograph this costs a fraction of the
     whole map's convolutions."""
     x, y = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
     radius = DISC_RADIUS_DIAMETER * diameter_px
     half = int(radius)
     dy, dx = np.nonzero(np.hypot(*np.mgrid[-half:half + 1, -half:half + 1]) <= radius)
-    rows = np.clip(np.round(y).astype(int)[:, None] + dy - half, 0, image.shape[0] - 1)
-    cols = np.clip(np.round(x).astype(int)[:, None] + dx - half, 0, image.shape[1] - 1)
-    local = image[rows, cols].mean(axis=1, dtype=np.float64)
+    local = np.empty(len(x))
+    block = max(1, DISC_GATHER // len(dy))
+    for start in range(0, len(x), block):
+        rows = np.clip(np.round(y[start:start + block]).astype(int)[:, None] + dy - half, 0, image.shape[0] - 1)
+        cols = np.clip(np.round(x[start:start + block]).astype(int)[:, None] + dx - half, 0, image.shape[1] - 1)
+        local[start:start + block] = image[rows, cols].mean(axis=1, dtype=np.float64)
     sigma = BACKGROUND_SIGMA_DIAMETER * diameter_px
     factor = max(1, int(sigma // 4))
     coarse = ndi.gaussian_filter(_bin(image, factor).astype(np.float64), sigma / factor)
@@ -451,6 +465,44 @@ def rank_with_disc(image: np.ndarray, x_px, y_px, scores, diameter_px: float) ->
     dealt = np.empty_like(scores)
     dealt[order] = np.sort(scores)[::-1]
     return dealt
+
+
+def centre_on_disc(image: np.ndarray, x_px, y_px, diameter_px: float, radius_px: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each point moved to the darkest disc ``diameter_px`` wide (:func:`disc_depth_at`) within ``radius_px``
+    of it, on the micrograph binned by :func:`bin_for_disc`: in whole binned pixels from the point itself, so
+    a point already at the darkest place (or with a radius under one binned pixel) stays exactly where it is.
+
+    >>> image = np.zeros((128, 128)); yy, xx = np.mgrid[:128, :128]
+    >>> image[np.hypot(xx - 64, yy - 60) < 8] = -5.0  # a dark disc at (64, 60)
+    >>> x, y = centre_on_disc(image, [61.0, 20.0], [57.0, 20.0], 16, 5)
+    >>> x.tolist(), y.tolist()  # the first point moves onto the disc, the second (flat ice) stays
+    ([64.0, 20.0], [60.0, 20.0])
+    """
+    x, y = np.asarray(x_px, dtype=np.float64).copy(), np.asarray(y_px, dtype=np.float64).copy()
+    binned, factor = bin_for_disc(np.asarray(image, dtype=np.float32), diameter_px)
+    radius = radius_px / factor
+    half = int(radius)
+    if len(x) == 0 or half < 1:
+        return x, y
+    dy, dx = np.nonzero(np.hypot(*np.mgrid[-half:half + 1, -half:half + 1]) <= radius)
+    dy, dx = dy - half, dx - half
+    bx, by = (x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5
+    depth = disc_depth_at(binned, (bx[:, None] + dx).ravel(), (by[:, None] + dy).ravel(), diameter_px / factor)
+    depth = depth.reshape(len(x), len(dx))
+    stay = np.flatnonzero((dx == 0) & (dy == 0))[0]
+    best = np.where(depth[:, stay] >= depth.max(axis=1), stay, depth.argmax(axis=1))
+    return x + dx[best] * factor, y + dy[best] * factor
+
+
+def apart(x_px, y_px, scores, min_distance_px: float) -> np.ndarray:
+    """True for the points to keep so that none lies nearer than ``min_distance_px`` to a better-scored one
+    kept (greedy, best score first; ties keep the earlier point)."""
+    x, y = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    keep = np.zeros(len(x), dtype=bool)
+    keep[order] = _suppress(y[order], x[order], min_distance_px)
+    return keep
 
 
 # --------------------------------------------------------------------------------------------------

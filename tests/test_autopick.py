@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial import cKDTree
 from click.testing import CliRunner
 
 from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, drifted, general_pass_target,
                                select_self_training, stand_out, too_few_to_self_train)
 from deeppick.batch import PICK_RECORD, model_fingerprint
 from deeppick.cli import cli
+from deeppick.commands.picking import step_line
 from deeppick.datasets import load_dataset
 from deeppick.errors import ConfigError
 from deeppick.io import COMBINED_PICKS, COORDINATE_LIST, read_coordinate_list, read_micrograph, read_picks, relion_path
@@ -610,8 +612,27 @@ def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved
                             config=replace(FAST_PICK, keep_all=True))
     mine = picks.candidates[-1][picks.candidates[-1]["micrograph"] == stem]
     np.testing.assert_allclose(again[["x", "y", "score"]].to_numpy(), mine[["x", "y", "score"]].to_numpy())
+    assert "moved onto" not in step_line(picks.model, picks.pick_config)  # centring is an option, off
+    # centred on the disc (the option): the same network's candidates, each moved no further than the radius
+    centred = autopick(general, target / "micrographs", box_px=56, out_dir=tmp_path / "centred",
+                       config=replace(config, disc_centre_diameters=0.2), train_config=FAST_TRAIN,
+                       pick_config=FAST_PICK)
+    radius_px = 0.2 * centred.box_estimate.diameter_px
+    assert centred.pick_config.post.disc_centre_radius_box == pytest.approx(radius_px / 56)
+    assert load_model(tmp_path / "centred" / "autopick_model.pt").postprocess == centred.pick_config.post
+    moved = centred.candidates[-1]
+    distances = []
+    for stem, rows in moved.groupby("micrograph"):
+        network = final["off"][final["off"]["micrograph"] == stem][["x", "y"]].to_numpy()
+        distances.append(cKDTree(network).query(rows[["x", "y"]].to_numpy())[0])
+    distances = np.concatenate(distances)
+    assert distances.max() <= radius_px + 1e-6 and (distances > 0).mean() > 0.2
+    assert len(moved) <= len(final["off"])
+    assert f"moved onto the darkest disc within {radius_px:.0f} px" in step_line(centred.model, centred.pick_config)
     with pytest.raises(ConfigError, match="disc_rank"):
         AutopickConfig(disc_rank="everywhere")
+    with pytest.raises(ConfigError, match="disc_centre"):
+        AutopickConfig(disc_centre_diameters=-1)
 
 
 def test_autopick_cli_notes_a_box_smaller_than_the_particle(general, target, tmp_path, monkeypatch):

@@ -48,7 +48,8 @@ def test_config_defaults_round_trip_and_validation():
         config.top_n = 3  # frozen
     for bad in ({"score_threshold": 1.5}, {"max_area_factor": 0}, {"peak_window_box": -1},
                 {"sd_range": (2, 1)}, {"sd_range": "x"}, {"top_n": -1}, {"max_extreme_fraction": 2},
-                {"disc_rank_diameter_box": 0}):
+                {"disc_rank_diameter_box": 0}, {"disc_centre_radius_box": 0.2},
+                {"disc_rank_diameter_box": 1.0, "disc_centre_radius_box": -0.1}):
         with pytest.raises(ConfigError):
             PostprocessConfig(**bad)
 
@@ -338,7 +339,38 @@ def test_disc_depth_at_points_ranks_as_the_whole_map_does(rng):
 
 
 def test_the_disc_ranking_is_in_the_identity_only_where_it_is_on():
-    assert "disc_rank_diameter_box" not in PostprocessConfig().identity()  # earlier picks folders still resume
-    on = PostprocessConfig(disc_rank_diameter_box=0.8)
-    assert on.identity()["disc_rank_diameter_box"] == 0.8
+    identity = PostprocessConfig().identity()  # earlier picks folders still resume
+    assert "disc_rank_diameter_box" not in identity and "disc_centre_radius_box" not in identity
+    on = PostprocessConfig(disc_rank_diameter_box=0.8, disc_centre_radius_box=0.15)
+    assert on.identity()["disc_rank_diameter_box"] == 0.8 and on.identity()["disc_centre_radius_box"] == 0.15
     assert PostprocessConfig.from_dict(on.to_dict()) == on
+
+
+def test_centre_on_disc_moves_points_onto_nearby_dark_discs_within_the_radius_only(rng):
+    from deeppick.postprocess import centre_on_disc
+
+    import scipy.ndimage as ndi
+
+    centres = np.array([(100.0, 100.0), (300.0, 120.0), (200.0, 300.0)])
+    yy, xx = np.mgrid[:400, :400]
+    particles = sum((np.hypot(xx - x, yy - y) < 16).astype(float) for x, y in centres)
+    # particles of 32 px, as blurred as real ones are, darkest at their centres
+    image = rng.normal(0.0, 0.3, (400, 400)) - ndi.gaussian_filter(particles, 4.0)
+    # 6 px off the first disc, 6 px off the second with a radius too small to reach it, on the third
+    x, y = centre_on_disc(image, [106.0, 300.0, 200.3], [100.0, 126.0, 299.6], 32.0, 9.0)
+    assert np.hypot(x[0] - 100, y[0] - 100) <= 2.0  # binned by 2: within a binned pixel of the centre
+    x_small, y_small = centre_on_disc(image, [300.0], [126.0], 32.0, 1.9)
+    assert (x_small[0], y_small[0]) == (300.0, 126.0)  # under one binned pixel: not moved
+    assert np.hypot(x[2] - 200, y[2] - 300) <= 2.0
+    # a point moves by whole binned pixels from itself, never further than the radius
+    moves = np.hypot(x - [106.0, 300.0, 200.3], y - [100.0, 126.0, 299.6])
+    assert np.all(moves <= 9.0 + 1e-9) and np.allclose((x - [106.0, 300.0, 200.3]) % 2, 0)
+    empty = centre_on_disc(image, [], [], 32.0, 9.0)
+    assert len(empty[0]) == len(empty[1]) == 0
+
+
+def test_apart_keeps_the_better_scored_of_points_that_moved_together():
+    from deeppick.postprocess import apart
+
+    keep = apart([10.0, 12.0, 50.0, 10.5], [10.0, 10.0, 50.0, 30.0], [0.4, 0.9, 0.5, 0.6], 5.0)
+    np.testing.assert_array_equal(keep, [False, True, True, True])

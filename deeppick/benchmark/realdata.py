@@ -136,6 +136,7 @@ class LeaveOneOutRecipe(GeneralRecipe):
     off_centre: float | None = None  # off-centre views per self-training particle
     general_box: str | None = None  # the box the general model picks at (AutopickConfig.general_box)
     disc_rank: str | None = None  # where candidates are ranked with their dark-disc depth (AutopickConfig.disc_rank)
+    disc_centre: float = -1.0  # candidates moved to the darkest disc within this × diameter; 0: off; -1: AutopickConfig's
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
 
@@ -184,6 +185,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
         auto_config = replace(auto_config, general_box=recipe.general_box)
     if recipe.disc_rank is not None:
         auto_config = replace(auto_config, disc_rank=recipe.disc_rank)
+    if recipe.disc_centre >= 0:
+        auto_config = replace(auto_config, disc_centre_diameters=recipe.disc_centre or None)
 
     held = load_dataset(root / held_out)
     model_path = out / f"general-without-{held_out}.pt"
@@ -232,6 +235,7 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
                            "empty_share": config.empty_share},
            "drift_guard": auto_config.max_growth, "drift_guard_stand_out": auto_config.min_stand_out,
            "general_box": auto_config.general_box, "disc_rank": auto_config.disc_rank,
+           "disc_centre": auto_config.disc_centre_diameters,
            "seconds": round(time.perf_counter() - start)}
     (out / f"result-{held_out}.json").write_text(json.dumps(row, indent=1, default=float) + "\n")
     return row
@@ -295,6 +299,13 @@ def _general_box_words(row: dict) -> str:
     return {"estimate": "the estimated box", "given": "the given box"}.get(row.get("general_box"), "the given box")
 
 
+def _centre_words(row: dict) -> str:
+    radius = row.get("disc_centre")
+    if row.get("disc_rank", "off") == "off" or not radius:
+        return ""
+    return f", centred on the disc within {radius:g} diameter"
+
+
 def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     labels = list(rows[0]["per_box"]) if rows else []
     head = rows[0] if rows else {}
@@ -303,7 +314,7 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
              f"boxes × diameter {', '.join(f'{f:g}' for f in pretraining.get('box_factors', []))}, junk share "
              f"{pretraining.get('junk_share', 0):g}, particle-free share {pretraining.get('empty_share', 0):g}; "
              f"drift guard {_guard_words(head)}; general model's pass at {_general_box_words(head)}; dark-disc "
-             f"ranking {head.get('disc_rank', 'off')}; seed "
+             f"ranking {head.get('disc_rank', 'off')}{_centre_words(head)}; seed "
              f"{recipe.seed}); AP general at the box → self-trained",
              f"{'held-out pack':<19} {'d px':>5} {'est.':>5} " + " ".join(f"{label:>12}" for label in labels)
              + f" {'spread':>6} {'LoG':>5} {'disc':>5} {'Topaz':>5}"]

@@ -34,10 +34,12 @@ def step_line(model, config) -> str:
     model_step, step = step_used(config.scan, model.box_px, model.preprocess.model_px)
     line = (f"scanned every {step:g} micrograph px ({model_step} model px; asked {config.scan.step_px:g}) "
             f"{'with' if config.scan.rotations else 'without'} rotations")
-    disc = postprocess_config(model, config).disc_rank_diameter_box
-    if disc is not None:
-        line += (f"; ranked by the network's score and a dark disc of {disc * model.box_px:.0f} px equally "
-                 "(autopick --disc-rank off: the score alone)")
+    post = postprocess_config(model, config)
+    if post.disc_rank_diameter_box is not None:
+        centred = ("" if not post.disc_centre_radius_box else
+                   f", each first moved onto the darkest disc within {post.disc_centre_radius_box * model.box_px:.0f} px")
+        line += (f"; ranked by the network's score and a dark disc of {post.disc_rank_diameter_box * model.box_px:.0f}"
+                 f" px equally{centred} (autopick --disc-rank off: the score alone)")
     return line
 
 
