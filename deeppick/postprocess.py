@@ -473,11 +473,11 @@ def centre_on_disc(image: np.ndarray, x_px, y_px, diameter_px: float, radius_px:
     of it, on the micrograph binned by :func:`bin_for_disc`: in whole binned pixels from the point itself, so
     a point already at the darkest place (or with a radius under one binned pixel) stays exactly where it is.
 
-    >>> image = np.zeros((128, 128)); yy, xx = np.mgrid[:128, :128]
-    >>> image[np.hypot(xx - 64, yy - 60) < 8] = -5.0  # a dark disc at (64, 60)
-    >>> x, y = centre_on_disc(image, [61.0, 20.0], [57.0, 20.0], 16, 5)
-    >>> x.tolist(), y.tolist()  # the first point moves onto the disc, the second (flat ice) stays
-    ([64.0, 20.0], [60.0, 20.0])
+    >>> yy, xx = np.mgrid[:128, :128]
+    >>> image = -5 * np.exp(-((xx - 64) ** 2 + (yy - 60) ** 2) / 32)  # a dark blob at (64, 60)
+    >>> x, y = centre_on_disc(image, [61.0, 64.0], [57.0, 60.0], 16, 5)
+    >>> x.tolist(), y.tolist()  # the first point moves onto the blob's centre, the second is there already
+    ([64.0, 64.0], [60.0, 60.0])
     """
     x, y = np.asarray(x_px, dtype=np.float64).copy(), np.asarray(y_px, dtype=np.float64).copy()
     binned, factor = bin_for_disc(np.asarray(image, dtype=np.float32), diameter_px)
