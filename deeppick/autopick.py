@@ -334,7 +334,8 @@ def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
 def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, box_px: float,
                        out_dir: Path | None, config: AutopickConfig, train_config: TrainConfig,
                        general_config: PickConfig, pick_config: PickConfig, written: dict[float, PickConfig],
-                       progress: bool, workers: int = 1, scheduler=None) -> tuple[AutopickResult, list[Path], _Pass | None]:
+                       progress: bool, workers: int = 1,
+                       scheduler=None) -> tuple[AutopickResult, list[Path], _Pass | None]:
     """The general model's pass (at its own box, with ``general_config``) and the self-training rounds, whose
     fine-tuned models work at ``box_px`` with ``pick_config``; a model saved in ``out_dir`` carries the settings
     its picks are written with (``written``, by box).

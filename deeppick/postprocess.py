@@ -93,7 +93,8 @@ class PostprocessConfig:
             if self.disc_rank_diameter_box is None:
                 raise ConfigError("disc_centre_radius_box needs disc_rank_diameter_box (the disc's width)")
             if not self.disc_centre_radius_box >= 0:
-                raise ConfigError(f"disc_centre_radius_box must be ≥ 0 (or None: off), got {self.disc_centre_radius_box}")
+                raise ConfigError("disc_centre_radius_box must be ≥ 0 (or None: off), "
+                                  f"got {self.disc_centre_radius_box}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -416,9 +417,9 @@ def bin_for_disc(image: np.ndarray, diameter_px: float) -> tuple[np.ndarray, int
 
 def disc_depth_at(image: np.ndarray, x_px, y_px, diameter_px: float) -> np.ndarray:
     """:func:`disc_depth` at the points ``(x, y)`` only, up to its scale (which ranks the same): the disc's
-    mean from the pixels themselves (in blocks of points, so memory stays small), the Gaussian background from the image binned so its σ spans about 4 px
-    (smooth at that scale). For a few thousand points on a large micrograph this costs a fraction of the
-    whole map's convolutions."""
+    mean from the pixels themselves (in blocks of points, so memory stays small), the Gaussian background from
+    the image binned so its σ spans about 4 px (smooth at that scale). For a few thousand points on a large
+    micrograph this costs a fraction of the whole map's convolutions."""
     x, y = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
     radius = DISC_RADIUS_DIAMETER * diameter_px
     half = int(radius)

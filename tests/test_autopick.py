@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.spatial import cKDTree
 from click.testing import CliRunner
+from scipy.spatial import cKDTree
 
 from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, drifted, general_pass_target,
                                select_self_training, stand_out, too_few_to_self_train)

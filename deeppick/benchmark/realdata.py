@@ -136,7 +136,8 @@ class LeaveOneOutRecipe(GeneralRecipe):
     off_centre: float | None = None  # off-centre views per self-training particle
     general_box: str | None = None  # the box the general model picks at (AutopickConfig.general_box)
     disc_rank: str | None = None  # where candidates are ranked with their dark-disc depth (AutopickConfig.disc_rank)
-    disc_centre: float = -1.0  # candidates moved to the darkest disc within this × diameter; 0: off; -1: AutopickConfig's
+    # candidates moved to the darkest disc within this × the estimated diameter; 0: off; -1: AutopickConfig's
+    disc_centre: float = -1.0
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
 

@@ -36,10 +36,11 @@ def step_line(model, config) -> str:
             f"{'with' if config.scan.rotations else 'without'} rotations")
     post = postprocess_config(model, config)
     if post.disc_rank_diameter_box is not None:
-        centred = ("" if not post.disc_centre_radius_box else
-                   f", each first moved onto the darkest disc within {post.disc_centre_radius_box * model.box_px:.0f} px")
-        line += (f"; ranked by the network's score and a dark disc of {post.disc_rank_diameter_box * model.box_px:.0f}"
-                 f" px equally{centred} (autopick --disc-rank off: the score alone)")
+        disc_px, radius_box = post.disc_rank_diameter_box * model.box_px, post.disc_centre_radius_box
+        centred = ("" if not radius_box else
+                   f", each first moved onto the darkest disc within {radius_box * model.box_px:.0f} px")
+        line += (f"; ranked by the network's score and a dark disc of {disc_px:.0f} px equally{centred} "
+                 "(autopick --disc-rank off: the score alone)")
     return line
 
 
