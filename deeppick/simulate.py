@@ -421,6 +421,7 @@ class SimulatedMicrograph:
     contaminant_signal: np.ndarray | None = None  # noise-free CTF-applied contaminants
     contaminant_mask: np.ndarray | None = None  # bool, where contaminants have density
     particle_defocus_um: np.ndarray | None = None  # (n,) each particle's defocus (defocus_spread_um)
+    broken_xy: np.ndarray | None = None  # (m, 2) where the broken particles' remaining density is centred
 
     def picks(self, micrograph: str):
         """The labels as a deeppick picks table for the micrograph named ``micrograph``."""
@@ -789,11 +790,15 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
                 if "broken" in config.contaminants else 0)
     broken = _place(scene_rng, n_broken, shape, bound_px, min_distance_px, allowed, clear_of(bound_px))
     counts["broken"] = len(broken) if "broken" in config.contaminants else 0
-    for centre, rotation in zip(broken, random_rotations(len(broken), scene_rng)):
+    broken_xy = np.zeros((len(broken), 2))
+    for i, (centre, rotation) in enumerate(zip(broken, random_rotations(len(broken), scene_rng))):
         normal = scene_rng.standard_normal(3)
         normal /= np.linalg.norm(normal)
         keep = points @ normal.astype(np.float32) < scene_rng.uniform(-0.25, 0.25) * bound
         _project(contaminant, points[keep], weights[keep], rotation[None], centre[None] + offset, scale_px)
+        # A picker centres a box on what is left, not on the particle that was there.
+        kept, w = points[keep].astype(np.float64), weights[keep].astype(np.float64)
+        broken_xy[i] = centre + rotation[:2].astype(np.float64) @ (w @ kept / max(w.sum(), 1e-12)) * scale_px
     occupied.append((broken, bound_px))
     # Aggregates: 4–9 particles clumped at ~half a diameter.
     n_aggregates = _poisson_count(scene_rng, "aggregates", config)
@@ -903,7 +908,7 @@ def simulate_micrograph(config: SimConfig = SimConfig(), rng: np.random.Generato
         rotations=np.zeros((0, 3, 3)) if config.empty else rotations,
         snr=float(snr), noise_level=float(k), defocus_um=defocus_um, diameter_px=float(diameter_px),
         pixel_size_a=float(config.pixel_size_a), molecule=config.molecule, contaminants=counts,
-        particle_defocus_um=np.zeros(0) if config.empty else imaged_defocus_um,
+        particle_defocus_um=np.zeros(0) if config.empty else imaged_defocus_um, broken_xy=broken_xy,
     )
     if keep_layers:
         result.projection = np.zeros_like(projection) if config.empty else projection
@@ -921,7 +926,11 @@ def junk_centres(sim: SimulatedMicrograph, rng: np.random.Generator, per_area_px
                  most: int = 200) -> np.ndarray:
     """Centres (x, y) on a simulated micrograph's contaminants (ice, carbon, filaments, aggregates, broken
     particles), at least 0.6 diameter from every particle: one per ``per_area_px`` of contaminated area, at
-    most ``most``, drawn at random from the contaminant mask. Background a picker must learn to refuse."""
+    most ``most``, drawn at random from the contaminant mask. Background a picker must learn to refuse.
+
+    Broken particles are not added at their centres (``broken_xy``): taught that a centred half particle is
+    background, a general model learns to prefer boxes far larger than any particle (docs/measurements.md,
+    *Picks on broken particles*)."""
     mask = sim.contaminant_mask
     if mask is None or not mask.any():
         return np.zeros((0, 2))
@@ -961,8 +970,9 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
 
     Layout: ``micrographs/<molecule>_NNNN.mrc`` (float32, pixel size set), ``coords/<stem>.star``
     (particle centres; none for particle-free micrographs), ``junk/<stem>.star`` (centres on the
-    contaminants, clear of every particle: background to teach, :func:`junk_centres`) and ``dataset.json``
-    (written last) with
+    contaminants, clear of every particle: background to teach, :func:`junk_centres`), ``broken/<stem>.star``
+    (where each broken particle's remaining density is centred, to tell picks on them from others) and
+    ``dataset.json`` (written last) with
     ``diameter_px``, ``molecule``, ``pixel_size_a``, ``snr``, all ``parameters`` and per micrograph its
     ``particles``, ``split``, achieved ``snr``, ``defocus_um`` and contaminant counts.
 
@@ -1005,7 +1015,7 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
     if meta_path.exists():
         meta_path.unlink()  # a half-overwritten folder must not look complete
     entries, written = [], set()
-    junk_dir = out_dir / "junk"
+    junk_dir, broken_dir = out_dir / "junk", out_dir / "broken"
     for i in range(n_micrographs):
         sim = simulate_micrograph(config, np.random.default_rng(seeds[i]), keep_layers=True)
         stem = f"{config.molecule}_{i:04d}"
@@ -1019,13 +1029,16 @@ def simulate_dataset(out_dir: str | os.PathLike, config: SimConfig = SimConfig()
         if len(junk):
             write_picks(make_picks(stem, junk[:, 0], junk[:, 1]), junk_dir / f"{stem}.star", "star")
             written.add(junk_dir / f"{stem}.star")
+        if len(sim.broken_xy):
+            write_picks(make_picks(stem, *sim.broken_xy.T), broken_dir / f"{stem}.star", "star")
+            written.add(broken_dir / f"{stem}.star")
         sim.projection = sim.signal = sim.contaminant_signal = sim.contaminant_mask = None
         entries.append({"micrograph": f"{stem}.mrc", "particles": int(len(sim.centres_xy)), "split": splits[i],
                         "snr": round(sim.snr, 6), "noise_level": round(sim.noise_level, 6),
                         "defocus_um": round(sim.defocus_um, 4), "contaminants": sim.contaminants})
         if progress is not None:
             progress(i, stem, sim)
-    for folder, suffix in ((mic_dir, ".mrc"), (coord_dir, ".star"), (junk_dir, ".star")):
+    for folder, suffix in ((mic_dir, ".mrc"), (coord_dir, ".star"), (junk_dir, ".star"), (broken_dir, ".star")):
         if folder.is_dir():
             for stale in folder.iterdir():
                 if stale.suffix == suffix and stale not in written:

@@ -184,3 +184,20 @@ def test_particle_free_check_reports_contaminated_and_noise_only_micrographs_apa
         assert part["n_candidates"] > 0 and 0 <= part["below"] <= 1
         above = round((1 - part["below"]) * part["n_candidates"])
         assert part["picks_per_micrograph"] == above  # n = 1: every candidate at or above the threshold is a pick
+        assert 0 <= part["picks_on_broken_per_micrograph"] <= part["picks_per_micrograph"]
+    assert figures["noise_only"]["picks_on_broken_per_micrograph"] == 0
+
+
+def test_broken_figures_tell_picks_on_broken_particles_from_the_rest(tmp_path):
+    from deeppick.benchmark.realdata import broken_figures
+    from deeppick.io import make_picks, write_picks
+
+    write_picks(make_picks("m", [100.0, 300.0], [100.0, 300.0]), tmp_path / "broken" / "m.star", "star")
+    candidates = make_picks("m", [104.0, 300.0, 600.0, 700.0, 800.0], [100.0, 330.0, 600.0, 700.0, 800.0],
+                            [0.9, 0.8, 0.7, 0.2, 0.1])
+    figures = broken_figures(candidates, tmp_path, threshold=0.5, box_px=40.0, n=1)
+    # 104,100 lies within half a box (20 px) of a broken particle; 300,330 does not (30 px away).
+    assert figures["picks_on_broken_per_micrograph"] == 1
+    assert figures["below_threshold_off_broken"] == pytest.approx(2 / 4)
+    (tmp_path / "broken" / "m.star").unlink()
+    assert broken_figures(candidates, tmp_path, 0.5, 40.0, 1)["picks_on_broken_per_micrograph"] == 0

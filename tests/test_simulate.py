@@ -99,6 +99,30 @@ def test_contaminants_carry_no_label():
         assert np.abs(sim.contaminant_signal).max() > 0.1 * np.abs(sim.signal).max()
 
 
+def test_broken_particles_are_marked_where_their_remaining_density_lies(tmp_path):
+    import scipy.ndimage
+
+    from deeppick.io import read_picks
+    from deeppick.simulate import simulate_dataset
+
+    config = SimConfig(size_px=512, diameter_px=40, n_particles=40, contamination=3.0, snr=0.5,
+                       contaminants=("broken",))
+    sim = simulate_micrograph(config, rng=0, keep_layers=True)
+    assert len(sim.broken_xy) == sim.contaminants["broken"] > 3
+    pieces, _ = scipy.ndimage.label(sim.contaminant_mask)
+    for x, y in sim.broken_xy:  # each sits on its own piece, at that piece's middle, not the lost particle's
+        piece = pieces[int(round(y)), int(round(x))]
+        assert piece > 0
+        row, col = scipy.ndimage.center_of_mass(pieces == piece)
+        assert np.hypot(col - x, row - y) < 0.1 * sim.diameter_px
+    seen = []
+    simulate_dataset(tmp_path / "ds", config, n_micrographs=1, split_fractions=(1, 0, 0), seed=0,
+                     progress=lambda i, stem, s: seen.append(s.broken_xy))
+    marked = read_picks(next((tmp_path / "ds" / "broken").glob("*.star")))
+    assert len(seen[0]) > 3
+    np.testing.assert_allclose(marked[["x", "y"]].to_numpy(float), seen[0], atol=0.01)
+
+
 def test_empty_micrograph_is_the_same_scene_without_particles():
     config = SimConfig(size_px=384, diameter_px=40, n_particles=8, contamination=4.0, snr=0.2)
     full = simulate_micrograph(config, rng=3, keep_layers=True)

@@ -258,7 +258,24 @@ def particle_free(model, work: Path, box_px: float, auto_config, tune_config, pi
             "final_picks_per_micrograph": float((final["score"] >= threshold).sum() / n),
             "below_threshold": float(np.mean(final["score"] < threshold)) if len(final) else 1.0,
             "candidates": int(len(final)), "rolled_back": result.skipped is not None and not result.n_top,
-            "drift": result.drift}
+            **broken_figures(final, empty, threshold, box_px, n), "drift": result.drift}
+
+
+def broken_figures(candidates: pd.DataFrame, folder: Path, threshold: float, box_px: float, n: int) -> dict:
+    """How much of a particle-free check the broken particles account for: the picks per micrograph within
+    half a box of one (``broken/`` of the simulated folder), and the share of the other candidates below the
+    threshold. A broken particle is a particle-shaped object every picker boxes; the rest is the noise and
+    the other contaminants."""
+    from ..io import picks_away_from, read_picks
+
+    files = sorted((Path(folder) / "broken").glob("*.star"))
+    if not files:
+        return {"picks_on_broken_per_micrograph": 0.0, "below_threshold_off_broken": (
+            float(np.mean(candidates["score"] < threshold)) if len(candidates) else 1.0)}
+    away = picks_away_from(candidates, pd.concat([read_picks(f) for f in files], ignore_index=True), box_px / 2)
+    picked, picked_away = (candidates["score"] >= threshold).sum(), (away["score"] >= threshold).sum()
+    return {"picks_on_broken_per_micrograph": float((picked - picked_away) / n),
+            "below_threshold_off_broken": float(np.mean(away["score"] < threshold)) if len(away) else 1.0}
 
 
 def einstein_from_noise(model, work: str | os.PathLike, *, n: int = 3, box_px: float = 56.0) -> dict:
@@ -281,7 +298,8 @@ def einstein_from_noise(model, work: str | os.PathLike, *, n: int = 3, box_px: f
         candidates = pick_paths(model, sorted((folder / "micrographs").iterdir()), config=PickConfig(keep_all=True))
         scores = candidates["score"].to_numpy(float)
         return {"n_candidates": int(len(scores)), "below": float(np.mean(scores < threshold)) if len(scores) else 1.0,
-                "picks_per_micrograph": float((scores >= threshold).sum() / n)}
+                "picks_per_micrograph": float((scores >= threshold).sum() / n),
+                **broken_figures(candidates, folder, threshold, box_px, n)}
 
     work = Path(work)
     contaminated = simulate_empty_zoo(work / "particle-free", n_micrographs=n, size_px=1024, seed=1000)
@@ -340,7 +358,10 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
         n = r["particle_free"]
         lines.append(f"  general without {r['pack']}: {n['general_picks_per_micrograph']:.1f} → "
                      f"{n['final_picks_per_micrograph']:.1f}{' (rolled back)' if n['rolled_back'] else ''}; "
-                     f"{n['below_threshold']:.1%} of {n['candidates']} below")
+                     f"{n['below_threshold']:.1%} of {n['candidates']} below"
+                     + (f"; {n['picks_on_broken_per_micrograph']:.1f} per micrograph on broken particles, "
+                        f"{n['below_threshold_off_broken']:.1%} of the others below"
+                        if "picks_on_broken_per_micrograph" in n else ""))
     return "\n".join(lines)
 
 
