@@ -110,6 +110,11 @@ class AutopickConfig:
     # the estimated box is well above the particle the wide disc pulls picks off their particles
     # (docs/measurements.md, *Centres on the dark disc*); None: the network's centres
     disc_centre_diameters: float | None = None
+    # ours: the fine-tuned model's box, the frame it is trained and picks at, is at least this × the particle's
+    # estimated diameter: a given box that crops the particle shows the network only the particle's inside,
+    # where picks are the weakest and the loosest (docs/measurements.md, *A frame that holds the particle*).
+    # The picks are centres, whatever the frame; None: the given box, as DeepPicker
+    min_box_diameters: float | None = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -129,6 +134,8 @@ class AutopickConfig:
             raise ConfigError(f"disc_centre_diameters must be ≥ 0 (or None: off), got {self.disc_centre_diameters}")
         if self.general_box not in GENERAL_BOXES:
             raise ConfigError(f"general_box must be one of {', '.join(GENERAL_BOXES)}, got {self.general_box!r}")
+        if self.min_box_diameters is not None and not self.min_box_diameters > 0:
+            raise ConfigError(f"min_box_diameters must be > 0 (or None: the given box), got {self.min_box_diameters}")
         if self.min_stand_out is not None and not 0 < self.min_stand_out < 1:
             raise ConfigError(f"min_stand_out must lie in (0, 1) (or None: the count alone), got {self.min_stand_out}")
 
@@ -151,7 +158,10 @@ class AutopickResult:
     # why self-training was skipped (too few picks above the threshold) or rolled back (the drift guard),
     # else None; ``model`` is then the general model at its own box (``general_box_px``), or the last round kept
     skipped: str | None = None
-    box_px: float | None = None  # the target's box, the fine-tuned model's: the one given, or the estimate's
+    # the target's box, the fine-tuned model's: the one given (raised to min_box_diameters × the estimated
+    # diameter where it is smaller), or the estimate's
+    box_px: float | None = None
+    given_box_px: float | None = None  # the box the caller gave, None where it was estimated
     general_box_px: float | None = None  # the box the general model picked at (AutopickConfig.general_box)
     box_estimate: BoxEstimate | None = None  # the particle size the micrographs showed, where it was estimated
     pick_config: PickConfig | None = None  # the kept model's settings (the peak window follows the particle size)
@@ -191,8 +201,12 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         read: coordinate files beside them are never opened.
     box_px
         The target's box side in micrograph px; replaces the model's (the network works in the model frame).
-        None: estimated from the micrographs (:func:`estimate_box`), the estimate in ``result.box_estimate``,
-        the output model's ``info['box_estimate']`` and every model file's ``info['autopick']``.
+        Where it is smaller than ``config.min_box_diameters`` × the particle's estimated diameter the
+        fine-tuned model works at that box instead (``result.box_px``; the given one in
+        ``result.given_box_px``); the picks are particle centres either way, and ``box`` and ``cbox`` files
+        carry the given box, the one to extract at. None: estimated from the
+        micrographs (:func:`estimate_box`). The estimate is in ``result.box_estimate``, the output model's
+        ``info['box_estimate']`` and every model file's ``info['autopick']``.
     out_dir
         If given: the fine-tuned model as ``OUT/autopick_model.pt`` as soon as it is trained, then one
         coordinate file per micrograph as soon as it is picked (both atomic, like ``pick``).
@@ -230,10 +244,14 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else None
     window_follows = pick_config.post is None and config.peak_window_diameters is not None
-    if estimate is None and (box_px is None or config.general_box == "estimate" or window_follows):
+    if estimate is None and (box_px is None or config.general_box == "estimate" or window_follows
+                             or config.min_box_diameters is not None):
         estimate = estimate_box(model, paths, seed=config.seed)
+    given_box_px = box_px
     if box_px is None:
         box_px = estimate.box_px
+    elif config.min_box_diameters is not None:
+        box_px = max(float(box_px), float(round(config.min_box_diameters * estimate.diameter_px)))
     general_box = estimate.box_px if config.general_box == "estimate" else box_px
     general = with_box(model, general_box)
     # the passes that make pseudo-labels and the drift guard's rank by the dark disc only with "all"; the
@@ -246,7 +264,7 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
     pick_config = written[box_px]
     record = _autopick_record(model, stems, box_px, general_box, config, pick_config)
     if estimate is not None:  # in every model file this run writes, beside what makes it reusable
-        record["box_estimate"] = _estimate_record(estimate, box_px)
+        record["box_estimate"] = _estimate_record(estimate, box_px, given_box_px)
     device = next(general.net.parameters()).device
     reused = _resumable_model(out_dir / AUTOPICK_MODEL, record, device) if resume and out_dir is not None else None
     if reused is not None:
@@ -274,7 +292,7 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         # if they came from this very model
         batch = pick_micrographs(result.model, targets, out_dir, fmt=fmt, config=pick_config,
                                  overwrite=not result.resumed, keep_candidates=True, replace_others=True,
-                                 progress=progress, workers=workers, scheduler=scheduler)
+                                 progress=progress, workers=workers, scheduler=scheduler, box_px=given_box_px)
         result.batch = replace(batch, failed=result.batch.failed + batch.failed)
         result.candidates.append(batch.candidates)
     else:
@@ -286,9 +304,10 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
             result.candidates[-1] = final.candidates
     result.batch.seconds = time.perf_counter() - start
     result.box_px, result.general_box_px, result.box_estimate = box_px, general_box, estimate
+    result.given_box_px = None if given_box_px is None else float(given_box_px)
     result.pick_config = pick_config
     if estimate is not None:
-        result.model.info["box_estimate"] = _estimate_record(estimate, box_px)
+        result.model.info["box_estimate"] = _estimate_record(estimate, box_px, given_box_px)
     return result
 
 
@@ -326,9 +345,11 @@ def _save_kept(model: PickerModel, written: dict[float, PickConfig], out_dir: Pa
     save_model(model, out_dir / AUTOPICK_MODEL)
 
 
-def _estimate_record(estimate: BoxEstimate, used_px: float) -> dict:
+def _estimate_record(estimate: BoxEstimate, used_px: float, given_px: float | None) -> dict:
+    """The particle size the micrographs showed, the box the fine-tuned model used and the one the caller gave
+    (None: estimated)."""
     return {"box_px": estimate.box_px, "diameter_px": estimate.diameter_px, "why": estimate.why,
-            "curve": estimate.curve, "used": float(used_px)}
+            "curve": estimate.curve, "used": float(used_px), "given": None if given_px is None else float(given_px)}
 
 
 def _self_train_rounds(general: PickerModel, paths: list[Path], record: dict, *, box_px: float,

@@ -397,7 +397,8 @@ def test_a_full_disk_while_autopick_saves_its_model_is_one_line(target, tmp_path
     (tmp_path / "rescue").mkdir()
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "56",
-                                      "-o", str(out), "--step-px", "8", "--no-rotations", "--epochs", "1", "--quiet"])
+                                      "--min-box-diameters", "0", "-o", str(out), "--step-px", "8", "--no-rotations",
+                                      "--epochs", "1", "--quiet"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.stderr.count("\n") == 1 and "autopick_model.pt: the model could not be written" in result.stderr
     kept = list((tmp_path / "rescue").glob("deeppick-autopick_model-*.pt"))
@@ -545,7 +546,8 @@ def test_the_general_model_picks_at_the_estimated_box_and_the_fine_tuned_model_a
 
     estimate = BoxEstimate(box_px=60.0, diameter_px=50.0, curve={"60": 1.0}, why="given")
     paths = {p.stem: p for p in load_dataset(target).paths()}
-    config = AutopickConfig(min_top=5, peak_window_diameters=None, max_growth=None)  # one peak window, no guard
+    # one peak window, no guard, the fine-tuned model at the given box
+    config = AutopickConfig(min_top=5, peak_window_diameters=None, max_growth=None, min_box_diameters=None)
     for general_box, frame_px in (("estimate", 60.0), ("given", 48.0)):
         result = autopick(general, target / "micrographs", box_px=48, estimate=estimate,
                           config=replace(config, general_box=general_box), train_config=FAST_TRAIN,
@@ -569,6 +571,28 @@ def test_the_general_model_picks_at_the_estimated_box_and_the_fine_tuned_model_a
         assert len(background) >= 5 and min(nearest) >= AutopickConfig().min_negative_distance_box * frame_px - 1e-6
     with pytest.raises(ConfigError, match="general_box"):
         AutopickConfig(general_box="largest")
+
+
+def test_a_given_box_smaller_than_the_particle_is_raised_for_the_fine_tuned_model_only(general, target, tmp_path):
+    from deeppick.autopick import BoxEstimate
+
+    estimate = BoxEstimate(box_px=60.0, diameter_px=50.0, curve={"60": 1.0}, why="given")
+    config = AutopickConfig(min_top=5, max_growth=None)
+    for given_px, least, frame_px in ((40, 1.0, 50.0), (40, 1.2, 60.0), (56, 1.0, 56.0), (40, None, 40.0)):
+        out = tmp_path / f"{given_px}-{least}"
+        result = autopick(general, target / "micrographs", box_px=given_px, estimate=estimate, out_dir=out,
+                          fmt="box", config=replace(config, min_box_diameters=least), train_config=FAST_TRAIN,
+                          pick_config=FAST_PICK)
+        assert result.skipped is None and result.given_box_px == given_px
+        assert result.box_px == frame_px and result.model.box_px == frame_px, (given_px, least)
+        assert result.model.info["box_estimate"]["used"] == frame_px
+        assert result.model.info["box_estimate"]["given"] == given_px
+        assert result.general_box_px == 60.0  # the general model's pass is the estimate's whatever the box
+        # the files carry the box the user extracts at, whatever frame the model picked in
+        rows = [line.split() for f in sorted(out.glob("*.box")) for line in f.read_text().splitlines()]
+        assert rows and {(float(r[2]), float(r[3])) for r in rows} == {(given_px, given_px)}
+    with pytest.raises(ConfigError, match="min_box_diameters"):
+        AutopickConfig(min_box_diameters=0)
 
 
 def test_the_disc_ranking_deals_the_written_picks_scores_out_again_and_the_saved_model_picks_alike(
@@ -650,3 +674,17 @@ def test_autopick_cli_notes_a_box_smaller_than_the_particle(general, target, tmp
                                        "--quiet"])
         assert res.exit_code == 0, res.output
         assert ("is smaller than the particle these micrographs show (about 60 px)" in res.stderr) == noted
+    # self-trained, the fine-tuned model works at a box that holds the particle, unless told to keep the given one
+    for least, frame_px in (None, 60.0), ("0", 44.0):
+        out = tmp_path / f"tuned-{least}"
+        res = CliRunner().invoke(cli, ["autopick", "--micrographs", str(target / "micrographs"), "--box-px", "44",
+                                       "--model", str(model_path), "-o", str(out), "--epochs", "1", "--step-px", "8",
+                                       "--no-rotations", "--quiet"] + (["--min-box-diameters", least] if least else []))
+        assert res.exit_code == 0, res.output
+        model = load_model(out / "autopick_model.pt")
+        # at 44 px the drift guard may roll the fine-tuning back: then the general model's picks are written
+        assert (model.info["autopick"]["n_top"] > 0 and model.box_px == frame_px) or least is not None
+        record = model.info["autopick"]["box_estimate"]
+        assert record["given"] == 44.0 and record["used"] == frame_px
+        assert ("the fine-tuned model works at box 60 px: the given 44 px crops" in res.stderr) == (least is None)
+        assert ("is smaller than the particle these micrographs show" in res.stderr) == (least is not None)

@@ -102,6 +102,11 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
               library="autopick:AutopickConfig.general_box",
               help="the box the general model picks the pseudo-labels at: 'estimate', where its picks are strongest "
                    "in these micrographs; 'given', the box of --box-px (the fine-tuned model always uses that)")
+@click.option("--min-box-diameters", type=click.FloatRange(min=0), cls=LibraryDefault,
+              library="autopick:AutopickConfig.min_box_diameters",
+              help="the fine-tuned model's box is at least this × the particle diameter the micrographs show, so a "
+                   "--box-px that crops the particle is raised for it (the picks are centres either way; 0: "
+                   "exactly --box-px)")
 @click.option("--disc-rank", type=click.Choice(["all", "picks", "off"]), cls=LibraryDefault,
               library="autopick:AutopickConfig.disc_rank",
               help="rank candidates by the network's score and by how dark a disc of the particle's size around them "
@@ -124,8 +129,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--report", "with_report", is_flag=True, help="also write OUTPUT/report.html ('deeppick report')")
 @user_errors
-def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, general_box, disc_rank,
-             off_centre_ratio,
+def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, epochs, general_box,
+             min_box_diameters, disc_rank, off_centre_ratio,
              fmt, threshold, keep_all, step_px, no_rotations, edge_margin, peak_window, seed, overwrite, workers,
              dask_scheduler, quiet, with_report):
     """Pick a new molecule with no labels: general model, self-train on its top picks, pick again.
@@ -159,16 +164,24 @@ def autopick(micrographs, box_px, box_a, output, model_path, iterations, top, ep
     result = run_autopick(model, list(micrographs), box_px=box_px, out_dir=output,
                           config=AutopickConfig(**given(iterations=iterations, top=top, general_box=general_box,
                                                         disc_rank=disc_rank, off_centre_ratio=off_centre_ratio,
-                                                        seed=seed)),
+                                                        seed=seed),
+                                      **({} if min_box_diameters is None else
+                                         {"min_box_diameters": min_box_diameters or None})),
                           train_config=replace(PRETRAIN_TRAINING, **given(epochs=epochs, seed=seed)),
                           pick_config=config, fmt=fmt, progress=not quiet, resume=not overwrite,
                           workers=resolve_workers(workers), scheduler=dask_scheduler)
     if result.box_estimate is not None:
         estimate = result.box_estimate
         said = "estimated" if box_px is None else "given; the micrographs suggest"
-        click.echo(f"box {result.box_px:g} px ({said} {estimate.box_px:g} px, a particle of about "
-                   f"{estimate.diameter_px:.0f} px: {estimate.why})", err=True)
-        if box_px is not None and box_px < SMALL_BOX_DIAMETERS * estimate.diameter_px:
+        click.echo(f"box {result.given_box_px or result.box_px:g} px ({said} {estimate.box_px:g} px, a particle of "
+                   f"about {estimate.diameter_px:.0f} px: {estimate.why})", err=True)
+        fine_tuned = bool(result.model.info.get("autopick", {}).get("n_top"))
+        if fine_tuned and result.given_box_px is not None and result.box_px > result.given_box_px:
+            click.echo(f"the fine-tuned model works at box {result.box_px:g} px: the given {result.given_box_px:g} px "
+                       f"crops the particle these micrographs show (about {estimate.diameter_px:.0f} px), and picks "
+                       "are weakest in a frame that does not hold it; the picks are particle centres, to extract "
+                       "at any box (--min-box-diameters 0 keeps the given box)", err=True)
+        elif box_px is not None and box_px < SMALL_BOX_DIAMETERS * estimate.diameter_px:
             click.echo(f"note: box {box_px:g} px is smaller than the particle these micrographs show (about "
                        f"{estimate.diameter_px:.0f} px); picks are weakest at a box that does not hold the whole "
                        "particle: 1.0–1.3× its diameter holds it", err=True)
