@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", type=Path, default=[None], help="general models [the shipped one]")
     parser.add_argument("--micrographs", type=int, default=4)
     parser.add_argument("--disc-rank", choices=DISC_RANKS, default=AutopickConfig.disc_rank,
-                        help="where autopick ranks candidates with their dark-disc depth too (AutopickConfig.disc_rank)")
+                        help="where autopick ranks candidates with their dark-disc depth too "
+                             "(AutopickConfig.disc_rank)")
     parser.add_argument("--json", type=Path, help="also write the figures to JSON/junk_check.json")
     args = parser.parse_args(argv)
     config = AutopickConfig(disc_rank=args.disc_rank)

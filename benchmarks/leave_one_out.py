@@ -55,13 +55,16 @@ def main(argv=None) -> int:
     parser.add_argument("--disc-centre", type=float, default=None,
                         help="candidates move to the darkest disc within this × the estimated diameter "
                              "(AutopickConfig.disc_centre_diameters; 0: the network's centres) [default: its]")
+    parser.add_argument("--min-box", type=float, default=None,
+                        help="the fine-tuned model's box is at least this × the estimated diameter "
+                             "(AutopickConfig.min_box_diameters; 0: the given box) [default: its]")
     parser.add_argument("--fast", action="store_true", help="scan without rotations (4× faster)")
     parser.add_argument("--no-log", action="store_true", help="leave RELION's LoG picker out")
     args = parser.parse_args(argv)
     changes = {**recipe_changes(args), "finetune_epochs": args.finetune_epochs, "max_test": args.max_test,
                "max_growth": args.max_growth, "min_stand_out": args.min_stand_out, "off_centre": args.off_centre,
                "general_box": args.general_box, "disc_rank": args.disc_rank, "disc_centre": args.disc_centre,
-               "boxes": tuple(args.boxes) if args.boxes is not None else None}
+               "min_box": args.min_box, "boxes": tuple(args.boxes) if args.boxes is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.fast:
         changes["rotations"] = False

@@ -153,6 +153,30 @@ def test_realdata_benchmark_without_the_packs_is_one_line(tmp_path):
     assert LeaveOneOutRecipe.reduced(max_test=2, zoo_ice_gradient=ZOO_ICE_GRADIENT + 1).settings() != quick.settings()
 
 
+def test_the_leave_one_out_table_says_where_the_fine_tuned_box_was_raised():
+    from deeppick.benchmark.realdata import leave_one_out_table
+
+    def cell(given, box, ap):
+        return {"box_px": box, "given_box_px": given, "ap_general": 0.5, "general_box_px": 70.0,
+                "ap_general_pass": 0.6, "ap_self_trained": ap}
+
+    row = {"pack": "ribosome", "diameter_px": 56.0, "estimate_px": 65.0, "ap_relion_log": None,
+           "ap_disc_filter": 0.4, "topaz_ap": 0.74, "min_box": 1.0, "per_box": {
+               "0.9×": cell(50, 65.0, 0.85), "1.1×": cell(62, 65.0, 0.86), "1.3×": cell(73, 73.0, 0.80),
+               "auto": cell(None, 74.0, 0.84)},
+           "particle_free": {"general_picks_per_micrograph": 9.0, "final_picks_per_micrograph": 9.0,
+                             "rolled_back": True, "below_threshold": 0.9, "candidates": 300}}
+    table = leave_one_out_table([row], LeaveOneOutRecipe())
+    assert "fine-tuned box ≥ 1 estimated diameter" in table
+    raised = ("ribosome: the fine-tuned model's box raised to hold the particle at 0.9× (50 → 65 px), "
+              "1.1× (62 → 65 px)")
+    assert raised in table and "1.3×" not in table.split("raised")[1].splitlines()[0]
+    assert " 0.060 " in table  # the spread of the fixed boxes, the estimate's left out
+    table = leave_one_out_table([{**row, "min_box": None, "per_box": {"1.3×": cell(73, 73.0, 0.8)}}],
+                                LeaveOneOutRecipe())
+    assert "fine-tuned box as given" in table and "raised" not in table
+
+
 def test_junk_check_counts_picks_near_the_simulated_carbon_and_ice(general, tmp_path):
     from dataclasses import replace
 

@@ -138,6 +138,8 @@ class LeaveOneOutRecipe(GeneralRecipe):
     disc_rank: str | None = None  # where candidates are ranked with their dark-disc depth (AutopickConfig.disc_rank)
     # candidates moved to the darkest disc within this × the estimated diameter; 0: off; -1: AutopickConfig's
     disc_centre: float = -1.0
+    # the fine-tuned model's least box, × the estimated diameter; 0: the given box; -1: AutopickConfig's
+    min_box: float = -1.0
     relion_log: bool = True  # compare with RELION's LoG picker where it is installed
     boxes: tuple[float, ...] = (0.9, 1.1, 1.3, 1.5)  # autopick at these × the diameter, and at the estimate
 
@@ -188,6 +190,8 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
         auto_config = replace(auto_config, disc_rank=recipe.disc_rank)
     if recipe.disc_centre >= 0:
         auto_config = replace(auto_config, disc_centre_diameters=recipe.disc_centre or None)
+    if recipe.min_box >= 0:
+        auto_config = replace(auto_config, min_box_diameters=recipe.min_box or None)
 
     held = load_dataset(root / held_out)
     model_path = out / f"general-without-{held_out}.pt"
@@ -215,7 +219,9 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
         ap_general = ap_pass if result.general_box_px == result.box_px else ap(autopick(
             model, test, box_px=result.box_px, config=replace(auto_config, iterations=0, general_box="given"),
             pick_config=pick_config, estimate=estimate).candidates[0])
-        per_box[label] = {"box_px": result.box_px, "ap_general": ap_general, "general_box_px": result.general_box_px,
+        # box_px: the fine-tuned model's, given_box_px: the box asked for (None: estimated)
+        per_box[label] = {"box_px": result.box_px, "given_box_px": box, "ap_general": ap_general,
+                          "general_box_px": result.general_box_px,
                           "ap_general_pass": ap_pass, "ap_self_trained": ap(result.candidates[-1]),
                           "n_top": result.n_top, "skipped": result.skipped, "drift": result.drift,
                           "peak_window_box": result.pick_config.post.peak_window_box}
@@ -236,7 +242,7 @@ def leave_one_out(root: str | os.PathLike, held_out: str, out: str | os.PathLike
                            "empty_share": config.empty_share},
            "drift_guard": auto_config.max_growth, "drift_guard_stand_out": auto_config.min_stand_out,
            "general_box": auto_config.general_box, "disc_rank": auto_config.disc_rank,
-           "disc_centre": auto_config.disc_centre_diameters,
+           "disc_centre": auto_config.disc_centre_diameters, "min_box": auto_config.min_box_diameters,
            "seconds": round(time.perf_counter() - start)}
     (out / f"result-{held_out}.json").write_text(json.dumps(row, indent=1, default=float) + "\n")
     return row
@@ -325,6 +331,11 @@ def _centre_words(row: dict) -> str:
     return f", centred on the disc within {radius:g} diameter"
 
 
+def _min_box_words(row: dict) -> str:
+    least = row.get("min_box")
+    return "as given" if not least else f"≥ {least:g} estimated diameter"
+
+
 def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
     labels = list(rows[0]["per_box"]) if rows else []
     head = rows[0] if rows else {}
@@ -333,7 +344,8 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
              f"boxes × diameter {', '.join(f'{f:g}' for f in pretraining.get('box_factors', []))}, junk share "
              f"{pretraining.get('junk_share', 0):g}, particle-free share {pretraining.get('empty_share', 0):g}; "
              f"drift guard {_guard_words(head)}; general model's pass at {_general_box_words(head)}; dark-disc "
-             f"ranking {head.get('disc_rank', 'off')}{_centre_words(head)}; seed "
+             f"ranking {head.get('disc_rank', 'off')}{_centre_words(head)}; fine-tuned box "
+             f"{_min_box_words(head)}; seed "
              f"{recipe.seed}); AP general at the box → self-trained",
              f"{'held-out pack':<19} {'d px':>5} {'est.':>5} " + " ".join(f"{label:>12}" for label in labels)
              + f" {'spread':>6} {'LoG':>5} {'disc':>5} {'Topaz':>5}"]
@@ -352,6 +364,11 @@ def leave_one_out_table(rows: list[dict], recipe: LeaveOneOutRecipe) -> str:
         if passes:
             lines.append(f"  {r['pack']}: the general model's pass (the pseudo-labels) at box "
                          + ", ".join(f"{box:g} px: AP {ap:.3f}" for box, ap in sorted(passes)))
+        raised = [(label, c["given_box_px"], c["box_px"]) for label, c in r["per_box"].items()
+                  if c.get("given_box_px") is not None and c["box_px"] > c["given_box_px"]]
+        if raised:
+            lines.append(f"  {r['pack']}: the fine-tuned model's box raised to hold the particle at "
+                         + ", ".join(f"{label} ({given:g} → {box:g} px)" for label, given, box in raised))
     lines.append("particle-free micrographs (picks per micrograph: general model → after self-training; candidate "
                  "scores below the threshold):")
     for r in rows:
