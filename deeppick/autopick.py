@@ -204,7 +204,8 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         Where it is smaller than ``config.min_box_diameters`` × the particle's estimated diameter the
         fine-tuned model works at that box instead (``result.box_px``; the given one in
         ``result.given_box_px``); the picks are particle centres either way, and ``box`` and ``cbox`` files
-        carry the given box, the one to extract at. None: estimated from the
+        carry the given box, the one to extract at (:func:`~deeppick.batch.extraction_box_px`), as do the
+        ones ``pick`` writes with the saved model. None: estimated from the
         micrographs (:func:`estimate_box`). The estimate is in ``result.box_estimate``, the output model's
         ``info['box_estimate']`` and every model file's ``info['autopick']``.
     out_dir
@@ -292,7 +293,7 @@ def autopick(model: PickerModel, micrographs, *, box_px: float | None = None,
         # if they came from this very model
         batch = pick_micrographs(result.model, targets, out_dir, fmt=fmt, config=pick_config,
                                  overwrite=not result.resumed, keep_candidates=True, replace_others=True,
-                                 progress=progress, workers=workers, scheduler=scheduler, box_px=given_box_px)
+                                 progress=progress, workers=workers, scheduler=scheduler)
         result.batch = replace(batch, failed=result.batch.failed + batch.failed)
         result.candidates.append(batch.candidates)
     else:

@@ -77,7 +77,7 @@ def output_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike, fmt: 
 def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
                      fmt: str = "star", config: PickConfig = PickConfig(), overwrite: bool = False,
                      progress: bool = False, keep_candidates: bool = False, replace_others: bool = False,
-                     workers: int = 1, scheduler=None, box_px: float | None = None) -> BatchResult:
+                     workers: int = 1, scheduler=None) -> BatchResult:
     """Pick many micrographs, one coordinate file each in ``out_dir``, written atomically.
 
     A micrograph whose output already exists is skipped unless ``overwrite`` (an interrupted run resumes);
@@ -89,8 +89,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
     (:func:`~deeppick.workers.pick_many`); this process writes every file. At the end, STAR output gets
     RELION's list of the files (:func:`update_coordinate_list`) and one STAR of every pick in the folder
     (:func:`update_combined_picks`), both updated under the folder's lock so that batches picking parts of
-    a dataset into one folder list all of it. ``box_px`` is the box written into ``box`` and ``cbox`` files,
-    the one the picks are to be extracted at (None: the model's).
+    a dataset into one folder list all of it. ``box`` and ``cbox`` files carry :func:`extraction_box_px`.
 
     Raises
     ------
@@ -130,7 +129,7 @@ def pick_micrographs(model: PickerModel, paths: Iterable[str | os.PathLike], out
                 candidates.append(picks)
                 picks = cut_picks(model, picks, config)
             out = output_path(out_dir, outcome.path, fmt)
-            write_picks(picks, out, fmt, box_px=box_px or model.box_px, note=note)
+            write_picks(picks, out, fmt, box_px=extraction_box_px(model), note=note)
             result.counts[micrograph_stem(outcome.path)] = len(picks)
             if fmt == "star":
                 link_for_relion3(out, relion3_path(out_dir, outcome.path))
@@ -239,6 +238,14 @@ def _progress_bar(total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="picking", unit="micrograph", postfix="0 failed", dynamic_ncols=True)
+
+
+def extraction_box_px(model: PickerModel) -> float:
+    """The box a model's picks are extracted at, the one ``box`` and ``cbox`` files carry: the box the user
+    gave ``autopick``, where the network works in another frame (a given box raised to hold the particle,
+    ``AutopickConfig.min_box_diameters``, or the general model kept at its own box), else the model's."""
+    given = model.info.get("autopick", {}).get("box_estimate", {}).get("given")
+    return float(given) if given else float(model.box_px)
 
 
 def header_note(model: PickerModel, config: PickConfig) -> str:

@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from deeppick.autopick import (NO_LABEL_THRESHOLD_RULE, AutopickConfig, autopick, drifted, general_pass_target,
                                select_self_training, stand_out, too_few_to_self_train)
-from deeppick.batch import PICK_RECORD, model_fingerprint
+from deeppick.batch import PICK_RECORD, extraction_box_px, model_fingerprint
 from deeppick.cli import cli
 from deeppick.commands.picking import step_line
 from deeppick.datasets import load_dataset
@@ -434,6 +434,8 @@ def test_the_drift_guard_rolls_back_a_model_that_picks_far_more_than_the_general
     assert guarded.n_top == [] and model_fingerprint(guarded.model) == model_fingerprint(rolled_back)
     kept = load_model(out / "autopick_model.pt")
     assert kept.info["autopick"]["drift"]["growth"] == 3.0 and model_fingerprint(kept) == model_fingerprint(rolled_back)
+    # picked at the general model's box, extracted at the user's
+    assert extraction_box_px(kept) == 56 and extraction_box_px(general) == general.box_px
     final, first = guarded.candidates[-1], guarded.candidates[0]  # what is written: the general model's picks
     assert len(read_picks(out)) == (final["score"] >= general.threshold).sum()
     opened = first["micrograph"].iloc[0]
@@ -588,9 +590,12 @@ def test_a_given_box_smaller_than_the_particle_is_raised_for_the_fine_tuned_mode
         assert result.model.info["box_estimate"]["used"] == frame_px
         assert result.model.info["box_estimate"]["given"] == given_px
         assert result.general_box_px == 60.0  # the general model's pass is the estimate's whatever the box
-        # the files carry the box the user extracts at, whatever frame the model picked in
+        # the files carry the box the user extracts at, whatever frame the model picked in, and so do those
+        # that pick writes with the saved model
         rows = [line.split() for f in sorted(out.glob("*.box")) for line in f.read_text().splitlines()]
         assert rows and {(float(r[2]), float(r[3])) for r in rows} == {(given_px, given_px)}
+        saved = load_model(out / "autopick_model.pt")
+        assert saved.box_px == frame_px and extraction_box_px(saved) == given_px
     with pytest.raises(ConfigError, match="min_box_diameters"):
         AutopickConfig(min_box_diameters=0)
 
