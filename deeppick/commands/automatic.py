@@ -101,7 +101,8 @@ def pretrain(datasets, output, positives, max_micrographs, max_valid, epochs, bo
 @click.option("--general-box", type=click.Choice(["estimate", "given"]), cls=LibraryDefault,
               library="autopick:AutopickConfig.general_box",
               help="the box the general model picks the pseudo-labels at: 'estimate', where its picks are strongest "
-                   "in these micrographs; 'given', the box of --box-px (the fine-tuned model always uses that)")
+                   "in these micrographs; 'given', the box of --box-px (the fine-tuned model's, raised where it "
+                   "crops the particle: --min-box-diameters)")
 @click.option("--min-box-diameters", type=click.FloatRange(min=0), cls=LibraryDefault,
               library="autopick:AutopickConfig.min_box_diameters",
               help="the fine-tuned model's box is at least this × the particle diameter the micrographs show, so a "
